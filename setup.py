@@ -1,0 +1,69 @@
+"""tfbake: one tf.Transform preprocessing_fn for training and TF Serving.
+
+One distribution with the stage packages at the top level, so that remote Beam
+workers (Dataflow, Flink, Spark) can install the user's pipeline from this file
+with ``--setup_file ./setup.py``.
+"""
+
+from setuptools import find_packages, setup
+
+# The TFX family installs only as a matched set (see shared/STACK.md).
+STACK = [
+    "tensorflow>=2.21,<2.22",
+    "tf_keras>=2.21,<2.22",
+    "tensorflow-transform>=1.21,<1.22",
+    "tfx-bsl>=1.21,<1.22",
+    "tensorflow-metadata>=1.21,<1.22",
+    "tensorflow-serving-api>=2.19,<2.20",
+    "apache-beam[gcp]>=2.70,<2.80",
+    "protobuf>=6.31.1,<7",
+    "google-crc32c",
+]
+
+SERVING = [
+    "aiohttp>=3.9,<4",
+    "orjson>=3.9",
+    "grpcio>=1.60",
+    "prometheus-client>=0.20",
+]
+
+CONFIG = [
+    "pydantic>=2.5,<3",
+    "PyYAML>=6",
+]
+
+TEST = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "requests>=2.31",
+    "ruff>=0.5",
+]
+
+setup(
+    name="tfbake",
+    version="0.1.0",
+    description=(
+        "Define preprocessing once as a tf.Transform preprocessing_fn; train, export "
+        "and serve tf.Example models with the same graph."
+    ),
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(
+        include=[
+            "tfbake",
+            "tfbake.*",
+            "transform",
+            "transform.*",
+            "trainer",
+            "trainer.*",
+            "serving_input",
+            "serving_input.*",
+            "model_server",
+            "model_server.*",
+        ]
+    ),
+    include_package_data=True,
+    install_requires=STACK + SERVING + CONFIG + ["tqdm>=4.60"],
+    extras_require={"test": TEST},
+    entry_points={"console_scripts": ["tfbake = tfbake.cli:main"]},
+)

@@ -18,6 +18,8 @@ STACK = [
     "apache-beam[gcp]>=2.70,<2.80",
     "protobuf>=6.31.1,<7",
     "google-crc32c",
+    # TensorBoard logs (tf.summary) need it; tensorflow no longer pulls it in.
+    "tensorboard>=2.20",
 ]
 
 SERVING = [

@@ -21,7 +21,9 @@ def type_name(dtype: tf.dtypes.DType) -> str:
     try:
         return _TYPE_NAMES[tf.as_dtype(dtype)]
     except KeyError:
-        raise ValueError(f"unsupported feature dtype {dtype!r}; expected float32, int64 or string")
+        raise ValueError(
+            f"unsupported feature dtype {dtype!r}; expected float32, int64 or string"
+        ) from None
 
 
 def is_optional(spec: tf.io.FixedLenFeature | tf.io.VarLenFeature) -> bool:

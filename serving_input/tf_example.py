@@ -75,8 +75,7 @@ def encode_example(
                 expected *= int(dim)
             if len(values) != expected:
                 raise ExampleEncodingError(
-                    f'Expected feature "{name}" with {expected} value(s), '
-                    f"got {len(values)}{where}"
+                    f'Expected feature "{name}" with {expected} value(s), got {len(values)}{where}'
                 )
         coerced = [_coerce(v, spec.dtype, name, where) for v in values]
         if spec.dtype == tf.string:
@@ -91,6 +90,5 @@ def encode_example(
 def serialize_examples(rows: Iterable[Mapping[str, Any]], feature_spec: FeatureSpec) -> list[bytes]:
     """Encodes and serializes rows; errors name the row's position."""
     return [
-        encode_example(row, feature_spec, index=i).SerializeToString()
-        for i, row in enumerate(rows)
+        encode_example(row, feature_spec, index=i).SerializeToString() for i, row in enumerate(rows)
     ]

@@ -1,0 +1,1 @@
+"""tfbake: the config model and the CLI, the only package that knows every stage."""

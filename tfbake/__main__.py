@@ -1,0 +1,5 @@
+import sys
+
+from tfbake.cli import main
+
+sys.exit(main())

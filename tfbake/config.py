@@ -1,0 +1,222 @@
+"""The pipeline config: one YAML file, validated into a typed model before any work starts.
+
+The raw feature spec is derived here, once, from the ``features`` section (and the
+label); every stage receives it instead of reading the YAML again.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import tensorflow as tf
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from transform.csv_source import CsvFormat
+from transform.preprocessing import FeaturePreprocessing, check_compatible
+
+_DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key (or file) and what was expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    """A raw feature: what a training row and a serving ``tf.Example`` carry."""
+
+    type: Literal["float", "int", "string"]
+    nullable: bool = False
+
+
+class Label(_Strict):
+    """The label column; string and int labels are classes, float labels are targets."""
+
+    name: str
+    type: Literal["float", "int", "string"] = "string"
+
+
+class Data(_Strict):
+    """Where the training and eval data are, and how much bad data a job tolerates."""
+
+    format: Literal["csv", "tfrecord"] = "csv"
+    train: str
+    eval: str
+    csv: CsvFormat = Field(default_factory=CsvFormat)
+    max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
+
+
+class Model(_Strict):
+    """The canned model and its hyperparameters."""
+
+    type: Literal["dnn_classifier"] = "dnn_classifier"
+    hidden_units: list[int] = Field(default_factory=lambda: [32, 16], min_length=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    activation: str = "relu"
+    learning_rate: float = Field(default=0.01, gt=0)
+
+
+class EarlyStopping(_Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(default=3, ge=0)
+
+
+class Training(_Strict):
+    epochs: int = Field(default=20, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
+    seed: int = 42
+
+
+class Export(_Strict):
+    dir: str | None = None
+
+
+class Config(_Strict):
+    """One pipeline, as declared in ``configs/<name>.yaml``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    artifacts: str | None = None
+    data: Data
+    features: dict[str, Feature] = Field(min_length=1)
+    label: Label
+    preprocessing: dict[str, FeaturePreprocessing] = Field(default_factory=dict)
+    preprocessing_fn: str | None = None
+    model: Model = Field(default_factory=Model)
+    training: Training = Field(default_factory=Training)
+    export: Export = Field(default_factory=Export)
+    beam: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.label.name in self.features:
+            raise ValueError(
+                f'label "{self.label.name}" is also listed under features; declare it only as label'
+            )
+        for name, ops in self.preprocessing.items():
+            if name not in self.features:
+                raise ValueError(
+                    f'preprocessing.{name}: "{name}" is not a declared feature '
+                    f"(features: {', '.join(self.features)})"
+                )
+            feature = self.features[name]
+            try:
+                check_compatible(name, _DTYPES[feature.type], feature.nullable, ops)
+            except ValueError as err:
+                raise ValueError(f"preprocessing.{name}: {err}") from None
+        if not self.preprocessing_fn:
+            for name, feature in self.features.items():
+                if feature.nullable and name not in self.preprocessing and feature.type != "string":
+                    raise ValueError(
+                        f'preprocessing.{name}: feature "{name}" is nullable: declare how to '
+                        "impute it (impute: mean | median | most_frequent | constant)"
+                    )
+        return self
+
+    # Derived paths: everything a run writes goes under `artifacts`.
+    @property
+    def artifacts_dir(self) -> str:
+        return self.artifacts or os.path.join("artifacts", self.name)
+
+    @property
+    def transform_dir(self) -> str:
+        return os.path.join(self.artifacts_dir, "transform")
+
+    @property
+    def trainer_dir(self) -> str:
+        return os.path.join(self.artifacts_dir, "trainer")
+
+    @property
+    def export_dir_base(self) -> str:
+        return self.export.dir or os.path.join(self.artifacts_dir, "export")
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.label.type != "float"
+
+    def raw_feature_spec(self) -> dict:
+        """The raw feature spec of training data: every feature and the label.
+
+        Required values are ``FixedLenFeature([])``; nullable ones ``VarLenFeature``,
+        so a missing value is absent rather than coerced to 0 or "".
+        """
+        spec = {
+            name: tf.io.VarLenFeature(_DTYPES[f.type])
+            if f.nullable
+            else tf.io.FixedLenFeature([], _DTYPES[f.type])
+            for name, f in self.features.items()
+        }
+        spec[self.label.name] = tf.io.FixedLenFeature([], _DTYPES[self.label.type])
+        return spec
+
+    def beam_args(self) -> list[str]:
+        """The ``beam`` section as pipeline flags (``--key=value``), passed through as is."""
+        args = []
+        for key, value in self.beam.items():
+            for item in value if isinstance(value, list) else [value]:
+                if item is True:
+                    args.append(f"--{key}")
+                elif item is not False and item is not None:
+                    args.append(f"--{key}={item}")
+        return args
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if not key:  # a cross-check, whose message names its own key
+            lines.append(e["msg"].removeprefix("Value error, "))
+        elif e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        elif e["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            lines.append(f"{key}: {msg}{shown}")
+    return "\n  ".join(lines)
+
+
+def _check_files(config: Config, source: str) -> None:
+    for key in ("train", "eval"):
+        pattern = getattr(config.data, key)
+        if not glob.glob(pattern):
+            raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
+
+
+def load_config(path: str | os.PathLike, *, check_files: bool = True) -> Config:
+    """Reads and validates a YAML config; raises :class:`ConfigError` naming the bad key."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"{source}: cannot read config: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    return config_from_dict(raw, source=source, check_files=check_files)
+
+
+def config_from_dict(raw: Any, *, source: str = "config", check_files: bool = True) -> Config:
+    """Validates an already-parsed config (e.g. built in Python)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid config:\n  {_format_errors(err)}") from None
+    if check_files:
+        _check_files(config, source)
+    return config

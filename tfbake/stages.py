@@ -1,0 +1,146 @@
+"""The stages of a config'd pipeline: transform -> train -> export.
+
+Each stage takes the validated :class:`~tfbake.config.Config` and hands the stage
+packages plain arguments (the raw feature spec, paths, Beam flags): only this package
+knows the YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+
+import serving_input
+import trainer
+import transform
+from tfbake.config import Config
+
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def preprocessing_fn(config: Config):
+    """The config's ``preprocessing_fn``: declared steps, a user's function, or both."""
+    user_fn = (
+        transform.load_preprocessing_fn(config.preprocessing_fn)
+        if config.preprocessing_fn
+        else None
+    )
+    return transform.build_preprocessing_fn(
+        config.raw_feature_spec(),
+        config.preprocessing,
+        label_key=config.label.name,
+        classification=config.is_classifier,
+        user_fn=user_fn,
+    )
+
+
+def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.TransformJob:
+    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section."""
+    return transform.TransformJob(
+        raw_feature_spec=config.raw_feature_spec(),
+        preprocessing_fn=preprocessing_fn(config),
+        train_pattern=config.data.train,
+        eval_pattern=config.data.eval,
+        output_dir=config.transform_dir,
+        data_format=config.data.format,
+        csv=config.data.csv,
+        max_reject_fraction=config.data.max_reject_fraction,
+        beam_args=[*config.beam_args(), *beam_args],
+    )
+
+
+def run_transform(config: Config, beam_args: Sequence[str] = ()) -> dict:
+    """Runs the Beam job; returns the per-split row counts."""
+    return transform.run(transform_job(config, beam_args))
+
+
+def build_model(config: Config) -> trainer.Model:
+    """The configured canned model, bound to the transform output."""
+    m = config.model
+    return trainer.DNNClassifier(
+        config.transform_dir,
+        config.label.name,
+        m.hidden_units,
+        model_dir=config.trainer_dir,
+        activation=m.activation,
+        dropout=m.dropout,
+        learning_rate=m.learning_rate,
+    )
+
+
+def input_fns(config: Config, tft_output: tft.TFTransformOutput):
+    """The train (shuffled) and eval input functions over the transformed data."""
+    t = config.training
+    train = trainer.make_input_fn(
+        transform.data_pattern(config.transform_dir, "train"),
+        tft_output,
+        config.label.name,
+        batch_size=t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+    )
+    evaluation = trainer.make_input_fn(
+        transform.data_pattern(config.transform_dir, "eval"),
+        tft_output,
+        config.label.name,
+        batch_size=max(t.batch_size, 256),
+    )
+    return train, evaluation
+
+
+def run_training(config: Config) -> tuple[trainer.Model, dict]:
+    """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics."""
+    tf_keras.utils.set_random_seed(config.training.seed)
+    model = build_model(config)
+    train_fn, eval_fn = input_fns(config, model.tft_output)
+    stopping = config.training.early_stopping
+    model.train(
+        train_fn,
+        eval_input_fn=eval_fn,
+        epochs=config.training.epochs,
+        early_stopping_patience=stopping.patience if stopping else None,
+        monitor=stopping.monitor if stopping else "val_loss",
+    )
+    metrics = model.evaluate(eval_fn)
+    model.keras_model.save_weights(os.path.join(config.trainer_dir, WEIGHTS_FILE))
+    return model, metrics
+
+
+def load_trained_model(config: Config) -> trainer.Model:
+    """The model of the last ``tfbake train`` of this config."""
+    path = os.path.join(config.trainer_dir, WEIGHTS_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `tfbake train` first")
+    model = build_model(config)
+    model.keras_model.load_weights(path)
+    return model
+
+
+def serving_feature_spec(config: Config) -> dict:
+    """What a serving tf.Example carries: the raw feature spec less the label."""
+    return serving_input.without(config.raw_feature_spec(), [config.label.name])
+
+
+def run_export(config: Config, model: trainer.Model | None = None) -> str:
+    """Exports the trained model for TF Serving; returns the version folder."""
+    model = model or load_trained_model(config)
+    return model.export_saved_model(
+        config.export_dir_base,
+        serving_input.build_parsing_serving_input_fn(serving_feature_spec(config)),
+    )
+
+
+def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
+    """transform -> train -> export; returns a summary (row counts, metrics, export path)."""
+    stats = run_transform(config, beam_args)
+    model, metrics = run_training(config)
+    export_path = run_export(config, model)
+    summary = {"transform": stats, "eval_metrics": metrics, "export": export_path}
+    with tf.io.gfile.GFile(os.path.join(config.artifacts_dir, "run.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary

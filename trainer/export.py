@@ -1,0 +1,164 @@
+"""``export_saved_model``: the transform graph, the model and the head in one SavedModel.
+
+The version folder is written under a hidden temporary name inside
+``export_dir_base`` and renamed at the end, so a server watching the base path never
+sees half a version, and a failed export leaves no integer-named folder behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+
+from serving_input import ServingInputReceiver
+from serving_input import signatures as sig
+from serving_input.receivers import build_raw_serving_input_fn
+
+TEMP_PREFIX = ".tmp-export-"
+
+
+class _Servable(tf.Module):
+    """What the SavedModel tracks: the model and the transform layer (so its tables
+    and vocabulary assets are saved with it, and the export needs no transform dir)."""
+
+    def __init__(self, model: tf_keras.Model, tft_layer, head, label_keys):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tft_layer
+        self._head = head
+        self._label_keys = tuple(label_keys)
+        self._input_names = tuple(model.input_names)
+
+    def transform(self, raw_features: dict) -> dict:
+        transformed = self.tft_layer(raw_features)
+        return {k: v for k, v in transformed.items() if k not in self._label_keys}
+
+    def predict(self, raw_features: dict) -> dict:
+        transformed = self.transform(raw_features)
+        logits = self.model({name: transformed[name] for name in self._input_names}, training=False)
+        return self._head.predictions(logits)
+
+
+def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[dict, dict]:
+    """The signature functions and their method names (the canned-estimator set)."""
+    functions, methods = {}, {}
+    head = servable._head
+
+    def add(key, fn, specs, method):
+        functions[key] = tf.function(fn).get_concrete_function(**specs)
+        methods[key] = method
+
+    if receiver.parses_examples:
+        parse = receiver.features_fn
+        string_batch = tf.TensorSpec([None], tf.string)
+
+        def predictions(examples):
+            return servable.predict(parse({"examples": examples}))
+
+        add(
+            sig.CLASSIFICATION,
+            lambda inputs: head.classification_outputs(predictions(inputs)),
+            {sig.CLASSIFY_INPUTS: string_batch},
+            sig.CLASSIFY_METHOD,
+        )
+        if head.binary:
+            add(
+                sig.REGRESSION,
+                lambda inputs: head.regression_outputs(predictions(inputs)),
+                {sig.REGRESS_INPUTS: string_batch},
+                sig.REGRESS_METHOD,
+            )
+        add(sig.PREDICT, predictions, {"examples": string_batch}, sig.PREDICT_METHOD)
+        add(
+            sig.TRANSFORM_FEATURES,
+            lambda examples: servable.transform(parse({"examples": examples})),
+            {"examples": string_batch},
+            sig.PREDICT_METHOD,
+        )
+        default = sig.CLASSIFICATION
+        raw_receiver = build_raw_serving_input_fn(receiver.feature_spec)()
+    else:
+        default = sig.PREDICT
+        raw_receiver = receiver
+    add(
+        sig.PREDICT_RAW if receiver.parses_examples else sig.PREDICT,
+        lambda **received: servable.predict(raw_receiver.features_fn(received)),
+        dict(raw_receiver.receiver_tensors),
+        sig.PREDICT_METHOD,
+    )
+    functions[sig.DEFAULT_SERVING] = functions[default]
+    methods[sig.DEFAULT_SERVING] = methods[default]
+    return functions, methods
+
+
+def _set_method_names(export_dir: str, methods: dict) -> None:
+    """tf.saved_model.save writes "predict" for every signature; TF Serving's
+    Classify/Regress and tfx_bsl choose by the real method name."""
+    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(export_dir)
+    for key, method in methods.items():
+        updater.replace_method_name(signature_key=key, method_name=method, tags="serve")
+    updater.save()
+
+
+def _free_version(export_dir_base: str, version: int | None) -> int:
+    if version is not None:
+        if tf.io.gfile.exists(os.path.join(export_dir_base, str(version))):
+            raise FileExistsError(f"version {version} already exists in {export_dir_base}")
+        return version
+    version = int(time.time())
+    while tf.io.gfile.exists(os.path.join(export_dir_base, str(version))):
+        version += 1
+    return version
+
+
+def latest_export(export_dir_base: str) -> str:
+    """The highest integer-named version folder under ``export_dir_base``."""
+    versions = (
+        [int(name) for name in tf.io.gfile.listdir(export_dir_base) if name.strip("/").isdigit()]
+        if tf.io.gfile.isdir(export_dir_base)
+        else []
+    )
+    if not versions:
+        raise FileNotFoundError(f"no exported version in {export_dir_base}")
+    return os.path.join(export_dir_base, str(max(versions)))
+
+
+def export_saved_model(
+    model: tf_keras.Model,
+    head,
+    tft_output: tft.TFTransformOutput,
+    export_dir_base: str,
+    serving_input_fn: Callable[[], ServingInputReceiver],
+    *,
+    label_keys=(),
+    version: int | None = None,
+    extra_assets: Callable[[str], None] | None = None,
+) -> str:
+    """Writes ``export_dir_base/<version>/`` atomically and returns its path.
+
+    ``version`` defaults to seconds since the epoch, as Estimator's export did.
+    ``extra_assets(temp_dir)`` may add files (e.g. ``assets.extra/``) before the rename.
+    """
+    tf.io.gfile.makedirs(export_dir_base)
+    version = _free_version(export_dir_base, version)
+    final_dir = os.path.join(export_dir_base, str(version))
+    temp_dir = os.path.join(export_dir_base, f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    try:
+        servable = _Servable(model, tft_output.transform_features_layer(), head, label_keys)
+        functions, methods = _signatures(servable, serving_input_fn())
+        tf.saved_model.save(servable, temp_dir, signatures=functions)
+        _set_method_names(temp_dir, methods)
+        if extra_assets is not None:
+            extra_assets(temp_dir)
+        tf.io.gfile.rename(temp_dir, final_dir)
+    except BaseException:
+        if tf.io.gfile.exists(temp_dir):
+            tf.io.gfile.rmtree(temp_dir)
+        raise
+    return final_dir

@@ -1,0 +1,43 @@
+"""tf.data over the transformed TFRecords written by the Beam job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+
+def make_input_fn(
+    file_pattern: str,
+    tft_output: tft.TFTransformOutput,
+    label_key: str | None,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> Callable[[], tf.data.Dataset]:
+    """An Estimator-style ``input_fn``: a zero-argument callable returning a dataset.
+
+    The dataset yields ``(features, label)`` batches parsed with the transformed
+    feature spec (or just ``features`` when ``label_key`` is None). One pass per call:
+    the trainer asks for a fresh dataset each epoch.
+    """
+    feature_spec = tft_output.transformed_feature_spec()
+
+    def input_fn() -> tf.data.Dataset:
+        files = tf.io.gfile.glob(file_pattern)
+        if not files:
+            raise FileNotFoundError(f"no transformed data matches {file_pattern!r}")
+        dataset = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
+        if shuffle:
+            dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size).map(
+            lambda records: tf.io.parse_example(records, feature_spec),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        if label_key is not None:
+            dataset = dataset.map(lambda features: (features, features.pop(label_key)))
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return input_fn

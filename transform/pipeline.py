@@ -1,0 +1,203 @@
+"""The Beam job: read -> analyze -> transform -> write, for the train and eval splits.
+
+``artifacts/<name>/transform/`` receives what DESIGN.md lists: the raw ``metadata/``,
+``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
+``rejects/{train,eval}-*.jsonl`` and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
+from transform.rejects import COUNTER_NAMESPACE
+from transform.tfrecord_source import ReadExamples
+
+SPLITS = ("train", "eval")
+# Runner names that mean "this machine": run them on the FnApiRunner, so Beam never
+# tries to download the Prism runner (see shared/STACK.md).
+LOCAL_RUNNERS = (None, "direct", "directrunner", "fnapirunner")
+
+
+class TransformError(RuntimeError):
+    """The job ran but its result cannot be used (too many rejects, no rows)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformJob:
+    """Everything the Beam job needs; :func:`tfbake.config` builds one from YAML."""
+
+    raw_feature_spec: Mapping
+    preprocessing_fn: Callable[[dict], dict]
+    train_pattern: str
+    eval_pattern: str
+    output_dir: str
+    data_format: str = "csv"
+    csv: CsvFormat = dataclasses.field(default_factory=CsvFormat)
+    max_reject_fraction: float = 0.05
+    beam_args: Sequence[str] = ()
+
+
+# The layout of a transform output directory.
+def transform_fn_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, "transform_fn")
+
+
+def data_pattern(output_dir: str, split: str) -> str:
+    """The glob of a split's transformed TFRecords (gzip)."""
+    return os.path.join(output_dir, "data", f"{split}-*.tfrecord.gz")
+
+
+def rejects_pattern(output_dir: str, split: str) -> str:
+    return os.path.join(output_dir, "rejects", f"{split}-*.jsonl")
+
+
+def stats_path(output_dir: str) -> str:
+    return os.path.join(output_dir, "stats.json")
+
+
+def _column_names(job: TransformJob) -> list[str]:
+    if job.csv.column_names:
+        names = list(job.csv.column_names)
+    else:
+        files = sorted(glob.glob(job.train_pattern)) or sorted(tf.io.gfile.glob(job.train_pattern))
+        if not files:
+            raise TransformError(f"no file matches {job.train_pattern!r}")
+        names = read_header(files[0], job.csv.delimiter)
+    missing = [name for name in job.raw_feature_spec if name not in names]
+    if missing:
+        raise TransformError(f"feature(s) {missing} are not CSV columns; the columns are {names}")
+    return names
+
+
+def _read(pipeline, job: TransformJob, split: str, column_names):
+    pattern = job.train_pattern if split == "train" else job.eval_pattern
+    label = split.capitalize()
+    if job.data_format == "csv":
+        source = ReadCsv(pattern, job.raw_feature_spec, column_names, job.csv, split)
+    else:
+        source = ReadExamples(pattern, job.raw_feature_spec, split)
+    return pipeline | f"Read{label}" >> source
+
+
+def _pipeline(options: PipelineOptions) -> beam.Pipeline:
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or runner.lower() in LOCAL_RUNNERS:
+        return beam.Pipeline(runner=FnApiRunner(), options=options)
+    return beam.Pipeline(options=options)
+
+
+def _count_written(split: str):
+    counter = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"{split}_written")
+
+    def count(example: bytes) -> bytes:
+        counter.inc()
+        return example
+
+    return count
+
+
+def _stats(result) -> dict:
+    counters = result.metrics().query(
+        beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
+    )["counters"]
+    values = {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
+    return {
+        split: {
+            kind: int(values.get(f"{split}_{kind}", 0)) for kind in ("read", "written", "rejected")
+        }
+        for split in SPLITS
+    }
+
+
+def _check_rejects(stats: dict, job: TransformJob) -> None:
+    for split, counts in stats.items():
+        if counts["read"] == 0:
+            raise TransformError(f"{split}: no rows were read")
+        fraction = counts["rejected"] / counts["read"]
+        if fraction > job.max_reject_fraction:
+            raise TransformError(
+                f"{split}: {counts['rejected']} of {counts['read']} rows ({fraction:.1%}) were "
+                f"rejected, more than max_reject_fraction {job.max_reject_fraction:.1%}; "
+                f"see {rejects_pattern(job.output_dir, split)}"
+            )
+
+
+def run(job: TransformJob) -> dict:
+    """Runs the Beam job and returns the per-split row counts written to ``stats.json``.
+
+    Raises :class:`TransformError` when a split's rejects exceed
+    ``job.max_reject_fraction`` (``stats.json`` is written first, to show why).
+    """
+    out = job.output_dir
+    if tf.io.gfile.exists(out):
+        tf.io.gfile.rmtree(out)  # stale shards of an earlier run would be read as data
+    tf.io.gfile.makedirs(out)
+    column_names = _column_names(job) if job.data_format == "csv" else None
+    raw_metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(dict(job.raw_feature_spec))
+    )
+    adapter_config = tensor_adapter.TensorAdapterConfig(
+        arrow_schema(job.raw_feature_spec),
+        tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
+    )
+    options = PipelineOptions(list(job.beam_args))
+    temp_dir = os.path.join(out, ".tmp")
+    pipeline = _pipeline(options)
+    with tft_beam.Context(temp_dir=temp_dir):
+        train = _read(pipeline, job, "train", column_names)
+        evaluation = _read(pipeline, job, "eval", column_names)
+        transformed_train, transform_fn = (
+            train.record_batches,
+            adapter_config,
+        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+            job.preprocessing_fn, output_record_batches=True
+        )
+        transformed_eval = (
+            (evaluation.record_batches, adapter_config),
+            transform_fn,
+        ) | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True)
+        for split, transformed, read in (
+            ("train", transformed_train, train),
+            ("eval", transformed_eval, evaluation),
+        ):
+            label = split.capitalize()
+            _ = (
+                transformed
+                | f"Encode{label}" >> tft_beam.EncodeTransformedDataset()
+                | f"Count{label}Written" >> beam.Map(_count_written(split))
+                | f"Write{label}"
+                >> beam.io.WriteToTFRecord(
+                    os.path.join(out, "data", split), file_name_suffix=".tfrecord.gz"
+                )
+            )
+            _ = read.rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
+                os.path.join(out, "rejects", split), file_name_suffix=".jsonl"
+            )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
+        # TFTransformOutput.raw_feature_spec() reads metadata/, which WriteTransformFn
+        # does not write.
+        _ = raw_metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
+            os.path.join(out, "metadata"), pipeline
+        )
+        result = pipeline.run()
+        result.wait_until_finish()
+    if tf.io.gfile.exists(temp_dir):
+        tf.io.gfile.rmtree(temp_dir)
+    stats = _stats(result)
+    with tf.io.gfile.GFile(stats_path(out), "w") as f:
+        json.dump(stats, f, indent=2)
+    _check_rejects(stats, job)
+    return stats

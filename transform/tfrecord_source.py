@@ -1,0 +1,96 @@
+"""Reading TFRecord files of ``tf.Example`` into Arrow RecordBatches, with rejects.
+
+Each record is checked against the raw feature spec before tfx_bsl's C++ decoder
+turns the good ones into RecordBatches, so one malformed record becomes a reject
+with its reason instead of failing the job.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+
+import apache_beam as beam
+import pyarrow as pa
+import tensorflow as tf
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx_bsl.coders import example_coder
+
+from transform.csv_source import REJECTS_TAG
+from transform.rejects import SplitCounters, reject_record
+
+_KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
+
+
+def check_example(example: tf.train.Example, raw_feature_spec: Mapping) -> None:
+    """Raises ValueError naming the first feature the example does not carry as declared."""
+    features = example.features.feature
+    for name, spec in raw_feature_spec.items():
+        feature = features.get(name)
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        count = len(getattr(feature, kind).value) if kind else 0
+        if count == 0:
+            if isinstance(spec, tf.io.FixedLenFeature) and spec.default_value is None:
+                raise ValueError(f'missing value for required feature "{name}"')
+            continue
+        if kind != _KINDS[spec.dtype]:
+            raise ValueError(f'feature "{name}": expected {_KINDS[spec.dtype]}, got {kind}')
+        if isinstance(spec, tf.io.FixedLenFeature):
+            expected = int(tf.TensorShape(spec.shape).num_elements())
+            if count != expected:
+                raise ValueError(f'feature "{name}": expected {expected} value(s), got {count}')
+
+
+class _DecodeExamples(beam.DoFn):
+    def __init__(self, raw_feature_spec: Mapping, split: str):
+        self._spec = dict(raw_feature_spec)
+        self._split = split
+
+    def setup(self):
+        self._counters = SplitCounters(self._split)
+        schema = schema_utils.schema_from_feature_spec(self._spec)
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder(schema.SerializeToString())
+
+    def process(self, batch: list[tuple[str, bytes]]) -> Iterable:
+        self._counters.read.inc(len(batch))
+        good = []
+        for source, record in batch:
+            try:
+                check_example(tf.train.Example.FromString(record), self._spec)
+                good.append(record)
+            except Exception as err:  # a DecodeError or a ValueError from check_example
+                self._counters.rejected.inc()
+                reason = str(err) if isinstance(err, ValueError) else f"not a tf.Example: {err}"
+                yield beam.pvalue.TaggedOutput(
+                    REJECTS_TAG,
+                    reject_record(self._split, source, base64.b64encode(record).decode(), reason),
+                )
+        if good:
+            batch_out = self._decoder.DecodeBatch(good)
+            # Arrange the columns in spec order, as the CSV source does.
+            yield pa.RecordBatch.from_arrays(
+                [batch_out.column(batch_out.schema.get_field_index(n)) for n in self._spec],
+                names=list(self._spec),
+            )
+
+
+class ReadExamples(beam.PTransform):
+    """TFRecord files of tf.Example -> RecordBatches (main) and rejects (``rejects``)."""
+
+    def __init__(self, file_pattern: str, raw_feature_spec: Mapping, split: str):
+        super().__init__()
+        self._pattern = file_pattern
+        self._spec = raw_feature_spec
+        self._split = split
+
+    def expand(self, pipeline):
+        return (
+            pipeline
+            | "ReadRecords" >> beam.io.ReadFromTFRecord(self._pattern)
+            | "WithSource" >> beam.Map(lambda record, source: (source, record), self._pattern)
+            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+            | "Decode"
+            >> beam.ParDo(_DecodeExamples(self._spec, self._split)).with_outputs(
+                REJECTS_TAG, main="record_batches"
+            )
+        )

@@ -104,9 +104,16 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
 def test_beam_section_passes_through_as_pipeline_flags(good):
     raw = copy.deepcopy(good)
-    raw["beam"] = {"direct_num_workers": 2, "direct_running_mode": "multi_processing",
-                   "save_main_session": True, "experiments": ["a", "b"]}
+    raw["beam"] = {
+        "direct_num_workers": 2,
+        "direct_running_mode": "multi_processing",
+        "save_main_session": True,
+        "experiments": ["a", "b"],
+    }
     assert config_from_dict(raw).beam_args() == [
-        "--direct_num_workers=2", "--direct_running_mode=multi_processing",
-        "--save_main_session", "--experiments=a", "--experiments=b",
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
+        "--save_main_session",
+        "--experiments=a",
+        "--experiments=b",
     ]

@@ -92,8 +92,11 @@ def csv_run(small_data):
 
 def test_corrupted_rows_are_rejected_and_counted(csv_run):
     config, stats = csv_run
-    assert stats["train"] == {"read": N_GOOD + len(BAD_ROWS), "written": N_GOOD,
-                              "rejected": len(BAD_ROWS)}
+    assert stats["train"] == {
+        "read": N_GOOD + len(BAD_ROWS),
+        "written": N_GOOD,
+        "rejected": len(BAD_ROWS),
+    }
     assert stats["eval"] == {"read": 20, "written": 20, "rejected": 0}
     with open(transform.stats_path(config.transform_dir)) as f:
         assert json.load(f) == stats
@@ -153,7 +156,9 @@ def test_tfrecord_input_matches_csv_input_and_rejects_bad_records(csv_run, small
         with tf.io.TFRecordWriter(str(tmp_path / f"{split}.tfrecord")) as writer:
             for line in lines:
                 writer.write(
-                    serving_input.encode_example(decoder.decode_dict(line), spec).SerializeToString()
+                    serving_input.encode_example(
+                        decoder.decode_dict(line), spec
+                    ).SerializeToString()
                 )
             if split == "train":
                 bad = tf.train.Example()
@@ -161,8 +166,12 @@ def test_tfrecord_input_matches_csv_input_and_rejects_bad_records(csv_run, small
                 writer.write(bad.SerializeToString())
                 writer.write(b"\x00not a proto")
     config = config_from_dict(
-        _raw_config(tmp_path, str(tmp_path / "train.tfrecord"), str(tmp_path / "eval.tfrecord"),
-                    fmt="tfrecord")
+        _raw_config(
+            tmp_path,
+            str(tmp_path / "train.tfrecord"),
+            str(tmp_path / "eval.tfrecord"),
+            fmt="tfrecord",
+        )
     )
     stats = stages.run_transform(config)
     assert stats["train"] == {"read": N_GOOD + 2, "written": N_GOOD, "rejected": 2}

@@ -15,7 +15,9 @@ import argparse
 import json
 import sys
 
+from tfbake import stages
 from tfbake.config import ConfigError, load_config
+from transform import TransformError
 
 COMMANDS = {
     "run": "transform -> train -> export, in one go",
@@ -54,10 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2
-    # Imported late: the stages pull in TensorFlow and Beam, which --help should not wait for.
-    from tfbake import stages
-    from transform import TransformError
-
     try:
         if args.command == "run":
             summary = stages.run_all(config, extra)

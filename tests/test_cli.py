@@ -1,0 +1,93 @@
+"""The command line: help on every command, config errors before work, Beam flags passed on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tests.conftest import ROOT, write_config
+
+COMMANDS = ("run", "transform", "train", "export")
+
+
+def _run(args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_help_lists_every_command(venv_bin):
+    result = _run([os.path.join(venv_bin, "tfbake"), "--help"])
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "module, command", [("tfbake", "train"), ("transform", None), ("trainer", None)]
+)
+def test_modules_take_help(python, module, command):
+    args = [python, "-m", module] + ([command] if command else []) + ["--help"]
+    result = _run(args)
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert "config" in result.stdout
+
+
+def test_a_bad_config_exits_2_naming_the_key(venv_bin, tmp_path):
+    path = write_config(
+        tmp_path,
+        {
+            "name": "x",
+            "data": {"train": "a", "eval": "b"},
+            "features": {"f": {"type": "float", "colour": "red"}},
+            "label": {"name": "y"},
+        },
+    )
+    result = _run([os.path.join(venv_bin, "tfbake"), "transform", str(path)])
+    assert result.returncode == 2
+    assert "features.f.colour: unknown key" in result.stderr
+
+
+def test_beam_flags_pass_through_to_the_multi_process_runner(venv_bin, tmp_path):
+    rows = "\n".join(f"{i % 7}.5,{'ab'[i % 2]},{'pq'[i % 3 == 0]}" for i in range(60))
+    for split in ("train", "eval"):
+        (tmp_path / f"{split}.csv").write_text("x,c,y\n" + rows + "\n")
+    path = write_config(
+        tmp_path,
+        {
+            "name": "flags",
+            "artifacts": str(tmp_path / "artifacts"),
+            "data": {"train": str(tmp_path / "train.csv"), "eval": str(tmp_path / "eval.csv")},
+            "features": {"x": {"type": "float"}, "c": {"type": "string"}},
+            "label": {"name": "y"},
+        },
+    )
+    result = _run(
+        [
+            os.path.join(venv_bin, "tfbake"),
+            "transform",
+            str(path),
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "artifacts" / "transform" / "stats.json") as f:
+        assert json.load(f)["train"] == {"read": 60, "written": 60, "rejected": 0}
+
+
+def test_sdist_carries_every_package_a_beam_worker_needs(tmp_path):
+    result = _run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)], cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sdist,) = tmp_path.glob("tfbake-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    for package in ("tfbake", "transform", "trainer", "serving_input"):
+        assert f"{package}/__init__.py" in names
+    assert "transform/preprocessing.py" in names and "setup.py" in names

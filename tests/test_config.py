@@ -117,3 +117,9 @@ def test_beam_section_passes_through_as_pipeline_flags(good):
         "--experiments=a",
         "--experiments=b",
     ]
+
+
+def test_headerless_csv_needs_column_names(good):
+    good["data"]["csv"] = {"header": False}
+    message = _error(good)
+    assert "data.csv" in message and "column_names is required" in message

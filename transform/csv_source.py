@@ -17,7 +17,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from transform.rejects import SplitCounters, reject_record
 
@@ -39,6 +39,12 @@ class CsvFormat(BaseModel):
     column_names: list[str] | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     na_values: list[str] = Field(default_factory=lambda: ["", "NA", "?"])
+
+    @model_validator(mode="after")
+    def _names_known(self) -> CsvFormat:
+        if not self.header and not self.column_names:
+            raise ValueError("csv.column_names is required when csv.header is false")
+        return self
 
 
 def arrow_schema(raw_feature_spec: Mapping) -> pa.Schema:

@@ -1,0 +1,185 @@
+"""The gRPC API: TF Serving's PredictionService and ModelService over :class:`ServerCore`.
+
+Servicers subclass the generated bases of ``tensorflow-serving-api`` and run on
+``grpc.aio``, in the same event loop as REST, so both share one batch scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from tensorflow_serving.apis import (
+    classification_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from model_server import errors
+from model_server.core import ClassifyResult, ModelSpec, ServerCore
+from model_server.tensors import ndarray_from_proto, tensor_proto
+
+log = logging.getLogger(__name__)
+
+# TF Serving accepts messages up to 2 GiB (INT_MAX bytes).
+MAX_MESSAGE_BYTES = 2**31 - 1
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def _fill_spec(target, servable, signature_name: str | None) -> None:
+    target.name = servable.name
+    target.version.value = servable.version
+    if signature_name is not None:
+        target.signature_name = signature_name
+
+
+def _fill_classification(result: ClassifyResult, target) -> None:
+    classes, scores = result.classes, result.scores
+    reference = classes if classes is not None else scores
+    n, k = reference.shape
+    labels = classes.tolist() if classes is not None else None
+    values = scores.tolist() if scores is not None else None
+    for i in range(n):
+        row = target.classifications.add()
+        for j in range(k):
+            entry = row.classes.add()
+            if labels is not None:
+                entry.label = labels[i][j].decode("utf-8", "replace")
+            if values is not None:
+                entry.score = values[i][j]
+
+
+class _Service:
+    def __init__(self, core: ServerCore):
+        self.core = core
+
+    async def _serve(self, api: str, model_name: str, context, work):
+        start = time.perf_counter()
+        code_name = "OK"
+        try:
+            return await work()
+        except errors.ServingError as e:
+            code_name = e.code_name
+            await context.abort(e.code, e.message)
+        except Exception as e:  # noqa: BLE001 - report, never crash the stream
+            if isinstance(e, grpc.aio.AbortError):
+                raise
+            code_name = "INTERNAL"
+            log.exception("Internal error in %s", api)
+            await context.abort(grpc.StatusCode.INTERNAL, f"Internal error: {e}")
+        finally:
+            if model_name:
+                self.core.metrics.record_request(
+                    model_name, api, "GRPC", code_name, time.perf_counter() - start
+                )
+
+
+class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService."""
+
+    async def Predict(self, request, context):  # noqa: N802 - generated API name
+        async def work():
+            spec = ModelSpec.from_proto(request.model_spec)
+            servable = self.core.servable(spec)
+            result = await self.core.predict(
+                servable, spec.signature_name, request.inputs,
+                list(request.output_filter), decode=ndarray_from_proto,
+            )
+            response = predict_pb2.PredictResponse()
+            _fill_spec(response.model_spec, servable, result.signature_name)
+            for alias, array in result.outputs.items():
+                response.outputs[alias].CopyFrom(tensor_proto(array))
+            return response
+
+        return await self._serve("Predict", request.model_spec.name, context, work)
+
+    async def Classify(self, request, context):  # noqa: N802
+        async def work():
+            spec = ModelSpec.from_proto(request.model_spec)
+            servable = self.core.servable(spec)
+            result = await self.core.classify(servable, spec.signature_name, request.input)
+            response = classification_pb2.ClassificationResponse()
+            _fill_spec(response.model_spec, servable, result.signature_name)
+            _fill_classification(result, response.result)
+            return response
+
+        return await self._serve("Classify", request.model_spec.name, context, work)
+
+    async def Regress(self, request, context):  # noqa: N802
+        async def work():
+            spec = ModelSpec.from_proto(request.model_spec)
+            servable = self.core.servable(spec)
+            result = await self.core.regress(servable, spec.signature_name, request.input)
+            response = regression_pb2.RegressionResponse()
+            _fill_spec(response.model_spec, servable, result.signature_name)
+            for value in result.values.tolist():
+                response.result.regressions.add(value=value)
+            return response
+
+        return await self._serve("Regress", request.model_spec.name, context, work)
+
+    async def MultiInference(self, request, context):  # noqa: N802
+        async def work():
+            tasks = [(ModelSpec.from_proto(t.model_spec), t.method_name) for t in request.tasks]
+            servable, results = await self.core.multi_inference(tasks, request.input)
+            response = inference_pb2.MultiInferenceResponse()
+            for result in results:
+                target = response.results.add()
+                _fill_spec(target.model_spec, servable, result.signature_name)
+                if isinstance(result, ClassifyResult):
+                    _fill_classification(result, target.classification_result)
+                else:
+                    for value in result.values.tolist():
+                        target.regression_result.regressions.add(value=value)
+            return response
+
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return await self._serve("MultiInference", name, context, work)
+
+    async def GetModelMetadata(self, request, context):  # noqa: N802
+        async def work():
+            if not request.HasField("model_spec"):
+                raise errors.invalid_argument("Missing ModelSpec")
+            return self.core.metadata(
+                ModelSpec.from_proto(request.model_spec), list(request.metadata_field)
+            )
+
+        return await self._serve("GetModelMetadata", request.model_spec.name, context, work)
+
+
+class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService."""
+
+    async def GetModelStatus(self, request, context):  # noqa: N802
+        async def work():
+            if not request.HasField("model_spec"):
+                raise errors.invalid_argument("Missing ModelSpec")
+            spec = ModelSpec.from_proto(request.model_spec)
+            return self.core.model_status(ModelSpec(spec.name, spec.version))
+
+        return await self._serve("GetModelStatus", "", context, work)
+
+    async def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        async def work():
+            await self.core.reload_config(request.config)
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.error_code = 0
+            return response
+
+        return await self._serve("HandleReloadConfigRequest", "", context, work)
+
+
+def add_services(server: grpc.aio.Server, core: ServerCore) -> None:
+    """Registers both services on a grpc.aio server."""
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)

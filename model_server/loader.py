@@ -1,0 +1,116 @@
+"""SavedModel loader: one version loaded once, signatures resolved, warm-up replayed."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
+
+from model_server.servable import Servable, Signature
+from model_server.tensors import ndarray_from_proto, serialized_examples
+
+log = logging.getLogger(__name__)
+
+SERVE_TAG = "serve"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# TF Serving's kMaxNumRecords: more warm-up records than this is an error.
+MAX_WARMUP_RECORDS = 1000
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def read_signature_defs(path: str) -> dict:
+    """The SignatureDefs of the ``serve`` MetaGraph, read from saved_model.pb(txt)."""
+    saved_model = saved_model_pb2.SavedModel()
+    pb = os.path.join(path, "saved_model.pb")
+    if os.path.exists(pb):
+        with open(pb, "rb") as f:
+            saved_model.ParseFromString(f.read())
+    else:
+        with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as f:
+            text_format.Parse(f.read(), saved_model)
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"SavedModel at {path} has no MetaGraph tagged '{SERVE_TAG}'")
+
+
+class SavedModelLoader:
+    """Loads one version of one model into a :class:`Servable`."""
+
+    def __init__(self, name: str, version: int, path: str, *, warmup: bool = True):
+        self.name = name
+        self.version = version
+        self.path = path
+        self.warmup = warmup
+
+    def __repr__(self) -> str:
+        return f"SavedModelLoader({self.name!r}, {self.version}, {self.path!r})"
+
+    def load(self) -> Servable:
+        """Loads the SavedModel and resolves every signature; replays warm-up requests."""
+        signature_defs = read_signature_defs(self.path)
+        loaded = tf.saved_model.load(self.path, tags=[SERVE_TAG])
+        signatures = {
+            key: Signature(key, signature_defs[key], fn)
+            for key, fn in loaded.signatures.items()
+            if key in signature_defs
+        }
+        signature_def_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in signature_defs.items():
+            signature_def_map.signature_def[key].CopyFrom(signature_def)
+        servable = Servable(
+            self.name, self.version, self.path, signatures, signature_def_map, loaded
+        )
+        if self.warmup:
+            count = replay_warmup(servable)
+            if count:
+                log.info("Finished reading %d warmup records for %s version %d",
+                         count, self.name, self.version)
+        return servable
+
+
+def _signature(servable: Servable, model_spec) -> Signature:
+    key = model_spec.signature_name or DEFAULT_SIGNATURE
+    try:
+        return servable.signatures[key]
+    except KeyError:
+        raise ValueError(f"warm-up request names unknown signature {key!r}") from None
+
+
+def replay_warmup(servable: Servable) -> int:
+    """Runs ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog) once.
+
+    An error in a warm-up request fails the load, as in TF Serving.
+    """
+    path = os.path.join(servable.path, WARMUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        count += 1
+        if count > MAX_WARMUP_RECORDS:
+            raise ValueError(f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS})")
+        log_entry = prediction_log_pb2.PredictionLog.FromString(record)
+        kind = log_entry.WhichOneof("log_type")
+        if kind == "predict_log":
+            request = log_entry.predict_log.request
+            signature = _signature(servable, request.model_spec)
+            signature({k: ndarray_from_proto(k, v) for k, v in request.inputs.items()})
+        elif kind in ("classify_log", "regress_log"):
+            request = getattr(log_entry, kind).request
+            signature = _signature(servable, request.model_spec)
+            examples = serialized_examples(request.input)
+            signature({next(iter(signature.inputs)): examples})
+        elif kind == "multi_inference_log":
+            request = log_entry.multi_inference_log.request
+            examples = serialized_examples(request.input)
+            for task in request.tasks:
+                signature = _signature(servable, task.model_spec)
+                signature({next(iter(signature.inputs)): examples})
+        else:
+            raise ValueError(f"Unsupported log_type for warmup: {kind}")
+    return count

@@ -1,0 +1,269 @@
+"""The model server process: manager + core + REST + gRPC on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+import grpc
+from aiohttp import web
+
+from model_server.config import ConfigError, ServerOptions, parse_flags, read_model_server_config
+from model_server.core import ServerCore
+from model_server.grpc_service import SERVER_OPTIONS, add_services
+from model_server.manager import AspiredVersionsManager, StartupError
+from model_server.metrics import Metrics
+from model_server.rest import RestApi
+
+log = logging.getLogger("model_server")
+
+# How long in-flight requests may take to finish after SIGTERM.
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+class ModelServer:
+    """One server: loads the configured models, then serves REST and gRPC."""
+
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.metrics = Metrics()
+        self.manager = AspiredVersionsManager(
+            enable_warmup=options.enable_model_warmup,
+            file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+        )
+        self.core = ServerCore(
+            self.manager,
+            self.metrics,
+            batching=options.batching_options(),
+            num_threads=options.tensorflow_session_parallelism,
+            method_name_check=options.enable_signature_method_name_check,
+        )
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._config_text: str | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._config_thread: threading.Thread | None = None
+        self._config_stop = threading.Event()
+
+    def __repr__(self) -> str:
+        return (f"ModelServer(grpc={self.options.host}:{self.grpc_port}, "
+                f"rest={self.options.host}:{self.rest_port}, models={self.manager.model_names()})")
+
+    # ---------------------------------------------------------------- models
+
+    def load_models(self) -> None:
+        """Loads every configured model; raises StartupError naming one that fails."""
+        config = self.options.model_server_config()
+        if self.options.model_config_file:
+            with open(self.options.model_config_file, encoding="utf-8") as f:
+                self._config_text = f.read()
+        self.manager.apply_config(config, initial=True)
+        self.manager.start()
+        if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
+            self._config_thread = threading.Thread(
+                target=self._poll_config, name="model_config_poll", daemon=True
+            )
+            self._config_thread.start()
+
+    def _poll_config(self) -> None:
+        path = self.options.model_config_file
+        while not self._config_stop.wait(self.options.model_config_file_poll_wait_seconds):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                if text == self._config_text:
+                    continue
+                self._config_text = text
+                log.info("Reloading model config from %s", path)
+                self.manager.apply_config(read_model_server_config(path))
+            except Exception:  # noqa: BLE001 - a bad edit must not stop the server.
+                log.exception("Failed to reload model config file %s", path)
+
+    # ---------------------------------------------------------------- serving
+
+    async def start(self) -> None:
+        """Binds gRPC and (if enabled) REST on the running loop."""
+        options = self.options
+        self._stopping = asyncio.Event()
+        self._grpc = grpc.aio.server(options=SERVER_OPTIONS)
+        add_services(self._grpc, self.core)
+        self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.port}")
+        if self.grpc_port == 0:
+            raise OSError(f"Could not bind gRPC to {options.host}:{options.port}")
+        await self._grpc.start()
+        if options.rest_api_port != 0:
+            rest = RestApi(
+                self.core,
+                timeout_ms=options.rest_api_timeout_in_ms,
+                max_body_bytes=options.rest_api_max_body_bytes,
+                prometheus_path=options.prometheus_path(),
+            )
+            self._runner = web.AppRunner(rest.application(), access_log=None,
+                                         shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+            await self._runner.setup()
+            sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # -1 (a tfbake extension) picks a free port, reported below.
+            sock.bind((options.host, max(options.rest_api_port, 0)))
+            self.rest_port = sock.getsockname()[1]
+            await web.SockSite(self._runner, sock, backlog=1024,
+                               shutdown_timeout=SHUTDOWN_GRACE_SECONDS).start()
+
+    def announce(self) -> None:
+        """Says on stdout where the server listens (tests and tools wait for it)."""
+        print(f"Running gRPC ModelServer at {self.options.host}:{self.grpc_port} ...", flush=True)
+        if self.rest_port:
+            print(f"Exporting HTTP/REST API at:{self.options.host}:{self.rest_port} ...",
+                  flush=True)
+
+    async def wait_stopped(self) -> None:
+        """Serves until :meth:`request_stop`, then shuts down gracefully."""
+        await self._stopping.wait()
+        await self.shutdown()
+
+    def request_stop(self) -> None:
+        """Asks a running server to stop (safe from a signal handler)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def shutdown(self) -> None:
+        """Stops accepting, lets in-flight requests finish, releases everything."""
+        tasks = []
+        if self._grpc is not None:
+            tasks.append(self._grpc.stop(SHUTDOWN_GRACE_SECONDS))
+        if self._runner is not None:
+            tasks.append(self._runner.cleanup())
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._config_stop.set()
+        self.manager.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.core.close)
+
+
+async def _serve_until_signal(server: ModelServer) -> None:
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, server.request_stop)
+    server.announce()
+    await server.wait_stopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model_server`` / ``tfbake serve``: tensorflow_model_server's flags.
+
+    Returns the exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the
+    flags or configuration are wrong or a configured model cannot be loaded.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        options = parse_flags(argv)
+        server = ModelServer(options)
+        server.load_models()
+    except (ConfigError, StartupError) as e:
+        print(f"model_server: {e}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        asyncio.run(_serve_until_signal(server))
+    except OSError as e:
+        print(f"model_server: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+class RunningServer:
+    """A server running in a background thread (see :func:`serve`)."""
+
+    def __init__(self, server: ModelServer):
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="model_server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = e
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_until_complete(self.server.wait_stopped())
+        self._loop.close()
+
+    @property
+    def rest_url(self) -> str | None:
+        """``http://host:port`` of the REST API, or None when it is off."""
+        port = self.server.rest_port
+        return f"http://{self.server.options.host}:{port}" if port else None
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC API."""
+        return f"{self.server.options.host}:{self.server.grpc_port}"
+
+    def stop(self) -> None:
+        """Graceful stop; returns when the server is down."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.server.request_stop)
+            self._thread.join()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RunningServer(rest={self.rest_url}, grpc={self.grpc_target})"
+
+
+def serve(
+    model_base_path: str | None = None,
+    *,
+    model_name: str = "default",
+    model_config_file: str | None = None,
+    port: int = 0,
+    rest_api_port: int | None = None,
+    host: str = "127.0.0.1",
+    **flags,
+) -> RunningServer:
+    """Starts a server in this process, in a background thread, and returns it loaded.
+
+    ``port=0`` picks a free gRPC port; ``rest_api_port=None`` a free REST port (0
+    turns REST off). Other keyword arguments are the flags of ``python -m
+    model_server`` (``enable_batching=True``, ``batching_parameters_file=...``).
+    Use as a context manager, or call ``.stop()``::
+
+        with model_server.serve("artifacts/penguins/export", model_name="penguins") as s:
+            model_server.Client(s.rest_url).classify("penguins", rows)
+    """
+    options = ServerOptions(
+        port=port,
+        rest_api_port=-1 if rest_api_port is None else rest_api_port,
+        host=host,
+        model_name=model_name,
+        model_base_path=os.path.abspath(model_base_path) if model_base_path else None,
+        model_config_file=model_config_file,
+        **flags,
+    )
+    server = ModelServer(options)
+    server.load_models()
+    return RunningServer(server)

@@ -371,3 +371,31 @@ def test_exports_are_integer_versions_and_a_new_export_is_a_new_version(penguins
     assert sorted(os.listdir(tmp_path)) == sorted(
         [os.path.basename(first), os.path.basename(second)]
     )
+
+
+def test_warmup_requests_are_real_prediction_logs(penguins_run, loaded):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(penguins_run.export_dir, "assets.extra", "tf_serving_warmup_requests")
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
+    kinds = sorted(log.WhichOneof("log_type") for log in logs)
+    assert kinds == ["classify_log", "classify_log", "predict_log", "predict_log"]
+    for log in logs:
+        if log.WhichOneof("log_type") == "classify_log":
+            request = log.classify_log.request
+            examples = [e.SerializeToString() for e in request.input.example_list.examples]
+            assert request.model_spec.signature_name in ("classification", "serving_default")
+            answer = loaded.signatures[request.model_spec.signature_name](
+                inputs=tf.constant(examples)
+            )
+        else:
+            request = log.predict_log.request
+            examples = list(tf.make_ndarray(request.inputs["examples"]))
+            answer = loaded.signatures[request.model_spec.signature_name](
+                examples=tf.constant(examples)
+            )
+        assert len(examples) == penguins_run.config.export.warmup_examples
+        assert all(v.shape[0] == len(examples) for v in answer.values())

@@ -77,6 +77,8 @@ class Training(_Strict):
 
 class Export(_Strict):
     dir: str | None = None
+    # Real eval examples written as TF Serving warm-up requests (0: none).
+    warmup_examples: int = Field(default=5, ge=0, le=1000)
 
 
 class Config(_Strict):

@@ -126,12 +126,47 @@ def serving_feature_spec(config: Config) -> dict:
     return serving_input.without(config.raw_feature_spec(), [config.label.name])
 
 
+def sample_examples(config: Config, count: int) -> list[bytes]:
+    """Up to ``count`` eval rows as serialized serving tf.Examples (label removed).
+
+    Rows the Beam job would reject are skipped.
+    """
+    if count == 0:
+        return []
+    spec = serving_feature_spec(config)
+    path = sorted(tf.io.gfile.glob(config.data.eval))[0]
+    examples = []
+    if config.data.format == "tfrecord":
+        for record in tf.data.TFRecordDataset(path).take(count):
+            example = tf.train.Example.FromString(record.numpy())
+            del example.features.feature[config.label.name]
+            examples.append(example.SerializeToString())
+        return examples
+    csv = config.data.csv
+    columns = csv.column_names or transform.read_header(path, csv.delimiter)
+    decoder = transform.CsvRowDecoder(config.raw_feature_spec(), columns, csv)
+    with tf.io.gfile.GFile(path) as f:
+        lines = f.read().splitlines()[1 if csv.header else 0 :]
+    for line in lines:
+        try:
+            row = decoder.decode_dict(line)
+        except ValueError:
+            continue
+        row.pop(config.label.name)
+        examples.append(serving_input.encode_example(row, spec).SerializeToString())
+        if len(examples) == count:
+            break
+    return examples
+
+
 def run_export(config: Config, model: trainer.Model | None = None) -> str:
-    """Exports the trained model for TF Serving; returns the version folder."""
+    """Exports the trained model for TF Serving, with warm-up requests made of real
+    eval examples; returns the version folder."""
     model = model or load_trained_model(config)
     return model.export_saved_model(
         config.export_dir_base,
         serving_input.build_parsing_serving_input_fn(serving_feature_spec(config)),
+        warmup_examples=sample_examples(config, config.export.warmup_examples),
     )
 
 

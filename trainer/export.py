@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -19,6 +19,7 @@ import tf_keras
 from serving_input import ServingInputReceiver
 from serving_input import signatures as sig
 from serving_input.receivers import build_raw_serving_input_fn
+from trainer.warmup import write_warmup_requests
 
 TEMP_PREFIX = ".tmp-export-"
 
@@ -138,12 +139,13 @@ def export_saved_model(
     *,
     label_keys=(),
     version: int | None = None,
-    extra_assets: Callable[[str], None] | None = None,
+    warmup_examples: Sequence[bytes] = (),
 ) -> str:
     """Writes ``export_dir_base/<version>/`` atomically and returns its path.
 
     ``version`` defaults to seconds since the epoch, as Estimator's export did.
-    ``extra_assets(temp_dir)`` may add files (e.g. ``assets.extra/``) before the rename.
+    ``warmup_examples`` (serialized raw tf.Examples) become
+    ``assets.extra/tf_serving_warmup_requests``, replayed by TF Serving at load.
     """
     tf.io.gfile.makedirs(export_dir_base)
     version = _free_version(export_dir_base, version)
@@ -154,8 +156,8 @@ def export_saved_model(
         functions, methods = _signatures(servable, serving_input_fn())
         tf.saved_model.save(servable, temp_dir, signatures=functions)
         _set_method_names(temp_dir, methods)
-        if extra_assets is not None:
-            extra_assets(temp_dir)
+        if warmup_examples:
+            write_warmup_requests(temp_dir, methods, warmup_examples)
         tf.io.gfile.rename(temp_dir, final_dir)
     except BaseException:
         if tf.io.gfile.exists(temp_dir):

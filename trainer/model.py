@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -133,12 +133,15 @@ class Model:
         serving_input_fn: Callable[[], ServingInputReceiver],
         *,
         version: int | None = None,
+        warmup_examples: Sequence[bytes] = (),
     ) -> str:
         """Exports for TF Serving; returns ``export_dir_base/<version>``.
 
         With a parsing ``serving_input_fn``, the signatures are the canned-estimator set
         (``serving_default`` = ``classification``, ``predict``) plus ``predict_raw`` and
         ``transform_features``; with a raw one, ``serving_default`` = ``predict``.
+        ``warmup_examples`` (serialized raw tf.Examples) are written as TF Serving's
+        warm-up requests.
         """
         return export.export_saved_model(
             self.keras_model,
@@ -148,4 +151,5 @@ class Model:
             serving_input_fn,
             label_keys=[self.label_key],
             version=version,
+            warmup_examples=warmup_examples,
         )

@@ -1,0 +1,81 @@
+"""``assets.extra/tf_serving_warmup_requests``: real requests TF Serving replays at load.
+
+A TFRecord file of ``PredictionLog``s (TF Serving's SavedModel warm-up format), so the
+first client request after a version turns AVAILABLE does not pay for graph
+initialization. The requests carry real examples, one log per signature kind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    input_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_log_pb2,
+    regression_pb2,
+)
+
+from serving_input import signatures as sig
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def _example_input(examples: Sequence[bytes]) -> input_pb2.Input:
+    return input_pb2.Input(
+        example_list=input_pb2.ExampleList(
+            examples=[tf.train.Example.FromString(e) for e in examples]
+        )
+    )
+
+
+def warmup_logs(
+    signature_methods: dict[str, str], examples: Sequence[bytes]
+) -> list[prediction_log_pb2.PredictionLog]:
+    """One ``PredictionLog`` per tf.Example-taking signature, each with ``examples``."""
+    logs = []
+    for key, method in sorted(signature_methods.items()):
+        spec = model_pb2.ModelSpec(signature_name=key)
+        if method == sig.CLASSIFY_METHOD:
+            request = classification_pb2.ClassificationRequest(
+                model_spec=spec, input=_example_input(examples)
+            )
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    classify_log=prediction_log_pb2.ClassifyLog(request=request)
+                )
+            )
+        elif method == sig.REGRESS_METHOD:
+            request = regression_pb2.RegressionRequest(
+                model_spec=spec, input=_example_input(examples)
+            )
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    regress_log=prediction_log_pb2.RegressLog(request=request)
+                )
+            )
+        elif key in (sig.PREDICT, sig.TRANSFORM_FEATURES):
+            request = predict_pb2.PredictRequest(model_spec=spec)
+            request.inputs["examples"].CopyFrom(tf.make_tensor_proto(list(examples)))
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request)
+                )
+            )
+    return logs
+
+
+def write_warmup_requests(
+    export_dir: str, signature_methods: dict[str, str], examples: Sequence[bytes]
+) -> str:
+    """Writes the warm-up file into ``export_dir``; returns its path."""
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in warmup_logs(signature_methods, examples):
+            writer.write(log.SerializeToString())
+    return path

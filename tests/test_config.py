@@ -123,3 +123,9 @@ def test_headerless_csv_needs_column_names(good):
     good["data"]["csv"] = {"header": False}
     message = _error(good)
     assert "data.csv" in message and "column_names is required" in message
+
+
+def test_float_label_with_a_classifier(good):
+    good["label"]["type"] = "float"
+    message = _error(good)
+    assert "label.type" in message and "classifier" in message

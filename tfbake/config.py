@@ -102,6 +102,11 @@ class Config(_Strict):
             raise ValueError(
                 f'label "{self.label.name}" is also listed under features; declare it only as label'
             )
+        if self.model.type.endswith("_classifier") and self.label.type == "float":
+            raise ValueError(
+                f"label.type: a float label is a regression target, but model.type "
+                f"{self.model.type} is a classifier (use a string or int label)"
+            )
         for name, ops in self.preprocessing.items():
             if name not in self.features:
                 raise ValueError(

@@ -194,7 +194,7 @@ def _fast(value, info: TensorInfo) -> np.ndarray:
             array[:] = encoded
         else:
             raise _Slow
-    except (OverflowError, ValueError):
+    except (OverflowError, ValueError, errors.ServingError):
         raise _Slow from None
     return array.reshape(shape)
 

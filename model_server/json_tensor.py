@@ -143,9 +143,17 @@ def _type_error(value, info: TensorInfo) -> errors.ServingError:
     )
 
 
+# numpy (and so this server) holds at most 64 dimensions; one is the batch.
+MAX_JSON_RANK = 63
+
+
 def _dense_shape(value) -> list[int]:
     shape = []
     while isinstance(value, list):
+        if len(shape) == MAX_JSON_RANK:
+            raise errors.invalid_argument(
+                f"JSON Value nested too deeply: more than {MAX_JSON_RANK} dimensions"
+            )
         shape.append(len(value))
         if not value:
             break

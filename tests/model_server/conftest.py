@@ -98,7 +98,8 @@ def save_half_plus_two(path: str) -> None:
     request.inputs["x"].CopyFrom(tf.make_tensor_proto([1.0], dtype=tf.float32))
     log = prediction_log_pb2.PredictionLog()
     log.predict_log.request.CopyFrom(request)
-    with tf.io.TFRecordWriter(os.path.join(path, "assets.extra", "tf_serving_warmup_requests")) as w:
+    warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+    with tf.io.TFRecordWriter(warmup) as w:
         w.write(log.SerializeToString())
 
 

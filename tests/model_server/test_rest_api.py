@@ -145,7 +145,8 @@ def test_status(http, server):
     r = http.get(server.rest_url + HPT)
     assert r.status_code == 200
     assert r.json() == {"model_version_status": [
-        {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        {"version": "123", "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}
     ]}
     assert http.get(server.rest_url + f"{HPT}/versions/123").json() == r.json()
 

@@ -24,6 +24,10 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from serving_input import signatures as sig_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    # An editable install made before model_server/ existed does not map it;
+    # `python -m pytest` from the root finds it anyway, `pytest` then does too.
+    sys.path.insert(0, REPO)
 HPT_VERSION = 123
 STARTUP_TIMEOUT_S = 90
 

@@ -4,15 +4,22 @@
     tfbake transform CONFIG [BEAM FLAGS...]  the Beam job alone
     tfbake train CONFIG                      train and evaluate on the transformed data
     tfbake export CONFIG                     export the trained model for TF Serving
+    tfbake serve [--config CONFIG] [FLAGS]   the TF Serving-compatible model server
+    tfbake predict --server URL --model NAME --input rows.csv|rows.jsonl
 
 Unknown ``--flags`` after the config are Beam pipeline options (``--runner``,
 ``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...).
+``tfbake serve`` takes tensorflow_model_server's flags (``--port``,
+``--rest_api_port``, ``--model_name``, ``--model_base_path``, ``--model_config_file``,
+``--enable_batching``...); ``--config CONFIG`` fills in the model name and base path
+from a pipeline config.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from tfbake import stages
@@ -26,6 +33,11 @@ COMMANDS = {
     "export": "export the trained model (SavedModel for TF Serving)",
 }
 TAKES_BEAM_FLAGS = ("run", "transform")
+# Commands whose flags belong to the model server (tensorflow_model_server's own).
+SERVER_COMMANDS = {
+    "serve": "the TF Serving-compatible model server (tensorflow_model_server's flags)",
+    "predict": "stream a CSV/JSONL file through a model server, JSONL results out",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +50,30 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="the pipeline's YAML config, e.g. configs/penguins.yaml")
         if name in TAKES_BEAM_FLAGS:
             p.epilog = "Other --flags are passed to Beam as pipeline options."
+    for name, help_text in SERVER_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def _serve(argv: list[str]) -> int:
+    """``tfbake serve``: ``--config CONFIG`` becomes ``--model_name``/``--model_base_path``."""
+    import model_server
+
+    if "--config" in argv or any(a.startswith("--config=") for a in argv):
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--config")
+        known, argv = parser.parse_known_args(argv)
+        try:
+            config = load_config(known.config, check_files=False)
+        except ConfigError as err:
+            print(f"tfbake: {err}", file=sys.stderr)
+            return 2
+        argv = [
+            f"--model_name={config.name}",
+            f"--model_base_path={os.path.abspath(config.export_dir_base)}",
+            *argv,
+        ]
+    return model_server.main(argv)
 
 
 def _print(title: str, value) -> None:
@@ -48,6 +83,12 @@ def _print(title: str, value) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "serve":
+        return _serve(argv[1:])
+    if argv and argv[0] == "predict":
+        import model_server
+
+        return model_server.cli_predict(argv[1:])
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command not in TAKES_BEAM_FLAGS:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")

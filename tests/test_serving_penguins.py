@@ -1,0 +1,146 @@
+"""The penguins export behind a real ``tfbake serve`` process: REST and gRPC answer
+exactly what the in-process signature answers (issue 3, acceptance 3)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    input_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+import model_server
+import serving_input
+import transform
+from tfbake import stages
+
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def served(penguins_run, python, tmp_path_factory):
+    """``tfbake serve --config`` on the penguins export, on free loopback ports."""
+    log = tmp_path_factory.mktemp("serve") / "server.err"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "tfbake",
+                "serve",
+                "--config",
+                str(penguins_run.config_path),
+                "--port=0",
+                "--rest_api_port=-1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    rest = target = None
+    for line in process.stdout:
+        if line.startswith("Running gRPC ModelServer at "):
+            target = line.split(" at ", 1)[1].split()[0]
+        if line.startswith("Exporting HTTP/REST API at:"):
+            rest = "http://" + line.split("at:", 1)[1].split()[0]
+        if rest and target:
+            break
+    assert rest and target, f"server exited {process.poll()}: {log.read_text()[-2000:]}"
+    yield rest, target
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def requests_and_answers(penguins_run):
+    """Eval rows as dicts and serialized tf.Examples, and the in-process answers."""
+    config = penguins_run.config
+    decoder = transform.CsvRowDecoder(
+        config.raw_feature_spec(), transform.read_header(config.data.eval, ","), config.data.csv
+    )
+    with open(config.data.eval) as f:
+        rows = [decoder.decode_dict(line) for line in f.read().splitlines()[1:]]
+    for row in rows:
+        row.pop(config.label.name)
+    examples = serving_input.serialize_examples(rows, stages.serving_feature_spec(config))
+    loaded = tf.saved_model.load(penguins_run.export_dir)
+    predict = loaded.signatures["predict"](examples=tf.constant(examples))
+    return rows, examples, {k: v.numpy() for k, v in predict.items()}
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def test_rest_predict_with_base64_examples(served, penguins_run, requests_and_answers):
+    rest, _ = served
+    _, examples, expected = requests_and_answers
+    body = {
+        "signature_name": "predict",
+        "instances": [{"b64": base64.b64encode(e).decode()} for e in examples],
+    }
+    predictions = _post(f"{rest}/v1/models/penguins:predict", body)["predictions"]
+    probabilities = np.array([p["probabilities"] for p in predictions])
+    assert np.abs(probabilities - expected["probabilities"]).max() <= TOLERANCE
+    assert [p["classes"] for p in predictions] == expected["classes"].astype(str).tolist()
+
+
+def test_rest_classify_with_json_examples(served, requests_and_answers):
+    rest, _ = served
+    rows, _, expected = requests_and_answers
+    results = _post(f"{rest}/v1/models/penguins:classify", {"examples": rows})["results"]
+    names = expected["all_classes"][0].astype(str).tolist()
+    assert [[c for c, _ in r] for r in results] == [names] * len(rows)
+    scores = np.array([[s for _, s in r] for r in results])
+    assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE
+
+
+def test_grpc_predict_and_classify(served, penguins_run, requests_and_answers):
+    _, target = served
+    _, examples, expected = requests_and_answers
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "penguins", "predict"
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto(examples))
+    response = stub.Predict(request, timeout=60)
+    assert response.model_spec.version.value == int(os.path.basename(penguins_run.export_dir))
+    got = tf.make_ndarray(response.outputs["probabilities"])
+    assert np.abs(got - expected["probabilities"]).max() <= TOLERANCE
+
+    request = classification_pb2.ClassificationRequest(
+        input=input_pb2.Input(
+            example_list=input_pb2.ExampleList(
+                examples=[tf.train.Example.FromString(e) for e in examples]
+            )
+        )
+    )
+    request.model_spec.name = "penguins"
+    result = stub.Classify(request, timeout=60).result
+    scores = np.array([[c.score for c in r.classes] for r in result.classifications])
+    assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_client_classifies_plain_dicts(served, requests_and_answers, protocol):
+    rest, target = served
+    rows, _, expected = requests_and_answers
+    with model_server.Client(rest if protocol == "rest" else target, protocol) as client:
+        results = client.classify("penguins", rows)
+    scores = np.array([[s for _, s in r] for r in results])
+    assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE

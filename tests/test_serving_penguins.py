@@ -144,3 +144,35 @@ def test_client_classifies_plain_dicts(served, requests_and_answers, protocol):
         results = client.classify("penguins", rows)
     scores = np.array([[s for _, s in r] for r in results])
     assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE
+
+
+def test_tfbake_predict_streams_a_csv_to_jsonl(
+    served, penguins_run, requests_and_answers, venv_bin, tmp_path
+):
+    rest, _ = served
+    _, _, expected = requests_and_answers
+    out = tmp_path / "results.jsonl"
+    result = subprocess.run(
+        [
+            os.path.join(venv_bin, "tfbake"),
+            "predict",
+            "--server",
+            rest,
+            "--model",
+            "penguins",
+            "--input",
+            penguins_run.config.data.eval,
+            "--output",
+            str(out),
+            "--batch_size",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == len(expected["probabilities"])  # every eval row, in order
+    scores = np.array([r["scores"] for r in records])
+    assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE

@@ -1,14 +1,44 @@
 """Training on transformed data and exporting for TF Serving (the Estimator contract).
 
 - :func:`make_input_fn`: tf.data over the Beam job's transformed TFRecords;
-- :class:`DNNClassifier` and :class:`Model` (a user's own tf_keras model), each with
-  ``train``, ``evaluate``, ``predict`` and ``export_saved_model``.
+- canned models (:class:`LinearClassifier`, :class:`LinearRegressor`,
+  :class:`DNNClassifier`, :class:`DNNRegressor`, :class:`DNNLinearCombinedClassifier`,
+  :class:`DNNLinearCombinedRegressor`) and :class:`Model` (a user's own tf_keras
+  model), each with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
+- heads (:class:`ClassificationHead`, :class:`RegressionHead`): loss, metrics, outputs
+  and the export's signatures;
+- :func:`annotate_label_statistics` (in a ``preprocessing_fn``) and
+  :func:`label_statistics`: a regression label's mean and std from tf.Transform.
 """
 
-from trainer.canned import DNNClassifier
+from trainer.canned import (
+    DNNClassifier,
+    DNNLinearCombinedClassifier,
+    DNNLinearCombinedRegressor,
+    DNNRegressor,
+    LinearClassifier,
+    LinearRegressor,
+)
 from trainer.export import latest_export
-from trainer.heads import ClassificationHead
+from trainer.heads import ClassificationHead, Head, RegressionHead, SignatureSpec
 from trainer.input_fn import make_input_fn
+from trainer.label_normalization import annotate_label_statistics, label_statistics
 from trainer.model import Model
 
-__all__ = ["ClassificationHead", "DNNClassifier", "Model", "latest_export", "make_input_fn"]
+__all__ = [
+    "ClassificationHead",
+    "DNNClassifier",
+    "DNNLinearCombinedClassifier",
+    "DNNLinearCombinedRegressor",
+    "DNNRegressor",
+    "Head",
+    "LinearClassifier",
+    "LinearRegressor",
+    "Model",
+    "RegressionHead",
+    "SignatureSpec",
+    "annotate_label_statistics",
+    "label_statistics",
+    "latest_export",
+    "make_input_fn",
+]

@@ -1,4 +1,10 @@
-"""Canned models: the user names a type and hyperparameters, the inputs are derived."""
+"""Canned models: the user names a type and hyperparameters, the inputs are derived.
+
+Every canned model is one body (:func:`build_logits_model`: a linear part, a DNN part,
+or both, summed) under one head (:class:`~trainer.heads.ClassificationHead` or
+:class:`~trainer.heads.RegressionHead`), as the Estimator family was; the classes
+below only choose which parts and which head.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +13,198 @@ from collections.abc import Sequence
 import tensorflow_transform as tft
 import tf_keras
 
-from trainer.feature_inputs import build_inputs, transformed_features
-from trainer.heads import ClassificationHead
+from trainer.feature_inputs import (
+    encode_dense,
+    encode_sparse,
+    make_inputs,
+    select_features,
+    transformed_features,
+)
+from trainer.heads import ClassificationHead, Head, RegressionHead
+from trainer.label_normalization import label_statistics
 from trainer.model import Model, as_tft_output
 
+LabelNormalization = bool | tuple[float, float]
 
-class DNNClassifier(Model):
-    """A feed-forward classifier, as ``tf.estimator.DNNClassifier``.
 
-    Instead of ``feature_columns`` it takes the tf.Transform output: every transformed
-    feature becomes an input (categorical ids one-hot or embedded, numbers as they are),
-    and the classes are the label vocabulary, in its order.
+def _dnn_logits(
+    x,
+    logits_dimension: int,
+    hidden_units: Sequence[int],
+    *,
+    activation: str,
+    dropout: float,
+    batch_norm: bool,
+    prefix: str = "",
+):
+    for i, units in enumerate(hidden_units):
+        x = tf_keras.layers.Dense(units, name=f"{prefix}hidden_{i}")(x)
+        if batch_norm:
+            # Before the activation, as in the batch norm paper and Estimator's DNN.
+            x = tf_keras.layers.BatchNormalization(name=f"{prefix}batch_norm_{i}")(x)
+        x = tf_keras.layers.Activation(activation, name=f"{prefix}{activation}_{i}")(x)
+        if dropout:
+            x = tf_keras.layers.Dropout(dropout, name=f"{prefix}dropout_{i}")(x)
+    return tf_keras.layers.Dense(logits_dimension, name=f"{prefix}logits")(x)
+
+
+def build_logits_model(
+    tft_output: tft.TFTransformOutput,
+    label_key: str,
+    head: Head,
+    *,
+    linear: bool,
+    dnn: bool,
+    linear_features: Sequence[str] | None = None,
+    dnn_features: Sequence[str] | None = None,
+    hidden_units: Sequence[int] = (),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    exclude: Sequence[str] = (),
+    name: str = "canned",
+) -> tf_keras.Model:
+    """A tf_keras model from transformed features to ``head.logits_dimension`` logits.
+
+    With ``linear``, ``linear_features`` go through the linear encoding (one-hot ids,
+    numbers) into one dense layer; with ``dnn``, ``dnn_features`` go through the DNN
+    encoding (one-hot or embedded ids, numbers) into ``hidden_units``; with both, the
+    logits are their sum (wide & deep). A feature list left None is every transformed
+    feature but the label and ``exclude`` (e.g. other labels, example weights).
     """
+    if not (linear or dnn):
+        raise ValueError("a canned model needs a linear part, a DNN part, or both")
+    available = transformed_features(tft_output, exclude=[label_key, *exclude])
+
+    def pick(wanted: bool, names: Sequence[str] | None, what: str):
+        if not wanted:
+            return []
+        picked = select_features(available, names, what)
+        if not picked:
+            raise ValueError(f"{what}: no transformed feature to use")
+        return picked
+
+    linear_part = pick(linear, linear_features, "linear_features")
+    dnn_part = pick(dnn, dnn_features, "dnn_features")
+    used = {f.name for f in linear_part + dnn_part}
+    inputs = make_inputs([f for f in available if f.name in used])
+    parts = []
+    if dnn_part:
+        parts.append(
+            _dnn_logits(
+                encode_dense(inputs, dnn_part),
+                head.logits_dimension,
+                hidden_units,
+                activation=activation,
+                dropout=dropout,
+                batch_norm=batch_norm,
+                # Wide & deep: "dnn_logits" + "linear_logits" -> "logits".
+                prefix="dnn_" if linear_part else "",
+            )
+        )
+    if linear_part:
+        x = encode_sparse(inputs, linear_part)
+        parts.append(tf_keras.layers.Dense(head.logits_dimension, name="linear_logits")(x))
+    logits = parts[0] if len(parts) == 1 else tf_keras.layers.Add(name="logits")(parts)
+    return tf_keras.Model(inputs, logits, name=name)
+
+
+def _regression_head(
+    tft_output: tft.TFTransformOutput, label_key: str, label_normalization: LabelNormalization
+) -> RegressionHead:
+    if label_normalization is False:
+        return RegressionHead()
+    if label_normalization is True:
+        stats = label_statistics(tft_output, label_key)
+        if stats is None:
+            raise ValueError(
+                f"label_normalization=True, but the transform output records no statistics "
+                f'for label "{label_key}": call trainer.annotate_label_statistics on the '
+                "label in the preprocessing_fn, or pass (mean, std)"
+            )
+        return RegressionHead(*stats)
+    mean, std = label_normalization
+    return RegressionHead(mean, std)
+
+
+class _CannedModel(Model):
+    """The shared constructor of the canned models: body, head, compile.
+
+    Keyword arguments (each model type refuses those it has no use for):
+      hidden_units, activation, dropout, batch_norm: the DNN part.
+      linear_features / dnn_features: the transformed features of each part of a
+        wide & deep model (default: all).
+      label_normalization: regressors; see :class:`LinearRegressor`.
+      exclude: transformed features that are not inputs (other labels, weights).
+      model_dir, optimizer, learning_rate: as :class:`trainer.Model`.
+    """
+
+    _name: str
+    _classifier: bool
+    _linear: bool
+    _dnn: bool
+
+    @classmethod
+    def _check_arguments(cls, **given) -> None:
+        """Refuses an argument that this model type would silently ignore."""
+        unused = []
+        if not cls._dnn:
+            unused += [k for k in ("hidden_units", "dnn_features") if given[k] is not None]
+            unused += [k for k in ("dropout", "batch_norm") if given[k]]
+        if not cls._linear and given["linear_features"] is not None:
+            unused.append("linear_features")
+        if cls._classifier and given["label_normalization"] is not False:
+            unused.append("label_normalization")
+        if unused:
+            raise TypeError(f"{cls.__name__} does not take {', '.join(unused)}")
 
     def __init__(
         self,
         transform_output: str | tft.TFTransformOutput,
         label_key: str,
-        hidden_units: Sequence[int] = (32, 16),
         *,
+        hidden_units: Sequence[int] | None = None,
+        linear_features: Sequence[str] | None = None,
+        dnn_features: Sequence[str] | None = None,
+        label_normalization: LabelNormalization = False,
         model_dir: str | None = None,
         activation: str = "relu",
         dropout: float = 0.0,
+        batch_norm: bool = False,
+        exclude: Sequence[str] = (),
         optimizer: str = "adam",
         learning_rate: float = 0.01,
     ):
+        self._check_arguments(
+            hidden_units=hidden_units,
+            dnn_features=dnn_features,
+            linear_features=linear_features,
+            label_normalization=label_normalization,
+            dropout=dropout,
+            batch_norm=batch_norm,
+        )
         tft_output = as_tft_output(transform_output)
-        head = ClassificationHead(tft_output.vocabulary_by_name(label_key))
-        inputs, x = build_inputs(transformed_features(tft_output, exclude=[label_key]))
-        for i, units in enumerate(hidden_units):
-            x = tf_keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(x)
-            if dropout:
-                x = tf_keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-        logits = tf_keras.layers.Dense(head.logits_dimension, name="logits")(x)
+        if self._classifier:
+            head: Head = ClassificationHead(tft_output.vocabulary_by_name(label_key))
+        else:
+            head = _regression_head(tft_output, label_key, label_normalization)
+        keras_model = build_logits_model(
+            tft_output,
+            label_key,
+            head,
+            linear=self._linear,
+            dnn=self._dnn,
+            linear_features=linear_features,
+            dnn_features=dnn_features,
+            hidden_units=hidden_units or (),
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            exclude=exclude,
+            name=self._name,
+        )
         super().__init__(
-            tf_keras.Model(inputs, logits, name="dnn_classifier"),
+            keras_model,
             head,
             tft_output,
             label_key,
@@ -49,3 +212,92 @@ class DNNClassifier(Model):
             optimizer=optimizer,
             learning_rate=learning_rate,
         )
+
+
+class DNNClassifier(_CannedModel):
+    """A feed-forward classifier, as ``tf.estimator.DNNClassifier``.
+
+    Instead of ``feature_columns`` it takes the tf.Transform output: every transformed
+    feature becomes an input (categorical ids one-hot or embedded, numbers as they are),
+    and the classes are the label vocabulary, in its order.
+    """
+
+    _name, _classifier, _linear, _dnn = "dnn_classifier", True, False, True
+
+    def __init__(
+        self,
+        transform_output: str | tft.TFTransformOutput,
+        label_key: str,
+        hidden_units: Sequence[int] = (32, 16),
+        **kwargs,
+    ):
+        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
+
+
+class DNNRegressor(_CannedModel):
+    """A feed-forward regressor, as ``tf.estimator.DNNRegressor``: the inputs of
+    :class:`DNNClassifier`, one float output (``label_normalization`` as in
+    :class:`LinearRegressor`)."""
+
+    _name, _classifier, _linear, _dnn = "dnn_regressor", False, False, True
+
+    def __init__(
+        self,
+        transform_output: str | tft.TFTransformOutput,
+        label_key: str,
+        hidden_units: Sequence[int] = (32, 16),
+        **kwargs,
+    ):
+        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
+
+
+class LinearClassifier(_CannedModel):
+    """A linear (logistic / softmax regression) classifier, as
+    ``tf.estimator.LinearClassifier``: one weight per categorical id and per number."""
+
+    _name, _classifier, _linear, _dnn = "linear_classifier", True, True, False
+
+
+class LinearRegressor(_CannedModel):
+    """A linear regressor, as ``tf.estimator.LinearRegressor``.
+
+    ``label_normalization``: False (default); True, to use the label's mean and std
+    recorded by tf.Transform analyzers (:func:`trainer.annotate_label_statistics` in
+    the ``preprocessing_fn``); or ``(mean, std)``. The loss is then computed on the
+    normalized label and the export answers in the label's own units.
+    """
+
+    _name, _classifier, _linear, _dnn = "linear_regressor", False, True, False
+
+
+class DNNLinearCombinedClassifier(_CannedModel):
+    """Wide & deep classifier, as ``tf.estimator.DNNLinearCombinedClassifier``: the sum
+    of a linear part over ``linear_features`` and a DNN over ``dnn_features`` (each
+    default: every transformed feature)."""
+
+    _name, _classifier, _linear, _dnn = "dnn_linear_combined_classifier", True, True, True
+
+    def __init__(
+        self,
+        transform_output: str | tft.TFTransformOutput,
+        label_key: str,
+        hidden_units: Sequence[int] = (32, 16),
+        **kwargs,
+    ):
+        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
+
+
+class DNNLinearCombinedRegressor(_CannedModel):
+    """Wide & deep regressor, as ``tf.estimator.DNNLinearCombinedRegressor``
+    (see :class:`DNNLinearCombinedClassifier` and :class:`LinearRegressor`)."""
+
+    _name, _classifier, _linear, _dnn = "dnn_linear_combined_regressor", False, True, True
+
+    def __init__(
+        self,
+        transform_output: str | tft.TFTransformOutput,
+        label_key: str,
+        hidden_units: Sequence[int] = (32, 16),
+        **kwargs,
+    ):
+        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)

@@ -19,6 +19,7 @@ import tf_keras
 from serving_input import ServingInputReceiver
 from serving_input import signatures as sig
 from serving_input.receivers import build_raw_serving_input_fn
+from trainer.heads import Head, SignatureSpec
 from trainer.warmup import write_warmup_requests
 
 TEMP_PREFIX = ".tmp-export-"
@@ -28,7 +29,7 @@ class _Servable(tf.Module):
     """What the SavedModel tracks: the model and the transform layer (so its tables
     and vocabulary assets are saved with it, and the export needs no transform dir)."""
 
-    def __init__(self, model: tf_keras.Model, tft_layer, head, label_keys):
+    def __init__(self, model: tf_keras.Model, tft_layer, head: Head, label_keys: Sequence[str]):
         super().__init__()
         self.model = model
         self.tft_layer = tft_layer
@@ -47,7 +48,12 @@ class _Servable(tf.Module):
 
 
 def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[dict, dict]:
-    """The signature functions and their method names (the canned-estimator set)."""
+    """The signature functions and their method names.
+
+    With a parsing receiver: the head's signatures (:meth:`trainer.heads.Head.signatures`,
+    the canned-estimator set, ``serving_default`` = the head's first), plus
+    ``transform_features`` and ``predict_raw``. With a raw receiver: ``predict`` only.
+    """
     functions, methods = {}, {}
     head = servable._head
 
@@ -62,27 +68,19 @@ def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[di
         def predictions(examples):
             return servable.predict(parse({"examples": examples}))
 
-        add(
-            sig.CLASSIFICATION,
-            lambda inputs: head.classification_outputs(predictions(inputs)),
-            {sig.CLASSIFY_INPUTS: string_batch},
-            sig.CLASSIFY_METHOD,
-        )
-        if head.binary:
-            add(
-                sig.REGRESSION,
-                lambda inputs: head.regression_outputs(predictions(inputs)),
-                {sig.REGRESS_INPUTS: string_batch},
-                sig.REGRESS_METHOD,
-            )
-        add(sig.PREDICT, predictions, {"examples": string_batch}, sig.PREDICT_METHOD)
+        def signature_fn(spec: SignatureSpec):
+            # Taken by keyword, so the signature's input is named by the spec's input key.
+            return lambda **received: spec.outputs(predictions(received[spec.input_key]))
+
+        for spec in head.signatures():
+            add(spec.key, signature_fn(spec), {spec.input_key: string_batch}, spec.method_name)
         add(
             sig.TRANSFORM_FEATURES,
             lambda examples: servable.transform(parse({"examples": examples})),
             {"examples": string_batch},
             sig.PREDICT_METHOD,
         )
-        default = sig.CLASSIFICATION
+        default = head.default_signature
         raw_receiver = build_raw_serving_input_fn(receiver.feature_spec)()
     else:
         default = sig.PREDICT
@@ -132,12 +130,12 @@ def latest_export(export_dir_base: str) -> str:
 
 def export_saved_model(
     model: tf_keras.Model,
-    head,
+    head: Head,
     tft_output: tft.TFTransformOutput,
     export_dir_base: str,
     serving_input_fn: Callable[[], ServingInputReceiver],
     *,
-    label_keys=(),
+    label_keys: Sequence[str] = (),
     version: int | None = None,
     warmup_examples: Sequence[bytes] = (),
 ) -> str:

@@ -61,18 +61,49 @@ def transformed_features(
     return features
 
 
-def build_inputs(features: list[TransformedFeature]) -> tuple[dict, tf.Tensor]:
-    """Keras ``Input``s, one per feature, and their encoded concatenation."""
-    inputs, encoded = {}, []
+def select_features(
+    features: list[TransformedFeature], names: Iterable[str] | None, what: str
+) -> list[TransformedFeature]:
+    """The features named in ``names`` (all when None), in ``features``' order.
+
+    Raises ``ValueError`` naming ``what`` (e.g. ``linear_features``) for an unknown name.
+    """
+    if names is None:
+        return list(features)
+    wanted = set(names)
+    unknown = sorted(wanted - {f.name for f in features})
+    if unknown:
+        raise ValueError(
+            f"{what}: {unknown} are not transformed features "
+            f"(the transformed features are {[f.name for f in features]})"
+        )
+    return [f for f in features if f.name in wanted]
+
+
+def make_inputs(features: list[TransformedFeature]) -> dict[str, tf.Tensor]:
+    """One Keras ``Input`` per feature, named after it (the export feeds them by name)."""
+    return {f.name: tf_keras.Input(shape=(), name=f.name, dtype=f.dtype) for f in features}
+
+
+def _number(x: tf.Tensor, name: str) -> tf.Tensor:
+    return tf_keras.layers.Reshape((1,), name=name)(tf.cast(x, tf.float32))
+
+
+def _ids(x: tf.Tensor, feature: TransformedFeature) -> tf.Tensor:
+    return x - feature.min_id if feature.min_id else x
+
+
+def encode_dense(
+    inputs: dict[str, tf.Tensor], features: list[TransformedFeature], name: str = "features"
+) -> tf.Tensor:
+    """The DNN encoding: categorical ids one-hot (up to ``MAX_ONE_HOT_IDS``) or embedded,
+    numbers as they are; concatenated into one [N, D] tensor named ``name``."""
+    encoded = []
     for feature in features:
-        x = tf_keras.Input(shape=(), name=feature.name, dtype=feature.dtype)
-        inputs[feature.name] = x
+        x = inputs[feature.name]
         if feature.num_ids is None:
-            encoded.append(
-                tf_keras.layers.Reshape((1,), name=f"{feature.name}_number")(tf.cast(x, tf.float32))
-            )
+            encoded.append(_number(x, f"{feature.name}_number"))
             continue
-        ids = x - feature.min_id if feature.min_id else x
         if feature.num_ids <= MAX_ONE_HOT_IDS:
             layer = tf_keras.layers.CategoryEncoding(
                 num_tokens=feature.num_ids, output_mode="one_hot", name=f"{feature.name}_one_hot"
@@ -81,5 +112,32 @@ def build_inputs(features: list[TransformedFeature]) -> tuple[dict, tf.Tensor]:
             layer = tf_keras.layers.Embedding(
                 feature.num_ids, feature.embedding_dim, name=f"{feature.name}_embedding"
             )
-        encoded.append(layer(ids))
-    return inputs, tf_keras.layers.Concatenate(name="features")(encoded)
+        encoded.append(layer(_ids(x, feature)))
+    return tf_keras.layers.Concatenate(name=name)(encoded)
+
+
+def encode_sparse(
+    inputs: dict[str, tf.Tensor], features: list[TransformedFeature], name: str = "wide_features"
+) -> tf.Tensor:
+    """The linear (wide) encoding: every categorical feature one-hot whatever its size
+    (a linear model learns one weight per id, as a ``categorical_column`` did), numbers
+    as they are; concatenated into one [N, D] tensor named ``name``."""
+    encoded = []
+    for feature in features:
+        x = inputs[feature.name]
+        if feature.num_ids is None:
+            encoded.append(_number(x, f"{feature.name}_wide_number"))
+        else:
+            layer = tf_keras.layers.CategoryEncoding(
+                num_tokens=feature.num_ids,
+                output_mode="one_hot",
+                name=f"{feature.name}_wide_one_hot",
+            )
+            encoded.append(layer(_ids(x, feature)))
+    return tf_keras.layers.Concatenate(name=name)(encoded)
+
+
+def build_inputs(features: list[TransformedFeature]) -> tuple[dict, tf.Tensor]:
+    """Keras ``Input``s, one per feature, and their DNN encoding (:func:`encode_dense`)."""
+    inputs = make_inputs(features)
+    return inputs, encode_dense(inputs, features)

@@ -14,7 +14,7 @@ import tf_keras
 
 from serving_input import ServingInputReceiver
 from trainer import export
-from trainer.heads import ClassificationHead
+from trainer.heads import Head
 
 InputFn = Callable[[], tf.data.Dataset]
 
@@ -37,7 +37,7 @@ class Model:
     def __init__(
         self,
         keras_model: tf_keras.Model,
-        head: ClassificationHead,
+        head: Head,
         transform_output: str | tft.TFTransformOutput,
         label_key: str,
         *,
@@ -137,9 +137,10 @@ class Model:
     ) -> str:
         """Exports for TF Serving; returns ``export_dir_base/<version>``.
 
-        With a parsing ``serving_input_fn``, the signatures are the canned-estimator set
-        (``serving_default`` = ``classification``, ``predict``) plus ``predict_raw`` and
-        ``transform_features``; with a raw one, ``serving_default`` = ``predict``.
+        With a parsing ``serving_input_fn``, the signatures are the head's canned-estimator
+        set (``serving_default`` = ``classification`` for a classifier, ``regression``
+        for a regressor; ``predict``) plus ``predict_raw`` and ``transform_features``;
+        with a raw one, ``serving_default`` = ``predict``.
         ``warmup_examples`` (serialized raw tf.Examples) are written as TF Serving's
         warm-up requests.
         """

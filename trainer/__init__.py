@@ -7,8 +7,8 @@
   model), each with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
 - heads (:class:`ClassificationHead`, :class:`RegressionHead`): loss, metrics, outputs
   and the export's signatures;
-- :func:`annotate_label_statistics` (in a ``preprocessing_fn``) and
-  :func:`label_statistics`: a regression label's mean and std from tf.Transform.
+- :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
+  label, read back from the transform graph (the export undoes it).
 """
 
 from trainer.canned import (
@@ -22,7 +22,7 @@ from trainer.canned import (
 from trainer.export import latest_export
 from trainer.heads import ClassificationHead, Head, RegressionHead, SignatureSpec
 from trainer.input_fn import make_input_fn
-from trainer.label_normalization import annotate_label_statistics, label_statistics
+from trainer.label_normalization import label_statistics
 from trainer.model import Model
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "Model",
     "RegressionHead",
     "SignatureSpec",
-    "annotate_label_statistics",
     "label_statistics",
     "latest_export",
     "make_input_fn",

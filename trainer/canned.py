@@ -24,8 +24,6 @@ from trainer.heads import ClassificationHead, Head, RegressionHead
 from trainer.label_normalization import label_statistics
 from trainer.model import Model, as_tft_output
 
-LabelNormalization = bool | tuple[float, float]
-
 
 def _dnn_logits(
     x,
@@ -110,19 +108,12 @@ def build_logits_model(
 
 
 def _regression_head(
-    tft_output: tft.TFTransformOutput, label_key: str, label_normalization: LabelNormalization
+    tft_output: tft.TFTransformOutput,
+    label_key: str,
+    label_normalization: tuple[float, float] | None,
 ) -> RegressionHead:
-    if label_normalization is False:
-        return RegressionHead()
-    if label_normalization is True:
-        stats = label_statistics(tft_output, label_key)
-        if stats is None:
-            raise ValueError(
-                f"label_normalization=True, but the transform output records no statistics "
-                f'for label "{label_key}": call trainer.annotate_label_statistics on the '
-                "label in the preprocessing_fn, or pass (mean, std)"
-            )
-        return RegressionHead(*stats)
+    if label_normalization is None:
+        return RegressionHead(*label_statistics(tft_output, label_key))
     mean, std = label_normalization
     return RegressionHead(mean, std)
 
@@ -153,7 +144,7 @@ class _CannedModel(Model):
             unused += [k for k in ("dropout", "batch_norm") if given[k]]
         if not cls._linear and given["linear_features"] is not None:
             unused.append("linear_features")
-        if cls._classifier and given["label_normalization"] is not False:
+        if cls._classifier and given["label_normalization"] is not None:
             unused.append("label_normalization")
         if unused:
             raise TypeError(f"{cls.__name__} does not take {', '.join(unused)}")
@@ -166,7 +157,7 @@ class _CannedModel(Model):
         hidden_units: Sequence[int] | None = None,
         linear_features: Sequence[str] | None = None,
         dnn_features: Sequence[str] | None = None,
-        label_normalization: LabelNormalization = False,
+        label_normalization: tuple[float, float] | None = None,
         model_dir: str | None = None,
         activation: str = "relu",
         dropout: float = 0.0,
@@ -261,10 +252,12 @@ class LinearClassifier(_CannedModel):
 class LinearRegressor(_CannedModel):
     """A linear regressor, as ``tf.estimator.LinearRegressor``.
 
-    ``label_normalization``: False (default); True, to use the label's mean and std
-    recorded by tf.Transform analyzers (:func:`trainer.annotate_label_statistics` in
-    the ``preprocessing_fn``); or ``(mean, std)``. The loss is then computed on the
-    normalized label and the export answers in the label's own units.
+    Label normalization is the ``preprocessing_fn``'s (e.g. ``tft.scale_to_z_score``
+    on the label); by default (``label_normalization=None``) the regressor reads the
+    map back from the transform graph (:func:`trainer.label_statistics`; identity when
+    the label passes through), learns the normalized label, and the export answers in
+    the label's own units. ``label_normalization=(mean, std)`` gives the map instead
+    (``user label = transformed label * std + mean``).
     """
 
     _name, _classifier, _linear, _dnn = "linear_regressor", False, True, False

@@ -190,7 +190,7 @@ def _user_units_metric(base: type, name: str, mean: float, std: float) -> tf_ker
     """A Keras metric that sees labels and predictions back in the user's units.
 
     The loss works on the normalized label, but an MAE of 0.1 "standard deviations" is
-    not what a user reads: the metrics undo the normalization first.
+    not what a user reads: the metrics undo the normalization of both sides first.
     """
 
     class InUserUnits(base):
@@ -207,11 +207,14 @@ class RegressionHead(Head):
     """Regression of one float label with mean squared error, as Estimator's
     ``RegressionHead`` (``label_dimension=1``).
 
-    With ``label_mean`` / ``label_std`` (e.g. from tf.Transform analyzers, see
-    :mod:`trainer.label_normalization`), the loss is computed on the normalized label
-    ``(y - mean) / std`` (better conditioned when the label is far from 0 or large),
-    and the predictions (hence every exported output) are mapped back to the user's
-    units inside the graph: ``prediction = logits * std + mean``.
+    ``label_mean`` / ``label_std`` say how the label the model learns (the transformed
+    one) relates to the user's units: ``user label = label * std + mean``. A
+    ``preprocessing_fn`` that normalizes the label (``tft.scale_to_z_score``, analyzers
+    over the training data) makes training better conditioned; this head maps the
+    predictions (hence every exported output) and the metrics back inside the graph,
+    so the export and ``metrics.json`` speak the user's units. The loss stays in the
+    normalized units (see :func:`trainer.label_statistics` for reading them off the
+    transform graph).
     """
 
     def __init__(self, label_mean: float = 0.0, label_std: float = 1.0):
@@ -261,5 +264,4 @@ class RegressionHead(Head):
         ]
 
     def label_for_loss(self, label: tf.Tensor) -> tf.Tensor:
-        label = tf.cast(label[:, tf.newaxis], tf.float32)
-        return (label - self.label_mean) / self.label_std
+        return tf.cast(label[:, tf.newaxis], tf.float32)

@@ -91,3 +91,33 @@ def test_sdist_carries_every_package_a_beam_worker_needs(tmp_path):
     for package in ("tfbake", "transform", "trainer", "serving_input"):
         assert f"{package}/__init__.py" in names
     assert "transform/preprocessing.py" in names and "setup.py" in names
+
+
+def test_run_wires_a_regressor_config_to_a_regression_export(venv_bin, tmp_path):
+    import tensorflow as tf
+
+    rows = "\n".join(f"{x / 10:.2f},{'ab'[x % 2]},{2 * x / 10 + 10:.3f}" for x in range(-50, 50))
+    for split in ("train", "eval"):
+        (tmp_path / f"{split}.csv").write_text("x,c,y\n" + rows + "\n")
+    path = write_config(
+        tmp_path,
+        {
+            "name": "reg",
+            "artifacts": str(tmp_path / "artifacts"),
+            "data": {"train": str(tmp_path / "train.csv"), "eval": str(tmp_path / "eval.csv")},
+            "features": {"x": {"type": "float"}, "c": {"type": "string"}},
+            "label": {"name": "y", "type": "float"},
+            "model": {"type": "wide_deep_regressor", "hidden_units": [8], "linear_features": ["x"]},
+            "training": {"epochs": 3, "early_stopping": None},
+        },
+    )
+    result = _run([os.path.join(venv_bin, "tfbake"), "run", str(path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (version,) = (tmp_path / "artifacts" / "export").iterdir()
+    loaded = tf.saved_model.load(str(version))
+    assert set(loaded.signatures) >= {"serving_default", "regression", "predict", "predict_raw"}
+    example = tf.train.Example()
+    example.features.feature["x"].float_list.value.append(1.0)
+    example.features.feature["c"].bytes_list.value.append(b"a")
+    outputs = loaded.signatures["regression"](inputs=tf.constant([example.SerializeToString()]))
+    assert outputs["outputs"].shape == (1, 1) and outputs["outputs"].dtype == tf.float32

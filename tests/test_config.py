@@ -129,3 +129,9 @@ def test_float_label_with_a_classifier(good):
     good["label"]["type"] = "float"
     message = _error(good)
     assert "label.type" in message and "classifier" in message
+
+
+def test_regressor_needs_a_float_label(good):
+    good["model"] = {"type": "linear_regressor"}
+    message = _error(good)
+    assert "label.type" in message and "linear_regressor needs a float label" in message

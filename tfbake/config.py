@@ -53,13 +53,28 @@ class Data(_Strict):
     max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
 
 
-class Model(_Strict):
-    """The canned model and its hyperparameters."""
+ModelType = Literal[
+    "dnn_classifier",
+    "dnn_regressor",
+    "linear_classifier",
+    "linear_regressor",
+    "wide_deep_classifier",
+    "wide_deep_regressor",
+]
 
-    type: Literal["dnn_classifier"] = "dnn_classifier"
+
+class Model(_Strict):
+    """The canned model and its hyperparameters (hidden layers only for dnn/wide_deep)."""
+
+    type: ModelType = "dnn_classifier"
     hidden_units: list[int] = Field(default_factory=lambda: [32, 16], min_length=1)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     activation: str = "relu"
+    batch_norm: bool = False
+    # Wide & deep: which transformed features go to each part (default: all to both).
+    linear_features: list[str] | None = None
+    dnn_features: list[str] | None = None
+    optimizer: str = "adam"
     learning_rate: float = Field(default=0.01, gt=0)
 
 
@@ -106,6 +121,11 @@ class Config(_Strict):
             raise ValueError(
                 f"label.type: a float label is a regression target, but model.type "
                 f"{self.model.type} is a classifier (use a string or int label)"
+            )
+        if self.model.type.endswith("_regressor") and self.label.type != "float":
+            raise ValueError(
+                f"label.type: model.type {self.model.type} needs a float label, "
+                f"got {self.label.type}"
             )
         for name, ops in self.preprocessing.items():
             if name not in self.features:

@@ -59,18 +59,33 @@ def run_transform(config: Config, beam_args: Sequence[str] = ()) -> dict:
     return transform.run(transform_job(config, beam_args))
 
 
+CANNED_MODELS = {
+    "dnn_classifier": trainer.DNNClassifier,
+    "dnn_regressor": trainer.DNNRegressor,
+    "linear_classifier": trainer.LinearClassifier,
+    "linear_regressor": trainer.LinearRegressor,
+    "wide_deep_classifier": trainer.DNNLinearCombinedClassifier,
+    "wide_deep_regressor": trainer.DNNLinearCombinedRegressor,
+}
+
+
 def build_model(config: Config) -> trainer.Model:
     """The configured canned model, bound to the transform output."""
     m = config.model
-    return trainer.DNNClassifier(
-        config.transform_dir,
-        config.label.name,
-        m.hidden_units,
-        model_dir=config.trainer_dir,
-        activation=m.activation,
-        dropout=m.dropout,
-        learning_rate=m.learning_rate,
+    kwargs = dict(
+        model_dir=config.trainer_dir, learning_rate=m.learning_rate, optimizer=m.optimizer
     )
+    if not m.type.startswith("linear_"):  # the hidden layers' settings
+        kwargs.update(
+            hidden_units=m.hidden_units,
+            activation=m.activation,
+            dropout=m.dropout,
+            batch_norm=m.batch_norm,
+            dnn_features=m.dnn_features,
+        )
+    if not m.type.startswith("dnn_"):
+        kwargs.update(linear_features=m.linear_features)
+    return CANNED_MODELS[m.type](config.transform_dir, config.label.name, **kwargs)
 
 
 def input_fns(config: Config, tft_output: tft.TFTransformOutput):

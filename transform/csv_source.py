@@ -5,18 +5,28 @@ each line is checked against the raw feature spec (column count, required values
 numbers that parse) and a bad line goes to the rejects output with its reason. Good
 rows become RecordBatches in the layout tfxio's CsvTFXIO produces (``large_list``
 columns), so tf.Transform takes its fast RecordBatch path.
+
+For speed, files are read in byte ranges (not one Beam element per line) and each
+block of lines is decoded column by column (:meth:`CsvRowDecoder.decode_block`);
+the lines it flags are decoded again one by one (:meth:`CsvRowDecoder.decode`), so a
+reject's reason is the same whichever path found it.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from transform.rejects import SplitCounters, reject_record
@@ -66,7 +76,22 @@ def _parse_float(text: str) -> float:
     return value
 
 
-_PARSERS = {tf.float32: _parse_float, tf.int64: int, tf.string: lambda text: text.encode("utf-8")}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not _INT64_MIN <= value <= _INT64_MAX:  # an int64 feature: larger ints are bad rows
+        raise ValueError
+    return value
+
+
+_PARSERS = {
+    tf.float32: _parse_float,
+    tf.int64: _parse_int,
+    tf.string: lambda text: text.encode("utf-8"),
+}
+_NUMPY_TYPES = {tf.float32: np.float32, tf.int64: np.int64}
 
 
 class CsvRowDecoder:
@@ -116,6 +141,93 @@ class CsvRowDecoder:
                 raise ValueError(f'feature "{name}": expected {expected}, got {text!r}') from None
         return values
 
+    def decode_block(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
+        """Non-blank lines -> (a RecordBatch of the good rows, ``[(line, reason)]`` of the bad).
+
+        Equivalent to :meth:`decode` on each line, column by column: the values are
+        parsed by the same functions, and each line flagged bad here is decoded again
+        by :meth:`decode` for its reason.
+        """
+        n = len(lines)
+        split = self._split_fields(lines)
+        if split is None:
+            return self._decode_lines(lines, schema)
+        by_column, bad = split
+        parsed = []
+        for _, i, _, nullable, dtype in self.columns:
+            texts = by_column[i]
+            present = ~np.fromiter(map(self._na.__contains__, texts), dtype=bool, count=n)
+            if not nullable:
+                bad |= ~present
+            values, ok = _parse_column(texts, present, dtype)
+            bad |= ~ok
+            parsed.append((present, values))
+        rejects = []
+        if bad.any():
+            for j in np.flatnonzero(bad):
+                try:
+                    self.decode(lines[j])
+                except ValueError as err:
+                    rejects.append((lines[j], str(err)))
+                else:  # pragma: no cover - the two paths disagree: a bug here
+                    raise AssertionError(f"line flagged bad but decodes: {lines[j]!r}")
+        good = ~bad
+        arrays = []
+        for present, values in parsed:
+            keep = present[good]
+            offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+            np.cumsum(keep, out=offsets[1:])
+            selected = present & good
+            if isinstance(values, np.ndarray):
+                flat = pa.array(values[selected])
+            else:  # strings: an Arrow string array of every row, bytes of the kept ones
+                flat = values.filter(pa.array(selected)).cast(pa.large_binary())
+            arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), flat))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema), rejects
+
+    def _split_fields(self, lines: list[str]) -> tuple[list, np.ndarray] | None:
+        """The lines' fields by column, and which lines have the wrong number of fields;
+        ``None`` when only :meth:`decode`, line by line, can tell."""
+        n, width, delimiter = len(lines), self._num_columns, self._format.delimiter
+        joined = "\n".join(lines)
+        if (
+            '"' in joined
+            or "\r" in joined
+            or "\0" in joined
+            or max(map(len, lines)) > csv.field_size_limit()
+        ):
+            try:
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+                rows = list(reader)
+            except csv.Error:
+                return None
+            if len(rows) != n or reader.line_num != n:  # a quoted field ran over a line end
+                return None
+        else:
+            # Without quotes (or CR, NUL, huge fields) csv.reader splits at the delimiter.
+            counts = np.fromiter(map(operator.methodcaller("count", delimiter), lines), np.int64, n)
+            bad = counts != width - 1
+            if not bad.any():
+                fields = joined.replace("\n", delimiter).split(delimiter)
+                return [fields[i::width] for i in range(width)], bad
+            rows = [line.split(delimiter) for line in lines]
+        bad = np.fromiter((len(r) != width for r in rows), dtype=bool, count=n)
+        if bad.any():  # rows of the wrong width are rejects; parse a good row in their place
+            filler = next((r for r in rows if len(r) == width), None)
+            if filler is None:
+                return None
+            rows = [r if len(r) == width else filler for r in rows]
+        return list(zip(*rows)), bad
+
+    def _decode_lines(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
+        rows, rejects = [], []
+        for line in lines:
+            try:
+                rows.append(self.decode(line))
+            except ValueError as err:
+                rejects.append((line, str(err)))
+        return _rows_to_record_batch(rows, self.columns, schema), rejects
+
     def decode_dict(self, line: str) -> dict:
         """The row as ``{feature: value}``, strings as ``str``, missing values left out."""
         return {
@@ -125,60 +237,208 @@ class CsvRowDecoder:
         }
 
 
-class _DecodeCsvBatch(beam.DoFn):
-    """Lines -> one RecordBatch of the good rows; each bad line -> a reject."""
+def _parse_column(texts, present: np.ndarray, dtype) -> tuple:
+    """A column's values (numbers: an array over all rows, 0 where absent; strings: an
+    Arrow array) and which rows parsed, with the parsers of :meth:`CsvRowDecoder.decode`."""
+    n = len(texts)
+    if dtype == tf.string:
+        return pa.array(texts, type=pa.large_string()), np.ones(n, dtype=bool)
+    all_present = bool(present.all())
+    kept = texts if all_present else list(itertools.compress(texts, present.tolist()))
+    raw = float if dtype == tf.float32 else int
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            numbers = np.fromiter(map(raw, kept), dtype=np.float64 if raw is float else np.int64)
+        ok_kept = np.isfinite(numbers) if raw is float else np.ones(len(kept), dtype=bool)
+    except (ValueError, OverflowError):  # some value does not parse: find which, one by one
+        parse = _PARSERS[dtype]
+        numbers = np.zeros(len(kept), dtype=np.float64 if raw is float else np.int64)
+        ok_kept = np.ones(len(kept), dtype=bool)
+        for k, text in enumerate(kept):
+            try:
+                numbers[k] = parse(text)
+            except ValueError:
+                ok_kept[k] = False
+    with np.errstate(over="ignore"):
+        numbers = numbers.astype(_NUMPY_TYPES[dtype])
+    if all_present:
+        return numbers, ok_kept
+    values = np.zeros(n, dtype=numbers.dtype)
+    values[present] = numbers
+    ok = np.ones(n, dtype=bool)
+    ok[present] = ok_kept
+    return values, ok
 
-    def __init__(self, raw_feature_spec: Mapping, column_names: list[str], fmt: CsvFormat, split):
+
+def _rows_to_record_batch(rows: list[list], columns, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for j, (_, _, _, nullable, _) in enumerate(columns):
+        column = [row[j] for row in rows]
+        if nullable:
+            present = np.fromiter(
+                (v is not None for v in column), dtype=np.int64, count=len(column)
+            )
+            column = [v for v in column if v is not None]
+        else:
+            present = np.ones(len(column), dtype=np.int64)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(present, out=offsets[1:])
+        list_type = schema.field(j).type
+        arrays.append(
+            pa.LargeListArray.from_arrays(
+                pa.array(offsets), pa.array(column, type=list_type.value_type)
+            )
+        )
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# Reading: files -> byte ranges -> blocks of lines.
+RANGE_BYTES = 8 << 20  # an uncompressed file is read in ranges of this size, in parallel
+CHUNK_BYTES = 4 << 20
+
+
+def _split_file(metadata, range_bytes: int) -> Iterator[tuple[str, int, int | None]]:
+    """(path, start, end) ranges of a file; a compressed file is one range, to its end."""
+    path, size = metadata.path, metadata.size_in_bytes
+    if CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
+        yield path, 0, None
+        return
+    for start in range(0, max(size, 1), range_bytes):
+        yield path, start, min(start + range_bytes, size)
+
+
+def _blocks_in_range(handle, start: int, end: int | None) -> Iterator[tuple[bytes, bool]]:
+    """Blocks of whole lines (without the final newline) of the lines that start in
+    ``[start, end)``, as Beam's text source assigns lines to ranges; the flag is True
+    for the file's last line when it has no newline."""
+    pos = start
+    buffer = b""
+    if start > 0:  # the line under way at `start` belongs to the range before
+        handle.seek(start - 1)
+        pos = start - 1
+        while True:
+            data = handle.read(CHUNK_BYTES)
+            if not data:
+                return
+            cut = data.find(b"\n")
+            if cut >= 0:
+                buffer, pos = data[cut + 1 :], pos + cut + 1
+                break
+            pos += len(data)
+    while end is None or pos < end:
+        cut = buffer.rfind(b"\n")
+        if cut < 0:
+            data = handle.read(CHUNK_BYTES)
+            if not data:  # the file's last line, without a newline
+                if buffer:
+                    yield buffer, True
+                return
+            buffer += data
+            continue
+        block, buffer = buffer[:cut], buffer[cut + 1 :]
+        if end is not None:
+            # The first newline at or after end - 1 ends the range's last line.
+            stop = block.find(b"\n", end - pos - 1)
+            if stop >= 0:
+                yield block[:stop], False
+                return
+        yield block, False
+        pos += cut + 1
+
+
+def _split_lines(block: bytes, last: bool) -> Iterator[tuple[str | None, bytes | str]]:
+    """Lines of a block as ``(text, None)``, or ``(None, raw)`` for a line that is not UTF-8.
+
+    Like Beam's text source: split at ``\\n``, a ``\\r`` before it dropped.
+    """
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        pieces = block.split(b"\n")
+        for k, raw in enumerate(pieces):
+            if raw.endswith(b"\r") and not (last and k == len(pieces) - 1):
+                raw = raw[:-1]
+            try:
+                yield raw.decode("utf-8"), None
+            except UnicodeDecodeError:
+                yield None, raw
+        return
+    lines = text.split("\n")
+    if "\r" in text:
+        final = len(lines) - 1
+        lines = [
+            line[:-1] if line.endswith("\r") and not (last and k == final) else line
+            for k, line in enumerate(lines)
+        ]
+    for line in lines:
+        yield line, None
+
+
+class _DecodeCsvRange(beam.DoFn):
+    """A file range -> RecordBatches of its good rows; each bad line -> a reject."""
+
+    def __init__(
+        self,
+        raw_feature_spec: Mapping,
+        column_names: list[str],
+        fmt: CsvFormat,
+        split: str,
+        batch_size: int,
+    ):
         self._spec = dict(raw_feature_spec)
         self._column_names = list(column_names)
         self._format = fmt
         self._split = split
+        self._batch_size = batch_size
 
     def setup(self):
         self._counters = SplitCounters(self._split)
         self._schema = arrow_schema(self._spec)
         self._decoder = CsvRowDecoder(self._spec, self._column_names, self._format)
 
-    def process(self, batch: list[tuple[str, str]]) -> Iterable:
-        rows = []
-        for source, line in batch:
-            if not line.strip():  # a blank line holds no row
-                continue
-            self._counters.read.inc()
-            try:
-                rows.append(self._decoder.decode(line))
-            except ValueError as err:
-                self._counters.rejected.inc()
-                yield beam.pvalue.TaggedOutput(
-                    REJECTS_TAG, reject_record(self._split, source, line, str(err))
-                )
-        if rows:
-            yield self._to_record_batch(rows)
+    def process(self, file_range: tuple[str, int, int | None]) -> Iterable:
+        path, start, end = file_range
+        skip_header = self._format.header and start == 0
+        pending: list[str] = []
+        with FileSystems.open(path) as handle:
+            for block, last in _blocks_in_range(handle, start, end):
+                for line, raw in _split_lines(block, last):
+                    if skip_header:
+                        skip_header = False
+                        continue
+                    if line is None:
+                        self._counters.read.inc()
+                        yield self._reject(
+                            path, raw.decode("utf-8", "backslashreplace"), "not valid UTF-8"
+                        )
+                    elif line.strip():  # a blank line holds no row
+                        pending.append(line)
+                if len(pending) >= self._batch_size:
+                    for i in range(0, len(pending) - self._batch_size + 1, self._batch_size):
+                        yield from self._decode(path, pending[i : i + self._batch_size])
+                    pending = pending[len(pending) - len(pending) % self._batch_size :]
+        if pending:
+            yield from self._decode(path, pending)
 
-    def _to_record_batch(self, rows: list[list]) -> pa.RecordBatch:
-        arrays = []
-        for j, (_, _, _, nullable, _) in enumerate(self._decoder.columns):
-            column = [row[j] for row in rows]
-            if nullable:
-                present = np.fromiter(
-                    (v is not None for v in column), dtype=np.int64, count=len(column)
-                )
-                column = [v for v in column if v is not None]
-            else:
-                present = np.ones(len(column), dtype=np.int64)
-            offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-            np.cumsum(present, out=offsets[1:])
-            list_type = self._schema.field(j).type
-            arrays.append(
-                pa.LargeListArray.from_arrays(
-                    pa.array(offsets), pa.array(column, type=list_type.value_type)
-                )
-            )
-        return pa.RecordBatch.from_arrays(arrays, schema=self._schema)
+    def _decode(self, path: str, lines: list[str]) -> Iterable:
+        self._counters.read.inc(len(lines))
+        batch, rejects = self._decoder.decode_block(lines, self._schema)
+        for line, reason in rejects:
+            yield self._reject(path, line, reason)
+        if batch.num_rows:
+            yield batch
+
+    def _reject(self, path: str, line: str, reason: str):
+        self._counters.rejected.inc()
+        return beam.pvalue.TaggedOutput(REJECTS_TAG, reject_record(self._split, path, line, reason))
 
 
 class ReadCsv(beam.PTransform):
-    """CSV files -> RecordBatches of the raw features (main) and rejects (``rejects``)."""
+    """CSV files -> RecordBatches of the raw features (main) and rejects (``rejects``).
+
+    Lines are split as Beam's text source splits them (``\\n`` or ``\\r\\n``; ``.gz`` and
+    ``.bz2`` files are decompressed); ``batch_size`` lines make one RecordBatch.
+    """
 
     def __init__(
         self,
@@ -187,6 +447,8 @@ class ReadCsv(beam.PTransform):
         column_names: list[str],
         fmt: CsvFormat,
         split: str,
+        batch_size: int = 8192,
+        range_bytes: int = RANGE_BYTES,
     ):
         super().__init__()
         self._pattern = file_pattern
@@ -194,17 +456,19 @@ class ReadCsv(beam.PTransform):
         self._column_names = column_names
         self._format = fmt
         self._split = split
+        self._batch_size = batch_size
+        self._range_bytes = range_bytes
 
     def expand(self, pipeline):
         return (
             pipeline
-            | "ReadLines"
-            >> beam.io.ReadFromTextWithFilename(
-                self._pattern, skip_header_lines=1 if self._format.header else 0
-            )
-            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
+            | "MatchFiles" >> fileio.MatchFiles(self._pattern, fileio.EmptyMatchTreatment.DISALLOW)
+            | "SplitFiles" >> beam.FlatMap(_split_file, self._range_bytes)
+            | "Distribute" >> beam.Reshuffle()
             | "Decode"
             >> beam.ParDo(
-                _DecodeCsvBatch(self._spec, self._column_names, self._format, self._split)
+                _DecodeCsvRange(
+                    self._spec, self._column_names, self._format, self._split, self._batch_size
+                )
             ).with_outputs(REJECTS_TAG, main="record_batches")
         )

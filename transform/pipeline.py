@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import apache_beam as beam
@@ -18,7 +19,9 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.window import GlobalWindows
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
@@ -99,14 +102,94 @@ def _pipeline(options: PipelineOptions) -> beam.Pipeline:
     return beam.Pipeline(options=options)
 
 
-def _count_written(split: str):
-    counter = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"{split}_written")
+class _WriteShards(beam.DoFn):
+    """Batches of serialized examples -> one gzip TFRecord file per bundle, in ``temp_dir``.
 
-    def count(example: bytes) -> bytes:
-        counter.inc()
-        return example
+    TensorFlow's writer compresses and checksums in C++; Beam's ``WriteToTFRecord``
+    does both in Python, one element per record. Yields the file written.
+    """
 
-    return count
+    def __init__(self, temp_dir: str, split: str):
+        self._temp_dir = temp_dir
+        self._split = split
+
+    def setup(self):
+        self._written = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"{self._split}_written")
+        self._options = tf.io.TFRecordOptions(compression_type="GZIP")
+
+    def start_bundle(self):
+        self._path = None
+        self._writer = None
+
+    def process(self, examples: list[bytes]):
+        if self._writer is None:
+            tf.io.gfile.makedirs(self._temp_dir)
+            self._path = os.path.join(self._temp_dir, f"{uuid.uuid4().hex}.tfrecord.gz")
+            self._writer = tf.io.TFRecordWriter(self._path, self._options)
+        write = self._writer.write
+        for example in examples:
+            write(example)
+        self._written.inc(len(examples))
+
+    def finish_bundle(self):
+        if self._writer is not None:
+            self._writer.close()
+            yield GlobalWindows.windowed_value(self._path)
+            self._writer = None
+
+
+def _name_shards(temp_files: list[str], prefix: str, temp_dir: str) -> list[str]:
+    """Moves the bundles' files to ``<prefix>-SSSSS-of-NNNNN.tfrecord.gz`` (at least one)."""
+    temp_files = sorted(temp_files)
+    if not temp_files:  # no rows: one empty file, as WriteToTFRecord writes
+        tf.io.gfile.makedirs(temp_dir)
+        empty = os.path.join(temp_dir, "empty.tfrecord.gz")
+        tf.io.TFRecordWriter(empty, tf.io.TFRecordOptions(compression_type="GZIP")).close()
+        temp_files = [empty]
+    tf.io.gfile.makedirs(os.path.dirname(prefix))
+    names = []
+    for i, path in enumerate(temp_files):
+        name = f"{prefix}-{i:05d}-of-{len(temp_files):05d}.tfrecord.gz"
+        tf.io.gfile.rename(path, name, overwrite=True)
+        names.append(name)
+    tf.io.gfile.rmtree(temp_dir)
+    return names
+
+
+class WriteExamples(beam.PTransform):
+    """Transformed RecordBatches (``TransformDataset(output_record_batches=True)``'s output
+    and metadata) -> ``data/<split>-*.tfrecord.gz`` of tf.Examples; counts ``<split>_written``.
+
+    Encodes whole RecordBatches with tfx_bsl's encoder, as ``EncodeTransformedDataset``
+    does, but keeps each batch one element to the writer rather than one per example.
+    """
+
+    def __init__(self, output_dir: str, split: str):
+        super().__init__()
+        self._output_dir = output_dir
+        self._split = split
+
+    def _extract_input_pvalues(self, transformed_and_metadata):
+        return transformed_and_metadata, [transformed_and_metadata[0]]
+
+    def expand(self, transformed_and_metadata):
+        transformed, metadata = transformed_and_metadata
+        encoder = metadata.deferred_metadata | "Encoder" >> beam.Map(
+            lambda m: example_coder.RecordBatchToExamplesEncoder(m.schema)
+        )
+        temp_dir = os.path.join(self._output_dir, ".write", self._split)
+        prefix = os.path.join(self._output_dir, "data", self._split)
+        return (
+            transformed
+            # Each element is (RecordBatch, passthrough features); the latter are unused.
+            | "Encode"
+            >> beam.Map(
+                lambda batch, coder: coder.encode(batch[0]), coder=beam.pvalue.AsSingleton(encoder)
+            )
+            | "WriteShards" >> beam.ParDo(_WriteShards(temp_dir, self._split))
+            | "Gather" >> beam.combiners.ToList()
+            | "NameShards" >> beam.Map(_name_shards, prefix, temp_dir)
+        )
 
 
 def _stats(result) -> dict:
@@ -174,15 +257,7 @@ def run(job: TransformJob) -> dict:
             ("eval", transformed_eval, evaluation),
         ):
             label = split.capitalize()
-            _ = (
-                transformed
-                | f"Encode{label}" >> tft_beam.EncodeTransformedDataset()
-                | f"Count{label}Written" >> beam.Map(_count_written(split))
-                | f"Write{label}"
-                >> beam.io.WriteToTFRecord(
-                    os.path.join(out, "data", split), file_name_suffix=".tfrecord.gz"
-                )
-            )
+            _ = transformed | f"Write{label}" >> WriteExamples(out, split)
             _ = read.rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
                 os.path.join(out, "rejects", split), file_name_suffix=".jsonl"
             )

@@ -1,0 +1,88 @@
+"""The CSV source against Python's own csv module: many small byte ranges, CRLF line
+ends, quoted delimiters, blank lines, a last line without newline, gzip, bad UTF-8."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from transform.csv_source import CsvFormat, ReadCsv
+
+SPEC = {
+    "name": tf.io.FixedLenFeature([], tf.string),
+    "size": tf.io.VarLenFeature(tf.float32),
+    "count": tf.io.FixedLenFeature([], tf.int64),
+}
+HEADER = ["count", "name", "size"]
+
+
+def _text(rows: int = 300) -> str:
+    rng = random.Random(11)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")  # CRLF, quoting where needed
+    writer.writerow(HEADER)
+    for i in range(rows):
+        name = rng.choice(["plain", "with, comma", 'say "hi"', "ünïcode"])
+        size = "" if i % 9 == 0 else f"{rng.uniform(0, 5):.3f}"
+        writer.writerow([i, name, size])
+        if i % 50 == 0:
+            out.write("\r\n")  # a blank line holds no row
+    return out.getvalue().rstrip("\r\n")  # the last line has no newline
+
+
+def _expected(text: str) -> list[tuple]:
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r][1:]
+    return [(name, float(size) if size else None, int(count)) for count, name, size in rows]
+
+
+def _rows(batch) -> list[tuple]:
+    columns = batch.to_pydict()
+    return [
+        (n[0].decode(), round(s[0], 3) if s else None, c[0])
+        for n, s, c in zip(columns["name"], columns["size"], columns["count"])
+    ]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_reader_agrees_with_pythons_csv_module(tmp_path, compressed):
+    text = _text()
+    expected = [(n, None if s is None else round(s, 3), c) for n, s, c in _expected(text)]
+    path = tmp_path / ("data.csv.gz" if compressed else "data.csv")
+    data = text.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        result = pipeline | ReadCsv(
+            str(path),
+            SPEC,
+            HEADER,
+            CsvFormat(na_values=[""]),
+            "train",
+            batch_size=7,
+            range_bytes=256,
+        )
+        rows = result.record_batches | beam.FlatMap(_rows)
+        assert_that(rows, equal_to(expected), label="Rows")
+        assert_that(result.rejects, equal_to([]), label="NoRejects")
+    assert len(expected) == 300
+
+
+def test_a_line_that_is_not_utf8_is_a_reject(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"count,name,size\n1,ok,1.0\n2,\xff\xfe,2.0\n3,fine,\n")
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        result = pipeline | ReadCsv(
+            str(path), SPEC, HEADER, CsvFormat(na_values=[""]), "train", range_bytes=8
+        )
+        rows = result.record_batches | beam.FlatMap(_rows)
+        reasons = result.rejects | beam.Map(lambda r: json.loads(r)["reason"])
+        assert_that(rows, equal_to([("ok", 1.0, 1), ("fine", None, 3)]), label="Rows")
+        assert_that(reasons, equal_to(["not valid UTF-8"]), label="Rejects")

@@ -6,6 +6,8 @@
     tfbake export CONFIG                     export the trained model for TF Serving
     tfbake serve [--config CONFIG] [FLAGS]   the TF Serving-compatible model server
     tfbake predict --server URL --model NAME --input rows.csv|rows.jsonl
+    tfbake check CONFIG [--server URL] [--grpc TARGET]   trained vs exported vs served
+    tfbake inspect EXPORT_DIR_OR_URL [--model NAME]      signatures, features, samples
 
 Unknown ``--flags`` after the config are Beam pipeline options (``--runner``,
 ``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...).
@@ -40,6 +42,37 @@ SERVER_COMMANDS = {
 }
 
 
+def _add_check(sub) -> None:
+    help_text = "parity report: trained model vs export vs TF1 loader vs a live server"
+    p = sub.add_parser(
+        "check", help=help_text, description=help_text,
+        epilog="Exit status: 0 all within tolerance, 1 skew or a failed path, 2 bad config.",
+    )
+    p.add_argument("config", help="the pipeline's YAML config, e.g. configs/penguins.yaml")
+    p.add_argument("--server", help="a live server's REST URL, e.g. http://127.0.0.1:8501")
+    p.add_argument("--grpc", help="a live server's gRPC target, e.g. 127.0.0.1:8500")
+    p.add_argument("--model", help="the model's name on the server (default: the config's name)")
+    p.add_argument("--export_dir", help="the version folder to check (default: the latest)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="check the first N eval rows (default: all)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="a value differs when |a - b| > T * (1 + |b|) (default: 1e-5)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def _add_inspect(sub) -> None:
+    help_text = "an export's signatures, raw feature contract and ready-to-run request samples"
+    p = sub.add_parser("inspect", help=help_text, description=help_text)
+    p.add_argument("target", metavar="EXPORT_DIR_OR_URL",
+                   help="an export version folder or base, or http://host:8501 / grpc://host:8500")
+    p.add_argument("--model", help="the model's name (required for a URL; default for a folder: "
+                   "the config name it was exported under)")
+    p.add_argument("--version", type=int, default=None, help="a server's model version")
+    p.add_argument("--rest_url", help="REST address in the samples (default http://localhost:8501)")
+    p.add_argument("--grpc_target", help="gRPC address in the samples (default localhost:8500)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfbake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,7 +85,56 @@ def _parser() -> argparse.ArgumentParser:
             p.epilog = "Other --flags are passed to Beam as pipeline options."
     for name, help_text in SERVER_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
+    _add_check(sub)
+    _add_inspect(sub)
     return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``tfbake check``: prints the parity report; 1 when anything is over tolerance."""
+    from tfbake import check
+
+    try:
+        config = load_config(args.config, check_files=False)
+    except ConfigError as err:
+        print(f"tfbake: {err}", file=sys.stderr)
+        return 2
+    if args.rows is not None and args.rows <= 0:
+        print(f"tfbake check: --rows must be a positive number, got {args.rows}", file=sys.stderr)
+        return 2
+    try:
+        report = check.check(
+            config, export_dir=args.export_dir, server=args.server, grpc_target=args.grpc,
+            model_name=args.model, rows=args.rows,
+            tolerance=check.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        )
+    except (check.CheckError, FileNotFoundError) as err:
+        print(f"tfbake check: {err}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        check.print_report(report)
+    return 0 if report.ok else 1
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """``tfbake inspect``: prints the description (text or JSON)."""
+    from model_server.client import ServingRequestError
+    from tfbake import inspect
+
+    try:
+        description = inspect.inspect(
+            args.target, model_name=args.model, version=args.version,
+            rest_url=args.rest_url, grpc_target=args.grpc_target,
+        )
+    except (FileNotFoundError, ValueError, ServingRequestError) as err:
+        print(f"tfbake inspect: {err}", file=sys.stderr)
+        return 1
+    text = inspect.format_json(description) if args.format == "json" else (
+        inspect.format_text(description))
+    print(text)
+    return 0
 
 
 def _serve(argv: list[str]) -> int:
@@ -92,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command not in TAKES_BEAM_FLAGS:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "check":
+        return _check(args)
+    if args.command == "inspect":
+        return _inspect(args)
     try:
         config = load_config(args.config)
     except ConfigError as err:

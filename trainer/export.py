@@ -7,6 +7,7 @@ sees half a version, and a failed export leaves no integer-named folder behind.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -16,13 +17,16 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from serving_input import ServingInputReceiver
+from serving_input import ServingInputReceiver, is_optional, type_name
 from serving_input import signatures as sig
 from serving_input.receivers import build_raw_serving_input_fn
 from trainer.heads import Head, SignatureSpec
 from trainer.warmup import write_warmup_requests
 
 TEMP_PREFIX = ".tmp-export-"
+# The raw feature contract beside the warm-up file: a signature shows names and dtypes
+# but not which features may be absent; `tfbake inspect` reads it.
+RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
 
 
 class _Servable(tf.Module):
@@ -105,6 +109,23 @@ def _set_method_names(export_dir: str, methods: dict) -> None:
     updater.save()
 
 
+def write_raw_feature_spec(export_dir: str, feature_spec) -> str:
+    """Writes ``assets.extra/raw_feature_spec.json``: name -> type, shape, nullable."""
+    contract = {
+        name: {
+            "type": type_name(spec.dtype),
+            "shape": list(spec.shape) if isinstance(spec, tf.io.FixedLenFeature) else None,
+            "nullable": is_optional(spec),
+        }
+        for name, spec in feature_spec.items()
+    }
+    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(contract, f, indent=2)
+    return path
+
+
 def _free_version(export_dir_base: str, version: int | None) -> int:
     if version is not None:
         if tf.io.gfile.exists(os.path.join(export_dir_base, str(version))):
@@ -151,9 +172,11 @@ def export_saved_model(
     temp_dir = os.path.join(export_dir_base, f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
         servable = _Servable(model, tft_output.transform_features_layer(), head, label_keys)
-        functions, methods = _signatures(servable, serving_input_fn())
+        receiver = serving_input_fn()
+        functions, methods = _signatures(servable, receiver)
         tf.saved_model.save(servable, temp_dir, signatures=functions)
         _set_method_names(temp_dir, methods)
+        write_raw_feature_spec(temp_dir, receiver.feature_spec)
         if warmup_examples:
             write_warmup_requests(temp_dir, methods, warmup_examples)
         tf.io.gfile.rename(temp_dir, final_dir)

@@ -1,0 +1,358 @@
+"""Ready-to-run request samples generated from a model's signatures.
+
+Pure functions: signature metadata (the ``signature_def`` map of TF Serving's
+``GetModelMetadata``, as its REST JSON) and example rows (raw feature name -> value)
+in, sample texts out. ``tfbake inspect`` prints them; a web console can show the same.
+
+For each signature, the request its method calls for:
+
+- classify / regress (one serialized ``tf.Example`` input): REST ``:classify`` /
+  ``:regress`` with ``examples`` (JSON objects), gRPC ``Classify`` / ``Regress``;
+- predict on serialized ``tf.Example``s (``predict``, ``transform_features``): REST
+  ``:predict`` with ``{"b64": ...}`` instances, gRPC ``Predict`` with a string tensor;
+- predict on raw features (``predict_raw``): REST ``:predict`` with one JSON object per
+  row, gRPC ``Predict`` with one tensor per feature;
+
+each as ``curl``, Python ``requests`` and Python gRPC (``tensorflow-serving-api`` stubs).
+Feature types come from the ``predict_raw`` signature's input dtypes when the model has
+one (so an integral float value is still sent as a float), else from the Python values.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+import serving_input
+from serving_input import signatures as sig
+
+CLIENTS = ("curl", "python-requests", "python-grpc")
+_DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string}
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestSample:
+    """One runnable request.
+
+    Attributes:
+      signature: the signature it calls.
+      api: ``classify``, ``regress`` or ``predict`` (the TF Serving API used).
+      client: ``curl``, ``python-requests`` or ``python-grpc``.
+      language: ``sh`` or ``python``.
+      title: one line saying what it is.
+      text: the script itself.
+    """
+
+    signature: str
+    api: str
+    client: str
+    language: str
+    title: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def signature_kind(signature_def: Mapping) -> str | None:
+    """``"examples"`` (one serialized tf.Example input), ``"raw"`` (named tensors), or
+    None for a signature these samples do not cover (e.g. a non-string single input)."""
+    inputs = signature_def.get("inputs", {})
+    if len(inputs) == 1 and next(iter(inputs.values())).get("dtype") == "DT_STRING" and (
+        next(iter(inputs)) in (sig.CLASSIFY_INPUTS, serving_input.EXAMPLES_KEY)
+    ):
+        return "examples"
+    if inputs and all(info.get("dtype") in _DTYPES for info in inputs.values()):
+        return "raw"
+    return None
+
+
+def api_of(signature_def: Mapping) -> str:
+    """The TF Serving API a signature is meant for, by its method name."""
+    method = signature_def.get("method_name", "")
+    if method == sig.CLASSIFY_METHOD:
+        return "classify"
+    if method == sig.REGRESS_METHOD:
+        return "regress"
+    return "predict"
+
+
+def feature_dtypes(signature_defs: Mapping[str, Mapping]) -> dict[str, tf.dtypes.DType]:
+    """Raw feature name -> dtype, from the ``predict_raw`` signature (empty without one)."""
+    raw = signature_defs.get(sig.PREDICT_RAW)
+    if not raw:
+        return {}
+    return {name: _DTYPES[info["dtype"]] for name, info in raw["inputs"].items()
+            if info.get("dtype") in _DTYPES}
+
+
+def feature_type_name(dtype: str) -> str:
+    """A metadata dtype (``DT_FLOAT``) as a raw feature type (``float``)."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"expected DT_FLOAT, DT_INT64 or DT_STRING for a raw feature, got {dtype}")
+    return serving_input.type_name(_DTYPES[dtype])
+
+
+def _dtype_of(name: str, value: Any, dtypes: Mapping[str, tf.dtypes.DType]) -> tf.dtypes.DType:
+    if name in dtypes:
+        return dtypes[name]
+    first = value[0] if isinstance(value, (list, tuple)) and value else value
+    if isinstance(first, (str, bytes)):
+        return tf.string
+    if isinstance(first, int) and not isinstance(first, bool):
+        return tf.int64
+    return tf.float32
+
+
+def _typed(value: Any, dtype: tf.dtypes.DType) -> Any:
+    """A JSON value of the feature's type: TF Serving's classify JSON makes a float
+    feature of ``2.0`` and an int64 one of ``2``."""
+    if dtype == tf.float32:
+        return float(value)
+    if dtype == tf.int64:
+        return int(value)
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _values(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _typed_row(row: Mapping[str, Any], dtypes: Mapping) -> dict:
+    """A row with missing values dropped and each value typed by its feature's dtype."""
+    out = {}
+    for name, value in row.items():
+        if value is None:
+            continue
+        dtype = _dtype_of(name, value, dtypes)
+        values = [_typed(v, dtype) for v in _values(value)]
+        out[name] = values if isinstance(value, (list, tuple)) else values[0]
+    return out
+
+
+def serialized_example(row: Mapping[str, Any], dtypes: Mapping) -> bytes:
+    """The row as a serialized tf.Example (the encoder the client and tests use)."""
+    typed = _typed_row(row, dtypes)
+    spec = {name: tf.io.VarLenFeature(_dtype_of(name, v, dtypes)) for name, v in typed.items()}
+    return serving_input.encode_example(typed, spec).SerializeToString()
+
+
+def _raw_instance(row: Mapping[str, Any], inputs: Mapping[str, Mapping]) -> dict:
+    """A ``predict_raw`` instance: every input present; a missing value is "" (string)
+    or NaN (float), the markers the raw serving_input_fn reads as missing."""
+    instance = {}
+    for name, info in inputs.items():
+        dtype = _DTYPES[info["dtype"]]
+        value = row.get(name)
+        if value is None:
+            if dtype == tf.int64:
+                raise ValueError(f'predict_raw needs a value for int feature "{name}"')
+            instance[name] = "" if dtype == tf.string else math.nan
+        else:
+            instance[name] = _typed(value, dtype)
+    return instance
+
+
+def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Mapping],
+                 dtypes: Mapping | None = None) -> dict:
+    """The REST JSON body calling ``signature_name`` with ``rows``."""
+    dtypes = dtypes or {}
+    kind, api = signature_kind(signature_def), api_of(signature_def)
+    if kind == "examples" and api in ("classify", "regress"):
+        return {"signature_name": signature_name,
+                "examples": [_typed_row(row, dtypes) for row in rows]}
+    if kind == "examples":
+        return {"signature_name": signature_name, "instances": [
+            {"b64": base64.b64encode(serialized_example(row, dtypes)).decode()} for row in rows
+        ]}
+    if kind == "raw":
+        return {"signature_name": signature_name,
+                "instances": [_raw_instance(row, signature_def["inputs"]) for row in rows]}
+    raise ValueError(
+        f"signature {signature_name!r}: expected one serialized tf.Example input or "
+        f"float/int64/string inputs, got {dict(signature_def.get('inputs', {}))}"
+    )
+
+
+def _rest_path(rest_url: str, model_name: str, api: str) -> str:
+    return f"{rest_url.rstrip('/')}/v1/models/{model_name}:{api}"
+
+
+def _curl(url: str, body: dict, comment: str) -> str:
+    payload = json.dumps(body)
+    return (
+        f"# {comment}\n"
+        f"curl -sS --fail-with-body -X POST {shlex.quote(url)} \\\n"
+        f"  -H 'Content-Type: application/json' \\\n"
+        f"  -d {shlex.quote(payload)}\n"
+    )
+
+
+def _py(value: Any, indent: int = 0) -> str:
+    """A Python literal of JSON-like data, indented like ``json.dumps(indent=4)``;
+    NaN (a missing float) spelled ``float("nan")``."""
+    pad, inner = " " * indent, " " * (indent + 4)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {_py(v, indent + 4)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}" if items else "{}"
+    if isinstance(value, list):
+        items = [f"{inner}{_py(v, indent + 4)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]" if items else "[]"
+    if isinstance(value, float) and math.isnan(value):
+        return 'float("nan")'
+    if isinstance(value, bytes):
+        return repr(value)
+    return json.dumps(value)
+
+
+def _python_requests(url: str, body: dict, comment: str) -> str:
+    payload = _py(body)
+    return (
+        f"# {comment}\n"
+        "import requests\n\n"
+        f"body = {payload}\n"
+        f"response = requests.post({url!r}, json=body, timeout=30)\n"
+        "response.raise_for_status()\n"
+        "print(response.json())\n"
+    )
+
+
+def _feature_code(name: str, value: Any, dtype: tf.dtypes.DType) -> str:
+    values = _values(value)
+    if dtype == tf.string:
+        items = ", ".join(repr(_typed(v, dtype).encode("utf-8")) for v in values)
+        kind = "bytes_list=tf.train.BytesList"
+    elif dtype == tf.int64:
+        items = ", ".join(repr(int(v)) for v in values)
+        kind = "int64_list=tf.train.Int64List"
+    else:
+        items = ", ".join(repr(float(v)) for v in values)
+        kind = "float_list=tf.train.FloatList"
+    return f"        {name!r}: tf.train.Feature({kind}(value=[{items}])),\n"
+
+
+def _examples_code(rows: Sequence[Mapping], dtypes: Mapping) -> str:
+    code = "examples = [\n"
+    for row in rows:
+        typed = _typed_row(row, dtypes)
+        code += "    tf.train.Example(features=tf.train.Features(feature={\n"
+        for name, value in typed.items():
+            code += _feature_code(name, value, _dtype_of(name, value, dtypes))
+        code += "    })),\n"
+    return code + "]\n"
+
+
+_GRPC_HEADER = (
+    "import grpc\n"
+    "import tensorflow as tf\n"
+    "from tensorflow_serving.apis import {modules}prediction_service_pb2_grpc\n\n"
+    "channel = grpc.insecure_channel({target!r})\n"
+    "stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)\n"
+)
+
+
+def _python_grpc(target: str, model_name: str, signature_name: str, signature_def: Mapping,
+                 rows: Sequence[Mapping], dtypes: Mapping, comment: str) -> str:
+    kind, api = signature_kind(signature_def), api_of(signature_def)
+    spec = (f"request.model_spec.name = {model_name!r}\n"
+            f"request.model_spec.signature_name = {signature_name!r}\n")
+    if kind == "examples" and api in ("classify", "regress"):
+        module, message, method = (
+            ("classification_pb2", "ClassificationRequest", "Classify") if api == "classify"
+            else ("regression_pb2", "RegressionRequest", "Regress")
+        )
+        body = (
+            _examples_code(rows, dtypes)
+            + f"request = {module}.{message}()\n" + spec
+            + "request.input.example_list.examples.extend(examples)\n"
+            + f"print(stub.{method}(request, timeout=30))\n"
+        )
+    elif kind == "examples":
+        module = "predict_pb2"
+        (input_key,) = signature_def["inputs"]
+        body = (
+            _examples_code(rows, dtypes)
+            + "request = predict_pb2.PredictRequest()\n" + spec
+            + f"request.inputs[{input_key!r}].CopyFrom(\n"
+            + "    tf.make_tensor_proto([e.SerializeToString() for e in examples]))\n"
+            + "print(stub.Predict(request, timeout=30))\n"
+        )
+    else:
+        module = "predict_pb2"
+        instances = [_raw_instance(row, signature_def["inputs"]) for row in rows]
+        body = "request = predict_pb2.PredictRequest()\n" + spec
+        for name, info in signature_def["inputs"].items():
+            dtype = _DTYPES[info["dtype"]]
+            values = [i[name] for i in instances]
+            if dtype == tf.string:
+                values = [v.encode("utf-8") for v in values]
+            literal = "[" + ", ".join(_py(v) for v in values) + "]"
+            body += (f"request.inputs[{name!r}].CopyFrom(tf.make_tensor_proto("
+                     f"{literal}, dtype=tf.{dtype.name}))\n")
+        body += "print(stub.Predict(request, timeout=30))\n"
+    header = _GRPC_HEADER.format(modules=f"{module}, ", target=target)
+    return f"# {comment}\n{header}\n{body}"
+
+
+def request_samples(
+    signature_defs: Mapping[str, Mapping],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    model_name: str,
+    rest_url: str = "http://localhost:8501",
+    grpc_target: str = "localhost:8500",
+    clients: Sequence[str] = CLIENTS,
+) -> list[RequestSample]:
+    """Samples calling every covered signature with ``rows``, for each client.
+
+    Args:
+      signature_defs: signature name -> signature def as TF Serving's metadata JSON
+        (``inputs``/``outputs`` with ``dtype`` and ``tensor_shape``, ``method_name``).
+      rows: example rows, raw feature name -> value (or list of values); None or a
+        missing key is a missing value.
+      model_name: the model's name on the server.
+      rest_url, grpc_target: where the samples send their requests.
+      clients: which of ``curl``, ``python-requests``, ``python-grpc``.
+    """
+    unknown = sorted(set(clients) - set(CLIENTS))
+    if unknown:
+        raise ValueError(f"unknown client(s) {unknown}; expected some of {list(CLIENTS)}")
+    if not rows:
+        raise ValueError("request samples need at least one example row")
+    dtypes = feature_dtypes(signature_defs)
+    samples = []
+    for name in sorted(signature_defs, key=lambda n: (n != sig.DEFAULT_SERVING, n)):
+        signature_def = signature_defs[name]
+        kind = signature_kind(signature_def)
+        if kind is None:
+            continue
+        api = api_of(signature_def)
+        body = request_body(name, signature_def, rows, dtypes)
+        url = _rest_path(rest_url, model_name, api)
+        what = {"examples": "serialized tf.Examples", "raw": "raw feature values"}[kind]
+        if kind == "examples" and api in ("classify", "regress"):
+            what = "tf.Examples as JSON objects"
+        note = ""
+        if kind == "examples" and api == "predict":
+            note = "\n# each b64 is a serialized tf.Example of: " + "; ".join(
+                json.dumps(_typed_row(row, dtypes)) for row in rows)
+        for client in clients:
+            protocol = "gRPC" if client == "python-grpc" else "REST"
+            title = f"{name}: {protocol} {api} with {what} ({client})"
+            if client == "curl":
+                text, language = _curl(url, body, title + note), "sh"
+            elif client == "python-requests":
+                text, language = _python_requests(url, body, title + note), "python"
+            else:
+                text = _python_grpc(grpc_target, model_name, name, signature_def, rows, dtypes,
+                                    title)
+                language = "python"
+            samples.append(RequestSample(name, api, client, language, title, text))
+    return samples

@@ -205,7 +205,21 @@ class _CannedModel(Model):
         )
 
 
-class DNNClassifier(_CannedModel):
+class _DeepModel(_CannedModel):
+    """A canned model with hidden layers: ``hidden_units`` may be given positionally,
+    as in ``tf.estimator.DNNClassifier(hidden_units, ...)``."""
+
+    def __init__(
+        self,
+        transform_output: str | tft.TFTransformOutput,
+        label_key: str,
+        hidden_units: Sequence[int] = (32, 16),
+        **kwargs,
+    ):
+        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
+
+
+class DNNClassifier(_DeepModel):
     """A feed-forward classifier, as ``tf.estimator.DNNClassifier``.
 
     Instead of ``feature_columns`` it takes the tf.Transform output: every transformed
@@ -215,31 +229,13 @@ class DNNClassifier(_CannedModel):
 
     _name, _classifier, _linear, _dnn = "dnn_classifier", True, False, True
 
-    def __init__(
-        self,
-        transform_output: str | tft.TFTransformOutput,
-        label_key: str,
-        hidden_units: Sequence[int] = (32, 16),
-        **kwargs,
-    ):
-        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
 
-
-class DNNRegressor(_CannedModel):
+class DNNRegressor(_DeepModel):
     """A feed-forward regressor, as ``tf.estimator.DNNRegressor``: the inputs of
     :class:`DNNClassifier`, one float output (``label_normalization`` as in
     :class:`LinearRegressor`)."""
 
     _name, _classifier, _linear, _dnn = "dnn_regressor", False, False, True
-
-    def __init__(
-        self,
-        transform_output: str | tft.TFTransformOutput,
-        label_key: str,
-        hidden_units: Sequence[int] = (32, 16),
-        **kwargs,
-    ):
-        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
 
 
 class LinearClassifier(_CannedModel):
@@ -263,34 +259,16 @@ class LinearRegressor(_CannedModel):
     _name, _classifier, _linear, _dnn = "linear_regressor", False, True, False
 
 
-class DNNLinearCombinedClassifier(_CannedModel):
+class DNNLinearCombinedClassifier(_DeepModel):
     """Wide & deep classifier, as ``tf.estimator.DNNLinearCombinedClassifier``: the sum
     of a linear part over ``linear_features`` and a DNN over ``dnn_features`` (each
     default: every transformed feature)."""
 
     _name, _classifier, _linear, _dnn = "dnn_linear_combined_classifier", True, True, True
 
-    def __init__(
-        self,
-        transform_output: str | tft.TFTransformOutput,
-        label_key: str,
-        hidden_units: Sequence[int] = (32, 16),
-        **kwargs,
-    ):
-        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)
 
-
-class DNNLinearCombinedRegressor(_CannedModel):
+class DNNLinearCombinedRegressor(_DeepModel):
     """Wide & deep regressor, as ``tf.estimator.DNNLinearCombinedRegressor``
     (see :class:`DNNLinearCombinedClassifier` and :class:`LinearRegressor`)."""
 
     _name, _classifier, _linear, _dnn = "dnn_linear_combined_regressor", False, True, True
-
-    def __init__(
-        self,
-        transform_output: str | tft.TFTransformOutput,
-        label_key: str,
-        hidden_units: Sequence[int] = (32, 16),
-        **kwargs,
-    ):
-        super().__init__(transform_output, label_key, hidden_units=hidden_units, **kwargs)

@@ -28,6 +28,8 @@ demo: $(STAMP)
 	$(PY) examples/penguins_data.py --out artifacts/penguins/data
 	$(VENV)/bin/tfbake run configs/penguins.yaml
 	$(PY) examples/penguins_demo.py configs/penguins.yaml
+	$(VENV)/bin/tfbake check configs/penguins.yaml
+	$(VENV)/bin/tfbake inspect artifacts/penguins/export --model penguins
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

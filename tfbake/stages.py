@@ -114,7 +114,7 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
     model = build_model(config)
     train_fn, eval_fn = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
-    model.train(
+    history = model.train(
         train_fn,
         eval_input_fn=eval_fn,
         epochs=config.training.epochs,
@@ -122,6 +122,7 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
         monitor=stopping.monitor if stopping else "val_loss",
     )
     metrics = model.evaluate(eval_fn)
+    trainer.write_report(model, history, eval_fn, config.trainer_dir)
     model.keras_model.save_weights(os.path.join(config.trainer_dir, WEIGHTS_FILE))
     return model, metrics
 

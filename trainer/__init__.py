@@ -8,7 +8,9 @@
 - heads (:class:`ClassificationHead`, :class:`RegressionHead`): loss, metrics, outputs
   and the export's signatures;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
-  label, read back from the transform graph (the export undoes it).
+  label, read back from the transform graph (the export undoes it);
+- :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
+  predicted vs actual) as ``report.html`` with PNGs.
 """
 
 from trainer.canned import (
@@ -24,6 +26,7 @@ from trainer.heads import ClassificationHead, Head, RegressionHead, SignatureSpe
 from trainer.input_fn import make_input_fn
 from trainer.label_normalization import label_statistics
 from trainer.model import Model
+from trainer.report import write_report
 
 __all__ = [
     "ClassificationHead",
@@ -40,4 +43,5 @@ __all__ = [
     "label_statistics",
     "latest_export",
     "make_input_fn",
+    "write_report",
 ]

@@ -1,0 +1,145 @@
+"""The evaluation picture: ``report.html`` with PNGs beside it, and ``report.json``.
+
+Learning curves (loss and the head's metrics per epoch, train vs eval) from the Keras
+history; on the eval data, for a classifier the confusion matrix and per-class
+precision/recall, for a regressor predicted vs actual. Figures are drawn with
+matplotlib's Agg canvas (no display, no pyplot state).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from serving_input import signatures as sig
+from trainer.heads import ClassificationHead
+
+
+def _save(fig: Figure, out_dir: str, name: str) -> str:
+    with tf.io.gfile.GFile(os.path.join(out_dir, name), "wb") as f:
+        FigureCanvasAgg(fig).print_png(f)
+    return name
+
+
+def _learning_curves(history: dict[str, list[float]], out_dir: str) -> str:
+    names = [k for k in history if not k.startswith("val_")]
+    fig = Figure(figsize=(4.5 * len(names), 3.5), layout="constrained")
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        for key, label in ((name, "train"), (f"val_{name}", "eval")):
+            if key in history:
+                epochs = np.arange(1, len(history[key]) + 1)
+                ax.plot(epochs, history[key], marker=".", label=label)
+        ax.set(title=name, xlabel="epoch")
+        ax.legend()
+    return _save(fig, out_dir, "learning_curves.png")
+
+
+def _eval_labels(eval_input_fn) -> np.ndarray:
+    return np.concatenate([np.asarray(labels) for _, labels in eval_input_fn()])
+
+
+def _classification(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str], str]:
+    classes = model.head.label_vocabulary
+    k = len(classes)
+    predicted = model.predict(eval_input_fn)[sig.CLASS_IDS].reshape(-1)
+    actual = _eval_labels(eval_input_fn).astype(np.int64).reshape(-1)
+    cm = np.zeros((k, k), np.int64)  # rows: actual, columns: predicted
+    np.add.at(cm, (actual, predicted), 1)
+    diag = np.diag(cm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.nan_to_num(diag / cm.sum(axis=0))
+        recall = np.nan_to_num(diag / cm.sum(axis=1))
+
+    fig = Figure(figsize=(1.2 * k + 3, 1.0 * k + 2.5), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="actual")
+    ax.set(xticklabels=classes, yticklabels=classes, title="Confusion matrix (eval)")
+    for (i, j), count in np.ndenumerate(cm):
+        color = "white" if count > cm.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=color)
+    images = [_save(fig, out_dir, "confusion_matrix.png")]
+
+    fig = Figure(figsize=(max(4.0, 1.2 * k + 2), 3.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(k)
+    ax.bar(x - 0.2, precision, 0.4, label="precision")
+    ax.bar(x + 0.2, recall, 0.4, label="recall")
+    ax.set(xticks=x, xticklabels=classes, ylim=(0, 1.05), title="Per class (eval)")
+    ax.legend(loc="lower right")
+    images.append(_save(fig, out_dir, "per_class.png"))
+
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{p:.3f}</td><td>{r:.3f}</td><td>{n}</td></tr>"
+        for c, p, r, n in zip(classes, precision, recall, cm.sum(axis=1))
+    )
+    table = (
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>"
+        f"{rows}</table>"
+    )
+    summary = {
+        "rows": int(cm.sum()),
+        "classes": classes,
+        "confusion_matrix": cm.tolist(),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+    }
+    return summary, images, table
+
+
+def _regression(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str], str]:
+    predicted = model.predict(eval_input_fn)[sig.PREDICTIONS].reshape(-1)
+    # The eval label is the transformed one: back to the user's units, as the head does.
+    head = model.head
+    actual = _eval_labels(eval_input_fn).astype(np.float64).reshape(-1)
+    actual = actual * head.label_std + head.label_mean
+    fig = Figure(figsize=(4.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(actual, predicted, s=10, alpha=0.6)
+    low, high = min(actual.min(), predicted.min()), max(actual.max(), predicted.max())
+    ax.plot([low, high], [low, high], color="gray", linestyle="--", label="y = x")
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (eval)")
+    ax.legend()
+    errors = predicted - actual
+    summary = {
+        "rows": int(actual.size),
+        "mae": float(np.abs(errors).mean()),
+        "rmse": float(np.sqrt((errors**2).mean())),
+    }
+    table = f"<p>MAE {summary['mae']:.4g}, RMSE {summary['rmse']:.4g} over {actual.size} rows</p>"
+    return summary, [_save(fig, out_dir, "predicted_vs_actual.png")], table
+
+
+def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir: str) -> str:
+    """Writes ``out_dir/report.html``, its PNGs and ``report.json``; returns the HTML's path.
+
+    ``model`` is a trained :class:`trainer.Model`, ``history`` what its ``train``
+    returned, ``eval_input_fn`` yields ``(transformed features, transformed label)``.
+    """
+    tf.io.gfile.makedirs(out_dir)
+    images = [_learning_curves(history, out_dir)] if history else []
+    classifier = isinstance(model.head, ClassificationHead)
+    kind = "classification" if classifier else "regression"
+    section = _classification if classifier else _regression
+    summary, more, table = section(model, eval_input_fn, out_dir)
+    images += more
+    with tf.io.gfile.GFile(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump({"kind": kind, "images": images, "history": history, **summary}, f, indent=2)
+    body = "\n".join(f'<p><img src="{name}" alt="{name}"></p>' for name in images)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>tfbake report</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:right}</style>"
+        f"</head><body><h1>{html.escape(model.label_key)}: {kind}</h1>\n{body}\n{table}"
+        "</body></html>\n"
+    )
+    path = os.path.join(out_dir, "report.html")
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(page)
+    return path

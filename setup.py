@@ -65,7 +65,7 @@ setup(
         ]
     ),
     include_package_data=True,
-    install_requires=STACK + SERVING + CONFIG + ["tqdm>=4.60"],
+    install_requires=STACK + SERVING + CONFIG + ["tqdm>=4.60", "matplotlib>=3.8"],
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["tfbake = tfbake.cli:main"]},
 )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,6 +67,46 @@ def penguins_run(tmp_path_factory) -> PipelineRun:
     model, metrics = stages.run_training(config)
     export_dir = stages.run_export(config, model)
     return PipelineRun(config, config_path, stats, model, metrics, export_dir)
+
+
+@contextlib.contextmanager
+def serve_config(python: str, config_path, log_dir: Path):
+    """A real ``tfbake serve --config`` process on free loopback ports.
+
+    Yields ``(rest_url, grpc_target)`` as the server prints them; stops it with
+    SIGTERM and checks that it exits 0.
+    """
+    log = log_dir / "server.err"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "tfbake",
+                "serve",
+                "--config",
+                str(config_path),
+                "--port=0",
+                "--rest_api_port=-1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    rest = target = None
+    for line in process.stdout:
+        if line.startswith("Running gRPC ModelServer at "):
+            target = line.split(" at ", 1)[1].split()[0]
+        if line.startswith("Exporting HTTP/REST API at:"):
+            rest = "http://" + line.split("at:", 1)[1].split()[0]
+        if rest and target:
+            break
+    assert rest and target, f"server exited {process.poll()}: {log.read_text()[-2000:]}"
+    try:
+        yield rest, target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import urllib.request
 
@@ -24,6 +23,7 @@ from tensorflow_serving.apis import (
 import model_server
 import serving_input
 import transform
+from tests.conftest import serve_config
 from tfbake import stages
 
 TOLERANCE = 1e-6
@@ -32,35 +32,8 @@ TOLERANCE = 1e-6
 @pytest.fixture(scope="module")
 def served(penguins_run, python, tmp_path_factory):
     """``tfbake serve --config`` on the penguins export, on free loopback ports."""
-    log = tmp_path_factory.mktemp("serve") / "server.err"
-    with open(log, "w") as err:
-        process = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "tfbake",
-                "serve",
-                "--config",
-                str(penguins_run.config_path),
-                "--port=0",
-                "--rest_api_port=-1",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    rest = target = None
-    for line in process.stdout:
-        if line.startswith("Running gRPC ModelServer at "):
-            target = line.split(" at ", 1)[1].split()[0]
-        if line.startswith("Exporting HTTP/REST API at:"):
-            rest = "http://" + line.split("at:", 1)[1].split()[0]
-        if rest and target:
-            break
-    assert rest and target, f"server exited {process.poll()}: {log.read_text()[-2000:]}"
-    yield rest, target
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    with serve_config(python, penguins_run.config_path, tmp_path_factory.mktemp("serve")) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")

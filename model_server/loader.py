@@ -10,6 +10,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
+from model_server.metrics import record_warmup
 from model_server.servable import Servable, Signature
 from model_server.tensors import ndarray_from_proto, serialized_examples
 
@@ -68,6 +69,7 @@ class SavedModelLoader:
         if self.warmup:
             count = replay_warmup(servable)
             if count:
+                record_warmup(self.name, self.version, count)
                 log.info("Finished reading %d warmup records for %s version %d",
                          count, self.name, self.version)
         return servable

@@ -6,7 +6,10 @@
 - ``:tensorflow:serving:request_example_count_total{model}``: tf.Examples received;
 - ``:tfbake:serving:model_call_count{model_name}`` and
   ``:tfbake:serving:batched_request_count{model_name}``: calls into TensorFlow and the
-  requests they carried, so batching can be seen merging requests.
+  requests they carried, so batching can be seen merging requests;
+- ``:tfbake:serving:warmup_request_count{model_name,version}``: records of
+  ``assets.extra/tf_serving_warmup_requests`` replayed when a version loaded (TF
+  Serving only logs "Finished reading N warmup records"; this makes it checkable).
 
 Counters keep TF Serving's exact names: prometheus_client's ``Counter`` would add a
 ``_total`` suffix, so they are held here and exposed by a small collector as
@@ -33,8 +36,22 @@ REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 EXAMPLE_COUNT = ":tensorflow:serving:request_example_count_total"
 MODEL_CALLS = ":tfbake:serving:model_call_count"
 BATCHED_REQUESTS = ":tfbake:serving:batched_request_count"
+WARMUP_REQUESTS = ":tfbake:serving:warmup_request_count"
 
 _LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(32)) + (float("inf"),)
+
+
+# Warm-up happens in the loader, which has no Metrics of its own: the counts are
+# process-wide (one server per process) and every Metrics page shows them.
+_WARMUP_LOCK = threading.Lock()
+_WARMUP_COUNTS: dict[tuple[str, int], int] = {}
+
+
+def record_warmup(model_name: str, version: int, count: int) -> None:
+    """``count`` warm-up records were replayed when ``model_name`` ``version`` loaded."""
+    with _WARMUP_LOCK:
+        key = (model_name, version)
+        _WARMUP_COUNTS[key] = _WARMUP_COUNTS.get(key, 0) + count
 
 
 class _Counters(Collector):
@@ -46,6 +63,7 @@ class _Counters(Collector):
             EXAMPLE_COUNT: ("The total number of tensorflow.Examples.", ("model",)),
             MODEL_CALLS: ("Calls into TensorFlow (a merged batch is one call).", ("model_name",)),
             BATCHED_REQUESTS: ("Requests carried by those calls.", ("model_name",)),
+            WARMUP_REQUESTS: ("Warm-up records replayed at load.", ("model_name", "version")),
         }
 
     def add(self, name: str, labels: tuple, amount: float = 1) -> None:
@@ -56,6 +74,9 @@ class _Counters(Collector):
     def collect(self):
         with self._lock:
             values = dict(self._values)
+        with _WARMUP_LOCK:
+            for (name, version), count in _WARMUP_COUNTS.items():
+                values[(WARMUP_REQUESTS, (name, str(version)))] = count
         for name, (doc, label_names) in self._help.items():
             metric = Metric(name, doc, "unknown")
             for (metric_name, labels), value in sorted(values.items()):

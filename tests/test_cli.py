@@ -121,3 +121,26 @@ def test_run_wires_a_regressor_config_to_a_regression_export(venv_bin, tmp_path)
     example.features.feature["c"].bytes_list.value.append(b"a")
     outputs = loaded.signatures["regression"](inputs=tf.constant([example.SerializeToString()]))
     assert outputs["outputs"].shape == (1, 1) and outputs["outputs"].dtype == tf.float32
+
+
+def test_inspect_serving_docs_fills_in_the_export(venv_bin, penguins_run):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from model_server.config import BatchingParameters
+    from tfbake import serving_docs
+
+    result = _run([os.path.join(venv_bin, "tfbake"), "inspect", penguins_run.export_dir,
+                   "--serving-docs", "--model", "penguins"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    base = os.path.dirname(os.path.abspath(penguins_run.export_dir))
+    assert f"source={base},target=/models/penguins" in result.stdout
+    assert "-e MODEL_NAME=penguins" in result.stdout
+    config = text_format.Parse(serving_docs.models_config(result.stdout),
+                               model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.name == "penguins" and model.base_path == "/models/penguins"
+    version = int(os.path.basename(penguins_run.export_dir))
+    assert model.version_labels["stable"] == version
+    batching = text_format.Parse(serving_docs.batching_config(result.stdout), BatchingParameters())
+    assert batching.max_batch_size.value == 64

@@ -71,6 +71,8 @@ def _add_inspect(sub) -> None:
     p.add_argument("--rest_url", help="REST address in the samples (default http://localhost:8501)")
     p.add_argument("--grpc_target", help="gRPC address in the samples (default localhost:8500)")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--serving-docs", action="store_true", dest="serving_docs",
+                   help="print docker / models.config / batching commands for this export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,6 +125,13 @@ def _inspect(args: argparse.Namespace) -> int:
     from model_server.client import ServingRequestError
     from tfbake import inspect
 
+    if args.serving_docs:
+        try:
+            print(inspect.serving_docs(args.target, args.model))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"tfbake inspect: {err}", file=sys.stderr)
+            return 1
+        return 0
     try:
         description = inspect.inspect(
             args.target, model_name=args.model, version=args.version,

@@ -341,3 +341,12 @@ def format_text(description: ModelDescription) -> str:
 def format_json(description: ModelDescription) -> str:
     """The description as JSON, for tools."""
     return json.dumps(description.to_dict(), indent=2)
+
+
+def serving_docs(target: str, model_name: str | None = None) -> str:
+    """``--serving-docs``: TF Serving commands filled in for this export (tfbake.serving_docs)."""
+    from tfbake import serving_docs as docs
+
+    export_dir = os.path.abspath(resolve_export_dir(target))
+    return docs.render(os.path.dirname(export_dir), model_name or _model_name_of(export_dir),
+                       os.path.basename(export_dir))

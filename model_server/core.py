@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -93,6 +94,11 @@ def _names(names) -> str:
     return ",".join(sorted(names))
 
 
+def _touch_tensorflow() -> None:
+    """One tiny eager op: sets up TensorFlow's per-thread state on the calling thread."""
+    (tf.constant(0.0) + 1.0).numpy()
+
+
 class ServerCore:
     """Resolves servables and runs TF Serving's APIs on them."""
 
@@ -108,13 +114,30 @@ class ServerCore:
         self.manager = manager
         self.metrics = metrics or Metrics()
         self.method_name_check = method_name_check
+        self._workers = num_threads or 2 * (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(
-            max_workers=num_threads or 2 * (os.cpu_count() or 1),
-            thread_name_prefix="tf_session",
+            max_workers=self._workers, thread_name_prefix="tf_session"
         )
         self._in_flight = 0
         self._batching = batching
         self._scheduler: BatchScheduler | None = None
+
+    async def prime(self) -> None:
+        """Starts every worker thread and runs TensorFlow once on each (and on the loop
+        thread), so that the first request after a model turns AVAILABLE does not pay
+        for thread creation and TensorFlow's per-thread start-up; warm-up replay, which
+        runs on the loader's thread, cannot reach those."""
+        _touch_tensorflow()
+        barrier = threading.Barrier(self._workers)
+
+        def start_worker() -> None:
+            _touch_tensorflow()
+            barrier.wait(timeout=30)  # hold each thread so the next task needs a new one
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, start_worker) for _ in range(self._workers))
+        )
 
     def close(self) -> None:
         """Waits for running model calls and stops the worker threads."""

@@ -93,6 +93,7 @@ class ModelServer:
         """Binds gRPC and (if enabled) REST on the running loop."""
         options = self.options
         self._stopping = asyncio.Event()
+        await self.core.prime()
         self._grpc = grpc.aio.server(options=SERVER_OPTIONS)
         add_services(self._grpc, self.core)
         self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.port}")

@@ -33,6 +33,21 @@ def _example_input(examples: Sequence[bytes]) -> input_pb2.Input:
     )
 
 
+# Method name -> (request class, PredictionLog field, log class) of the Example APIs.
+_EXAMPLE_LOGS = {
+    sig.CLASSIFY_METHOD: (
+        classification_pb2.ClassificationRequest,
+        "classify_log",
+        prediction_log_pb2.ClassifyLog,
+    ),
+    sig.REGRESS_METHOD: (
+        regression_pb2.RegressionRequest,
+        "regress_log",
+        prediction_log_pb2.RegressLog,
+    ),
+}
+
+
 def warmup_logs(
     signature_methods: dict[str, str], examples: Sequence[bytes]
 ) -> list[prediction_log_pb2.PredictionLog]:
@@ -40,24 +55,10 @@ def warmup_logs(
     logs = []
     for key, method in sorted(signature_methods.items()):
         spec = model_pb2.ModelSpec(signature_name=key)
-        if method == sig.CLASSIFY_METHOD:
-            request = classification_pb2.ClassificationRequest(
-                model_spec=spec, input=_example_input(examples)
-            )
-            logs.append(
-                prediction_log_pb2.PredictionLog(
-                    classify_log=prediction_log_pb2.ClassifyLog(request=request)
-                )
-            )
-        elif method == sig.REGRESS_METHOD:
-            request = regression_pb2.RegressionRequest(
-                model_spec=spec, input=_example_input(examples)
-            )
-            logs.append(
-                prediction_log_pb2.PredictionLog(
-                    regress_log=prediction_log_pb2.RegressLog(request=request)
-                )
-            )
+        if method in _EXAMPLE_LOGS:
+            request_class, field, log_class = _EXAMPLE_LOGS[method]
+            request = request_class(model_spec=spec, input=_example_input(examples))
+            logs.append(prediction_log_pb2.PredictionLog(**{field: log_class(request=request)}))
         elif key in (sig.PREDICT, sig.TRANSFORM_FEATURES):
             request = predict_pb2.PredictRequest(model_spec=spec)
             request.inputs["examples"].CopyFrom(tf.make_tensor_proto(list(examples)))

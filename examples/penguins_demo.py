@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+import model_server
 import serving_input
 import trainer
 import transform
@@ -87,14 +88,13 @@ def start_server(config_path: str) -> tuple[subprocess.Popen, str, str]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    rest = grpc_target = None
+    addresses = {}
     for line in process.stdout:
-        if line.startswith("Running gRPC ModelServer at "):
-            grpc_target = line.split(" at ", 1)[1].split()[0]
-        if line.startswith("Exporting HTTP/REST API at:"):
-            rest = "http://" + line.split("at:", 1)[1].split()[0]
-        if rest and grpc_target:
-            return process, rest, grpc_target
+        kind_and_address = model_server.listening_address(line)
+        if kind_and_address:
+            addresses.update([kind_and_address])
+        if len(addresses) == 2:
+            return process, addresses["rest"], addresses["grpc"]
     raise RuntimeError(f"the server exited with {process.wait()}")
 
 

@@ -19,7 +19,7 @@ The modules follow TF Serving's concepts: :mod:`~model_server.source`,
 from model_server.client import Client, cli_predict, predict_file
 from model_server.config import ServerOptions
 from model_server.errors import ServingError
-from model_server.server import RunningServer, main, serve
+from model_server.server import RunningServer, listening_address, main, serve
 
 __all__ = [
     "Client",
@@ -27,6 +27,7 @@ __all__ = [
     "ServerOptions",
     "ServingError",
     "cli_predict",
+    "listening_address",
     "main",
     "predict_file",
     "serve",

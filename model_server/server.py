@@ -23,8 +23,25 @@ from model_server.rest import RestApi
 
 log = logging.getLogger("model_server")
 
+# tensorflow_model_server's start-up lines, which tools wait for (see listening_address).
+GRPC_LISTENING = "Running gRPC ModelServer at "
+REST_LISTENING = "Exporting HTTP/REST API at:"
+
 # How long in-flight requests may take to finish after SIGTERM.
 SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def listening_address(line: str) -> tuple[str, str] | None:
+    """Reads a start-up line printed by :meth:`ModelServer.announce`.
+
+    Returns ``("grpc", "host:port")`` or ``("rest", "http://host:port")``, or None for
+    any other line.
+    """
+    if line.startswith(GRPC_LISTENING):
+        return "grpc", line[len(GRPC_LISTENING) :].split()[0]
+    if line.startswith(REST_LISTENING):
+        return "rest", "http://" + line[len(REST_LISTENING) :].split()[0]
+    return None
 
 
 class ModelServer:
@@ -120,10 +137,9 @@ class ModelServer:
 
     def announce(self) -> None:
         """Says on stdout where the server listens (tests and tools wait for it)."""
-        print(f"Running gRPC ModelServer at {self.options.host}:{self.grpc_port} ...", flush=True)
+        print(f"{GRPC_LISTENING}{self.options.host}:{self.grpc_port} ...", flush=True)
         if self.rest_port:
-            print(f"Exporting HTTP/REST API at:{self.options.host}:{self.rest_port} ...",
-                  flush=True)
+            print(f"{REST_LISTENING}{self.options.host}:{self.rest_port} ...", flush=True)
 
     async def wait_stopped(self) -> None:
         """Serves until :meth:`request_stop`, then shuts down gracefully."""

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from model_server import listening_address
+
 ROOT = Path(__file__).resolve().parent.parent
 PENGUINS_CONFIG = ROOT / "configs" / "penguins.yaml"
 
@@ -93,14 +95,14 @@ def serve_config(python: str, config_path, log_dir: Path):
             stderr=err,
             text=True,
         )
-    rest = target = None
+    addresses = {}
     for line in process.stdout:
-        if line.startswith("Running gRPC ModelServer at "):
-            target = line.split(" at ", 1)[1].split()[0]
-        if line.startswith("Exporting HTTP/REST API at:"):
-            rest = "http://" + line.split("at:", 1)[1].split()[0]
-        if rest and target:
+        kind_and_address = listening_address(line)
+        if kind_and_address:
+            addresses.update([kind_and_address])
+        if len(addresses) == 2:
             break
+    rest, target = addresses.get("rest"), addresses.get("grpc")
     assert rest and target, f"server exited {process.poll()}: {log.read_text()[-2000:]}"
     try:
         yield rest, target

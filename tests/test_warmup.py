@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from model_server import listening_address
 from tfbake import inspect
 
 MODEL = "penguins"
@@ -60,8 +61,9 @@ class _Server:
             )
         self.rest = None
         for line in self.process.stdout:  # printed once the models are AVAILABLE
-            if line.startswith("Exporting HTTP/REST API at:"):
-                self.rest = "http://" + line.split("at:", 1)[1].split()[0]
+            kind, address = listening_address(line) or (None, None)
+            if kind == "rest":
+                self.rest = address
                 break
         assert self.rest, f"server exited {self.process.poll()}: {self.log.read_text()[-2000:]}"
 

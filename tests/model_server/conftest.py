@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from model_server import listening_address
 from serving_input import signatures as sig_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -156,10 +157,11 @@ class ServerProcess:
             with open(self.stdout_path) as f:
                 text = f.read()
             for line in text.splitlines():
-                if line.startswith("Running gRPC ModelServer at "):
-                    self.grpc_target = line.split(" at ", 1)[1].split()[0]
-                if line.startswith("Exporting HTTP/REST API at:"):
-                    self.rest_url = "http://" + line.split("at:", 1)[1].split()[0]
+                kind, address = listening_address(line) or (None, None)
+                if kind == "grpc":
+                    self.grpc_target = address
+                elif kind == "rest":
+                    self.rest_url = address
             if self.grpc_target and self.rest_url:
                 return self
             if self.process.poll() is not None:

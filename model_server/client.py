@@ -38,6 +38,7 @@ from tensorflow_serving.apis import (
 
 import serving_input
 from serving_input import signatures as sig_keys
+from serving_input.text_values import parse_text
 
 _DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string,
            "DT_DOUBLE": tf.float64, "DT_INT32": tf.int32, "DT_BOOL": tf.bool}
@@ -455,16 +456,12 @@ class Client:
 # ---------------------------------------------------------------------- files
 
 
-def _typed(value: str, spec) -> Any:
-    """A CSV cell typed by its feature spec; empty or NA is missing."""
+def _typed(name: str, value: str | None, spec) -> Any:
+    """A CSV cell typed by its feature spec, read as the Beam job reads training CSV;
+    empty or NA is missing."""
     if value is None or value == "" or value == "NA":
         return None
-    dtype = tf.as_dtype(spec.dtype)
-    if dtype == tf.string:
-        return value
-    if dtype.is_integer:
-        return int(value)
-    return float(value)
+    return parse_text(name, value, spec.dtype)
 
 
 def _read_rows(path: str, feature_spec: Mapping) -> Iterator[dict]:
@@ -476,8 +473,14 @@ def _read_rows(path: str, feature_spec: Mapping) -> Iterator[dict]:
                     yield {k: v for k, v in row.items() if k in feature_spec}
         return
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            yield {k: _typed(v, feature_spec[k]) for k, v in row.items() if k in feature_spec}
+        reader = csv.DictReader(f)
+        for row in reader:
+            try:
+                yield {
+                    k: _typed(k, v, feature_spec[k]) for k, v in row.items() if k in feature_spec
+                }
+            except ValueError as err:
+                raise ValueError(f"{path} line {reader.line_num}: {err}") from None
 
 
 def _jsonable(value):

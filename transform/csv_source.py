@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
 import operator
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -29,6 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving_input.text_values import TEXT_PARSERS, bad_text_message
 from transform.rejects import SplitCounters, reject_record
 
 REJECTS_TAG = "rejects"
@@ -69,28 +69,6 @@ def read_header(path: str, delimiter: str) -> list[str]:
     return next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))
 
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError
-    return value
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _parse_int(text: str) -> int:
-    value = int(text)
-    if not _INT64_MIN <= value <= _INT64_MAX:  # an int64 feature: larger ints are bad rows
-        raise ValueError
-    return value
-
-
-_PARSERS = {
-    tf.float32: _parse_float,
-    tf.int64: _parse_int,
-    tf.string: lambda text: text.encode("utf-8"),
-}
 _NUMPY_TYPES = {tf.float32: np.float32, tf.int64: np.int64}
 
 
@@ -111,7 +89,7 @@ class CsvRowDecoder:
             (
                 name,
                 index[name],
-                _PARSERS[spec.dtype],
+                TEXT_PARSERS[spec.dtype],
                 isinstance(spec, tf.io.VarLenFeature),
                 spec.dtype,
             )
@@ -137,8 +115,7 @@ class CsvRowDecoder:
             try:
                 values.append(parse(text))
             except ValueError:
-                expected = "a finite float" if dtype == tf.float32 else "an int"
-                raise ValueError(f'feature "{name}": expected {expected}, got {text!r}') from None
+                raise ValueError(bad_text_message(name, text, dtype)) from None
         return values
 
     def decode_block(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
@@ -251,7 +228,7 @@ def _parse_column(texts, present: np.ndarray, dtype) -> tuple:
             numbers = np.fromiter(map(raw, kept), dtype=np.float64 if raw is float else np.int64)
         ok_kept = np.isfinite(numbers) if raw is float else np.ones(len(kept), dtype=bool)
     except (ValueError, OverflowError):  # some value does not parse: find which, one by one
-        parse = _PARSERS[dtype]
+        parse = TEXT_PARSERS[dtype]
         numbers = np.zeros(len(kept), dtype=np.float64 if raw is float else np.int64)
         ok_kept = np.ones(len(kept), dtype=bool)
         for k, text in enumerate(kept):

@@ -65,6 +65,15 @@ def test_predict_file_csv_to_jsonl(server, tmp_path):
     assert lines[0]["classes"] == ["neg", "pos"]
 
 
+def test_predict_file_names_the_row_and_feature_of_a_bad_csv_cell(server, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,label\n1.0,a\nabc,b\n")
+    with pytest.raises(ValueError, match=r'rows.csv line 3: feature "x": expected a finite '
+                                         r"float, got 'abc'"):
+        model_server.predict_file(server.rest_url, "hpt", str(rows), str(tmp_path / "o.jsonl"),
+                                  signature_name="classify", progress=False, feature_spec=SPEC)
+
+
 def test_cli_predict_jsonl_over_grpc(server, tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"x": 2.0}\n{"x": 4.0}\n')

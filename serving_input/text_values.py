@@ -1,0 +1,49 @@
+"""Raw feature values written as text (a CSV cell), read back by their dtype.
+
+The Beam job's CSV decoder and the model-server client read CSV through these, so a
+cell means the same thing in training data and in a prediction request.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not _INT64_MIN <= value <= _INT64_MAX:  # an int64 feature: larger ints are bad
+        raise ValueError
+    return value
+
+
+# dtype -> parser; each raises ValueError on text that is not a valid value.
+TEXT_PARSERS = {
+    tf.float32: _parse_float,
+    tf.int64: _parse_int,
+    tf.string: lambda text: text.encode("utf-8"),
+}
+
+
+def bad_text_message(name: str, text: str, dtype: tf.dtypes.DType) -> str:
+    """Why ``text`` is no value of feature ``name`` (the reason given to users)."""
+    expected = "a finite float" if dtype == tf.float32 else "an int"
+    return f'feature "{name}": expected {expected}, got {text!r}'
+
+
+def parse_text(name: str, text: str, dtype: tf.dtypes.DType):
+    """One value of feature ``name`` from its text; ValueError names the feature."""
+    try:
+        return TEXT_PARSERS[tf.as_dtype(dtype)](text)
+    except ValueError:
+        raise ValueError(bad_text_message(name, text, dtype)) from None

@@ -112,6 +112,14 @@ def serve_config(python: str, config_path, log_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def served(penguins_run, python, tmp_path_factory):
+    """``tfbake serve --config`` on the penguins export, one process for the session:
+    ``(rest_url, grpc_target)``."""
+    with serve_config(python, penguins_run.config_path, tmp_path_factory.mktemp("serve")) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
 def python() -> str:
     """The interpreter of the project's venv, for subprocesses."""
     return sys.executable

@@ -14,7 +14,6 @@ import yaml
 
 import serving_input
 from tests.conftest import write_config
-from tests.test_serving_penguins import served  # noqa: F401  (the live-server fixture)
 from tfbake import check, stages
 
 SKEWED_FEATURE = "bill_length_mm"
@@ -53,7 +52,7 @@ def skewed_export(penguins_run, tmp_path_factory):
         str(base), _skewed_serving_input_fn(penguins_run.config))
 
 
-def test_trained_exported_and_served_answers_agree(penguins_run, served):  # noqa: F811
+def test_trained_exported_and_served_answers_agree(penguins_run, served):
     rest, target = served
     report = check.check(penguins_run.config, server=rest, grpc_target=target,
                          model=penguins_run.model)

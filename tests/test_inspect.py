@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.test_serving_penguins import served  # noqa: F401  (the live-server fixture)
-
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
 SIGNATURES = {"serving_default", "classification", "predict", "predict_raw", "transform_features"}
 
@@ -30,7 +28,7 @@ def _run_sample(sample: dict, python: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def description(penguins_run, served, venv_bin):  # noqa: F811
+def description(penguins_run, served, venv_bin):
     rest, target = served
     result = _inspect(venv_bin, penguins_run.export_dir, "--model", "penguins",
                       "--rest_url", rest, "--grpc_target", target, "--format", "json")
@@ -109,7 +107,7 @@ def test_text_output_for_people(penguins_run, venv_bin):
     assert "grpc.insecure_channel('localhost:8500')" in text
 
 
-def test_a_url_is_read_through_the_metadata_api(served, python, tmp_path):  # noqa: F811
+def test_a_url_is_read_through_the_metadata_api(served, python, tmp_path):
     from tfbake import inspect
 
     rest, target = served

@@ -23,17 +23,9 @@ from tensorflow_serving.apis import (
 import model_server
 import serving_input
 import transform
-from tests.conftest import serve_config
 from tfbake import stages
 
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def served(penguins_run, python, tmp_path_factory):
-    """``tfbake serve --config`` on the penguins export, on free loopback ports."""
-    with serve_config(python, penguins_run.config_path, tmp_path_factory.mktemp("serve")) as urls:
-        yield urls
 
 
 @pytest.fixture(scope="module")

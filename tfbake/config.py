@@ -15,6 +15,14 @@ import tensorflow as tf
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tfbake.model_config import (
+    Export,
+    Label,
+    Model,
+    Training,
+    check_label_and_model,
+    label_feature_spec,
+)
 from transform.csv_source import CsvFormat
 from transform.preprocessing import FeaturePreprocessing, check_compatible
 
@@ -36,13 +44,6 @@ class Feature(_Strict):
     nullable: bool = False
 
 
-class Label(_Strict):
-    """The label column; string and int labels are classes, float labels are targets."""
-
-    name: str
-    type: Literal["float", "int", "string"] = "string"
-
-
 class Data(_Strict):
     """Where the training and eval data are, and how much bad data a job tolerates."""
 
@@ -51,49 +52,6 @@ class Data(_Strict):
     eval: str
     csv: CsvFormat = Field(default_factory=CsvFormat)
     max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
-
-
-ModelType = Literal[
-    "dnn_classifier",
-    "dnn_regressor",
-    "linear_classifier",
-    "linear_regressor",
-    "wide_deep_classifier",
-    "wide_deep_regressor",
-]
-
-
-class Model(_Strict):
-    """The canned model and its hyperparameters (hidden layers only for dnn/wide_deep)."""
-
-    type: ModelType = "dnn_classifier"
-    hidden_units: list[int] = Field(default_factory=lambda: [32, 16], min_length=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    activation: str = "relu"
-    batch_norm: bool = False
-    # Wide & deep: which transformed features go to each part (default: all to both).
-    linear_features: list[str] | None = None
-    dnn_features: list[str] | None = None
-    optimizer: str = "adam"
-    learning_rate: float = Field(default=0.01, gt=0)
-
-
-class EarlyStopping(_Strict):
-    monitor: str = "val_loss"
-    patience: int = Field(default=3, ge=0)
-
-
-class Training(_Strict):
-    epochs: int = Field(default=20, gt=0)
-    batch_size: int = Field(default=32, gt=0)
-    early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
-    seed: int = 42
-
-
-class Export(_Strict):
-    dir: str | None = None
-    # Real eval examples written as TF Serving warm-up requests (0: none).
-    warmup_examples: int = Field(default=5, ge=0, le=1000)
 
 
 class Config(_Strict):
@@ -117,16 +75,7 @@ class Config(_Strict):
             raise ValueError(
                 f'label "{self.label.name}" is also listed under features; declare it only as label'
             )
-        if self.model.type.endswith("_classifier") and self.label.type == "float":
-            raise ValueError(
-                f"label.type: a float label is a regression target, but model.type "
-                f"{self.model.type} is a classifier (use a string or int label)"
-            )
-        if self.model.type.endswith("_regressor") and self.label.type != "float":
-            raise ValueError(
-                f"label.type: model.type {self.model.type} needs a float label, "
-                f"got {self.label.type}"
-            )
+        check_label_and_model(self.label, self.model)
         for name, ops in self.preprocessing.items():
             if name not in self.features:
                 raise ValueError(
@@ -166,7 +115,7 @@ class Config(_Strict):
 
     @property
     def is_classifier(self) -> bool:
-        return self.label.type != "float"
+        return self.label.is_classifier
 
     def raw_feature_spec(self) -> dict:
         """The raw feature spec of training data: every feature and the label.
@@ -180,7 +129,7 @@ class Config(_Strict):
             else tf.io.FixedLenFeature([], _DTYPES[f.type])
             for name, f in self.features.items()
         }
-        spec[self.label.name] = tf.io.FixedLenFeature([], _DTYPES[self.label.type])
+        spec.update(label_feature_spec(self.label))
         return spec
 
     def beam_args(self) -> list[str]:

@@ -18,6 +18,8 @@ import tensorflow_transform as tft
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tensorflow_transform import schema_inference
 
+from transform.labels import transform_label
+
 PreprocessingFn = Callable[[dict], dict]
 
 
@@ -220,12 +222,7 @@ def build_preprocessing_fn(
             outputs.update(step_outputs)
         # A user's function may transform the label itself; otherwise it is done here.
         if label_key is not None and label_key not in outputs:
-            label = inputs[label_key]
-            outputs[label_key] = (
-                tft.compute_and_apply_vocabulary(label, vocab_filename=label_key)
-                if classification
-                else tf.cast(label, tf.float32)
-            )
+            outputs[label_key] = transform_label(inputs[label_key], label_key, classification)
         return outputs
 
     return preprocessing_fn

@@ -132,6 +132,11 @@ class Config(_Strict):
         spec.update(label_feature_spec(self.label))
         return spec
 
+    def feature_annotations(self) -> dict[str, dict]:
+        """What a serving client needs to know about each feature beyond its spec,
+        written into the export's ``raw_feature_spec.json`` (none yet)."""
+        return {}
+
     def beam_args(self) -> list[str]:
         """The ``beam`` section as pipeline flags (``--key=value``), passed through as is."""
         args = []

@@ -183,6 +183,7 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
         config.export_dir_base,
         serving_input.build_parsing_serving_input_fn(serving_feature_spec(config)),
         warmup_examples=sample_examples(config, config.export.warmup_examples),
+        feature_annotations=config.feature_annotations(),
     )
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -109,13 +109,20 @@ def _set_method_names(export_dir: str, methods: dict) -> None:
     updater.save()
 
 
-def write_raw_feature_spec(export_dir: str, feature_spec) -> str:
-    """Writes ``assets.extra/raw_feature_spec.json``: name -> type, shape, nullable."""
+def write_raw_feature_spec(
+    export_dir: str, feature_spec, annotations: Mapping[str, Mapping] | None = None
+) -> str:
+    """Writes ``assets.extra/raw_feature_spec.json``: name -> type, shape, nullable,
+    plus the feature's ``annotations`` (what a client needs beyond the spec, e.g.
+    that a ``VarLenFeature`` is a list rather than a nullable value, or that a
+    string holds an encoded image)."""
+    annotations = annotations or {}
     contract = {
         name: {
             "type": type_name(spec.dtype),
             "shape": list(spec.shape) if isinstance(spec, tf.io.FixedLenFeature) else None,
             "nullable": is_optional(spec),
+            **annotations.get(name, {}),
         }
         for name, spec in feature_spec.items()
     }
@@ -159,12 +166,15 @@ def export_saved_model(
     label_keys: Sequence[str] = (),
     version: int | None = None,
     warmup_examples: Sequence[bytes] = (),
+    feature_annotations: Mapping[str, Mapping] | None = None,
 ) -> str:
     """Writes ``export_dir_base/<version>/`` atomically and returns its path.
 
     ``version`` defaults to seconds since the epoch, as Estimator's export did.
     ``warmup_examples`` (serialized raw tf.Examples) become
     ``assets.extra/tf_serving_warmup_requests``, replayed by TF Serving at load.
+    ``feature_annotations`` go into ``assets.extra/raw_feature_spec.json``
+    (:func:`write_raw_feature_spec`).
     """
     tf.io.gfile.makedirs(export_dir_base)
     version = _free_version(export_dir_base, version)
@@ -176,7 +186,7 @@ def export_saved_model(
         functions, methods = _signatures(servable, receiver)
         tf.saved_model.save(servable, temp_dir, signatures=functions)
         _set_method_names(temp_dir, methods)
-        write_raw_feature_spec(temp_dir, receiver.feature_spec)
+        write_raw_feature_spec(temp_dir, receiver.feature_spec, feature_annotations)
         if warmup_examples:
             write_warmup_requests(temp_dir, methods, warmup_examples)
         tf.io.gfile.rename(temp_dir, final_dir)

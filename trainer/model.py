@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -134,6 +134,7 @@ class Model:
         *,
         version: int | None = None,
         warmup_examples: Sequence[bytes] = (),
+        feature_annotations: Mapping[str, Mapping] | None = None,
     ) -> str:
         """Exports for TF Serving; returns ``export_dir_base/<version>``.
 
@@ -142,7 +143,8 @@ class Model:
         for a regressor; ``predict``) plus ``predict_raw`` and ``transform_features``;
         with a raw one, ``serving_default`` = ``predict``.
         ``warmup_examples`` (serialized raw tf.Examples) are written as TF Serving's
-        warm-up requests.
+        warm-up requests; ``feature_annotations`` (feature -> e.g. ``{"list": True}``)
+        go beside them into ``assets.extra/raw_feature_spec.json``.
         """
         return export.export_saved_model(
             self.keras_model,
@@ -153,4 +155,5 @@ class Model:
             label_keys=[self.label_key],
             version=version,
             warmup_examples=warmup_examples,
+            feature_annotations=feature_annotations,
         )

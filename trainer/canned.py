@@ -20,14 +20,13 @@ from trainer.feature_inputs import (
     select_features,
     transformed_features,
 )
-from trainer.heads import ClassificationHead, Head, RegressionHead
+from trainer.heads import ClassificationHead, Head, MultiHead, RegressionHead
 from trainer.label_normalization import label_statistics
 from trainer.model import Model, as_tft_output
 
 
-def _dnn_logits(
+def _dnn_hidden(
     x,
-    logits_dimension: int,
     hidden_units: Sequence[int],
     *,
     activation: str,
@@ -43,12 +42,40 @@ def _dnn_logits(
         x = tf_keras.layers.Activation(activation, name=f"{prefix}{activation}_{i}")(x)
         if dropout:
             x = tf_keras.layers.Dropout(dropout, name=f"{prefix}dropout_{i}")(x)
-    return tf_keras.layers.Dense(logits_dimension, name=f"{prefix}logits")(x)
+    return x
+
+
+def _logits(x, head: Head, name: str):
+    """The last layer: one Dense of ``head.logits_dimension`` units, or, for a
+    :class:`~trainer.heads.MultiHead`, one per head (``<head>_<name>``) in a dict."""
+    if isinstance(head, MultiHead):
+        return {
+            key: tf_keras.layers.Dense(units, name=f"{key}_{name}")(x)
+            for key, units in head.logits_dimension.items()
+        }
+    return tf_keras.layers.Dense(head.logits_dimension, name=name)(x)
+
+
+def _sum_logits(parts: list):
+    """Wide & deep: the parts' logits summed (per head for a multi-head model)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], dict):
+        return {
+            key: tf_keras.layers.Add(name=f"{key}_logits")([p[key] for p in parts])
+            for key in parts[0]
+        }
+    return tf_keras.layers.Add(name="logits")(parts)
+
+
+def label_keys_of(label_key: str | Sequence[str]) -> list[str]:
+    """One label key or several (a multi-head model's) as a list."""
+    return [label_key] if isinstance(label_key, str) else list(label_key)
 
 
 def build_logits_model(
     tft_output: tft.TFTransformOutput,
-    label_key: str,
+    label_key: str | Sequence[str],
     head: Head,
     *,
     linear: bool,
@@ -68,11 +95,13 @@ def build_logits_model(
     numbers) into one dense layer; with ``dnn``, ``dnn_features`` go through the DNN
     encoding (one-hot or embedded ids, numbers) into ``hidden_units``; with both, the
     logits are their sum (wide & deep). A feature list left None is every transformed
-    feature but the label and ``exclude`` (e.g. other labels, example weights).
+    feature but the label(s) and ``exclude`` (e.g. other labels, example weights).
+    For a :class:`~trainer.heads.MultiHead` (``label_key``: its label keys) the body is
+    shared and the model outputs a dict, head name -> logits.
     """
     if not (linear or dnn):
         raise ValueError("a canned model needs a linear part, a DNN part, or both")
-    available = transformed_features(tft_output, exclude=[label_key, *exclude])
+    available = transformed_features(tft_output, exclude=[*label_keys_of(label_key), *exclude])
 
     def pick(wanted: bool, names: Sequence[str] | None, what: str):
         if not wanted:
@@ -88,23 +117,20 @@ def build_logits_model(
     inputs = make_inputs([f for f in available if f.name in used])
     parts = []
     if dnn_part:
-        parts.append(
-            _dnn_logits(
-                encode_dense(inputs, dnn_part),
-                head.logits_dimension,
-                hidden_units,
-                activation=activation,
-                dropout=dropout,
-                batch_norm=batch_norm,
-                # Wide & deep: "dnn_logits" + "linear_logits" -> "logits".
-                prefix="dnn_" if linear_part else "",
-            )
+        # Wide & deep: "dnn_logits" + "linear_logits" -> "logits".
+        prefix = "dnn_" if linear_part else ""
+        hidden = _dnn_hidden(
+            encode_dense(inputs, dnn_part),
+            hidden_units,
+            activation=activation,
+            dropout=dropout,
+            batch_norm=batch_norm,
+            prefix=prefix,
         )
+        parts.append(_logits(hidden, head, f"{prefix}logits"))
     if linear_part:
-        x = encode_sparse(inputs, linear_part)
-        parts.append(tf_keras.layers.Dense(head.logits_dimension, name="linear_logits")(x))
-    logits = parts[0] if len(parts) == 1 else tf_keras.layers.Add(name="logits")(parts)
-    return tf_keras.Model(inputs, logits, name=name)
+        parts.append(_logits(encode_sparse(inputs, linear_part), head, "linear_logits"))
+    return tf_keras.Model(inputs, _sum_logits(parts), name=name)
 
 
 def _regression_head(
@@ -127,7 +153,10 @@ class _CannedModel(Model):
         wide & deep model (default: all).
       label_normalization: regressors; see :class:`LinearRegressor`.
       exclude: transformed features that are not inputs (other labels, weights).
-      model_dir, optimizer, learning_rate: as :class:`trainer.Model`.
+      head: a head of your own (e.g. :class:`~trainer.MultiLabelHead`, or a
+        :class:`~trainer.MultiHead` with ``label_key`` its label keys) instead of the
+        one the model type derives from the label.
+      model_dir, optimizer, learning_rate, class_weights: as :class:`trainer.Model`.
     """
 
     _name: str
@@ -152,7 +181,7 @@ class _CannedModel(Model):
     def __init__(
         self,
         transform_output: str | tft.TFTransformOutput,
-        label_key: str,
+        label_key: str | Sequence[str],
         *,
         hidden_units: Sequence[int] | None = None,
         linear_features: Sequence[str] | None = None,
@@ -165,6 +194,8 @@ class _CannedModel(Model):
         exclude: Sequence[str] = (),
         optimizer: str = "adam",
         learning_rate: float = 0.01,
+        head: Head | None = None,
+        class_weights: Sequence[float] | None = None,
     ):
         self._check_arguments(
             hidden_units=hidden_units,
@@ -175,9 +206,9 @@ class _CannedModel(Model):
             batch_norm=batch_norm,
         )
         tft_output = as_tft_output(transform_output)
-        if self._classifier:
-            head: Head = ClassificationHead(tft_output.vocabulary_by_name(label_key))
-        else:
+        if head is None and self._classifier:
+            head = ClassificationHead(tft_output.vocabulary_by_name(label_key))
+        elif head is None:
             head = _regression_head(tft_output, label_key, label_normalization)
         keras_model = build_logits_model(
             tft_output,
@@ -202,6 +233,7 @@ class _CannedModel(Model):
             model_dir=model_dir,
             optimizer=optimizer,
             learning_rate=learning_rate,
+            class_weights=class_weights,
         )
 
 
@@ -212,7 +244,7 @@ class _DeepModel(_CannedModel):
     def __init__(
         self,
         transform_output: str | tft.TFTransformOutput,
-        label_key: str,
+        label_key: str | Sequence[str],
         hidden_units: Sequence[int] = (32, 16),
         **kwargs,
     ):

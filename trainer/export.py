@@ -29,17 +29,35 @@ TEMP_PREFIX = ".tmp-export-"
 RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
 
 
+Postprocess = Callable[[dict], dict]
+
+
+def predictions_of(head: Head, logits, postprocess: Postprocess | None = None) -> dict:
+    """The head's predictions, through a user's ``postprocess`` (e.g. tag ids -> tag
+    names) when given: traced into the export's graph, so it serves without the code."""
+    predictions = head.predictions(logits)
+    return dict(postprocess(predictions)) if postprocess else predictions
+
+
 class _Servable(tf.Module):
     """What the SavedModel tracks: the model and the transform layer (so its tables
     and vocabulary assets are saved with it, and the export needs no transform dir)."""
 
-    def __init__(self, model: tf_keras.Model, tft_layer, head: Head, label_keys: Sequence[str]):
+    def __init__(
+        self,
+        model: tf_keras.Model,
+        tft_layer,
+        head: Head,
+        label_keys: Sequence[str],
+        postprocess: Postprocess | None = None,
+    ):
         super().__init__()
         self.model = model
         self.tft_layer = tft_layer
         self._head = head
         self._label_keys = tuple(label_keys)
         self._input_names = tuple(model.input_names)
+        self._postprocess = postprocess
 
     def transform(self, raw_features: dict) -> dict:
         transformed = self.tft_layer(raw_features)
@@ -48,7 +66,7 @@ class _Servable(tf.Module):
     def predict(self, raw_features: dict) -> dict:
         transformed = self.transform(raw_features)
         logits = self.model({name: transformed[name] for name in self._input_names}, training=False)
-        return self._head.predictions(logits)
+        return predictions_of(self._head, logits, self._postprocess)
 
 
 def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[dict, dict]:
@@ -167,6 +185,7 @@ def export_saved_model(
     version: int | None = None,
     warmup_examples: Sequence[bytes] = (),
     feature_annotations: Mapping[str, Mapping] | None = None,
+    postprocess: Postprocess | None = None,
 ) -> str:
     """Writes ``export_dir_base/<version>/`` atomically and returns its path.
 
@@ -174,14 +193,17 @@ def export_saved_model(
     ``warmup_examples`` (serialized raw tf.Examples) become
     ``assets.extra/tf_serving_warmup_requests``, replayed by TF Serving at load.
     ``feature_annotations`` go into ``assets.extra/raw_feature_spec.json``
-    (:func:`write_raw_feature_spec`).
+    (:func:`write_raw_feature_spec`). ``postprocess`` maps the head's predictions
+    (:func:`predictions_of`) in every signature.
     """
     tf.io.gfile.makedirs(export_dir_base)
     version = _free_version(export_dir_base, version)
     final_dir = os.path.join(export_dir_base, str(version))
     temp_dir = os.path.join(export_dir_base, f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
     try:
-        servable = _Servable(model, tft_output.transform_features_layer(), head, label_keys)
+        servable = _Servable(
+            model, tft_output.transform_features_layer(), head, label_keys, postprocess
+        )
         receiver = serving_input_fn()
         functions, methods = _signatures(servable, receiver)
         tf.saved_model.save(servable, temp_dir, signatures=functions)

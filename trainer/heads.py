@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from serving_input import signatures as sig
 
 Outputs = dict[str, tf.Tensor]
+
+# The multi-label head's thresholded answer (not an Estimator PredictionKey).
+PREDICTED = "predicted"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +75,31 @@ class Head(abc.ABC):
         """The transformed [N] label as the loss and metrics expect it."""
         return label
 
+    def loss_weights(self):
+        """Keras ``compile``'s ``loss_weights`` (None: one loss)."""
+        return None
+
     @property
     def default_signature(self) -> str:
         """The key that ``serving_default`` aliases."""
         return self.signatures()[0].key
+
+
+def _class_names(label_vocabulary: Sequence[str | bytes]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in label_vocabulary]
+
+
+def _all_classes(names: list[str], batch: tf.Tensor) -> Outputs:
+    """Every class id and name, once per example: [N, K] int32 and string."""
+    all_class_ids = tf.tile(tf.range(len(names), dtype=tf.int32)[tf.newaxis], [batch, 1])
+    return {
+        sig.ALL_CLASS_IDS: all_class_ids,
+        sig.ALL_CLASSES: tf.gather(tf.constant(names), all_class_ids),
+    }
+
+
+def _classification_signature(outputs: Callable[[Outputs], Outputs]) -> SignatureSpec:
+    return SignatureSpec(sig.CLASSIFICATION, sig.CLASSIFY_METHOD, sig.CLASSIFY_INPUTS, outputs)
 
 
 def _predict_signature() -> SignatureSpec:
@@ -90,9 +115,7 @@ class ClassificationHead(Head):
     """
 
     def __init__(self, label_vocabulary: Sequence[str | bytes]):
-        self.label_vocabulary = [
-            v.decode() if isinstance(v, bytes) else str(v) for v in label_vocabulary
-        ]
+        self.label_vocabulary = _class_names(label_vocabulary)
         if len(self.label_vocabulary) < 2:
             raise ValueError(
                 f"a classifier needs at least 2 classes, the label vocabulary has "
@@ -137,28 +160,17 @@ class ClassificationHead(Head):
     def predictions(self, logits: tf.Tensor) -> Outputs:
         """The ``predict`` signature's outputs (Estimator's PredictionKeys)."""
         probabilities = self.probabilities(logits)
-        batch = tf.shape(logits)[0]
-        names = tf.constant(self.label_vocabulary)
         class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64)[:, tf.newaxis]
-        all_class_ids = tf.tile(tf.range(self.n_classes, dtype=tf.int32)[tf.newaxis], [batch, 1])
         outputs = {
             sig.LOGITS: logits,
             sig.PROBABILITIES: probabilities,
             sig.CLASS_IDS: class_ids,
-            sig.CLASSES: tf.gather(names, class_ids),
-            sig.ALL_CLASS_IDS: all_class_ids,
-            sig.ALL_CLASSES: tf.gather(names, all_class_ids),
+            sig.CLASSES: tf.gather(tf.constant(self.label_vocabulary), class_ids),
+            **_all_classes(self.label_vocabulary, tf.shape(logits)[0]),
         }
         if self.binary:
             outputs[sig.LOGISTIC] = tf.sigmoid(logits)
         return outputs
-
-    def classification_outputs(self, predictions: Outputs) -> Outputs:
-        """The ``classification`` signature: every class name with its score."""
-        return {
-            sig.CLASSES: predictions[sig.ALL_CLASSES],
-            sig.SCORES: predictions[sig.PROBABILITIES],
-        }
 
     def regression_outputs(self, predictions: Outputs) -> Outputs | None:
         """Binary heads also export ``regression`` (the logistic), as Estimator did."""
@@ -166,14 +178,7 @@ class ClassificationHead(Head):
 
     def signatures(self) -> list[SignatureSpec]:
         """``classification`` (the default), ``regression`` when binary, ``predict``."""
-        specs = [
-            SignatureSpec(
-                sig.CLASSIFICATION,
-                sig.CLASSIFY_METHOD,
-                sig.CLASSIFY_INPUTS,
-                self.classification_outputs,
-            )
-        ]
+        specs = [_classification_signature(classification_outputs)]
         if self.binary:
             specs.append(
                 SignatureSpec(
@@ -184,6 +189,71 @@ class ClassificationHead(Head):
 
     def label_for_loss(self, label: tf.Tensor) -> tf.Tensor:
         return tf.cast(label[:, tf.newaxis], tf.float32) if self.binary else label
+
+
+def classification_outputs(predictions: Outputs) -> Outputs:
+    """The ``classification`` signature of a classifier: every class name with its score."""
+    return {sig.CLASSES: predictions[sig.ALL_CLASSES], sig.SCORES: predictions[sig.PROBABILITIES]}
+
+
+class MultiLabelHead(Head):
+    """Multi-label classification, as Estimator's ``MultiLabelHead``: each example has
+    zero or more labels from ``label_vocabulary``, one independent sigmoid per label.
+
+    The label is a float [N, K] multi-hot vector in the vocabulary's order. The
+    ``classification`` signature answers every label name with its own probability
+    (``classes`` / ``scores`` [N, K]); ``predict`` has ``logits``, ``probabilities``,
+    ``all_class_ids`` and ``all_classes`` as Estimator's, plus ``predicted``: [N, K] 0/1,
+    each probability against ``threshold`` (the threshold of the accuracy metric too).
+    """
+
+    def __init__(self, label_vocabulary: Sequence[str | bytes], threshold: float = 0.5):
+        self.label_vocabulary = _class_names(label_vocabulary)
+        if not self.label_vocabulary:
+            raise ValueError("a multi-label head needs at least 1 class")
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.threshold = float(threshold)
+
+    def __repr__(self) -> str:
+        return f"MultiLabelHead(classes={self.label_vocabulary}, threshold={self.threshold:g})"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.label_vocabulary)
+
+    @property
+    def logits_dimension(self) -> int:
+        return self.n_classes
+
+    def loss(self) -> tf_keras.losses.Loss:
+        # Mean over the labels of each example, as Estimator's sigmoid cross entropy.
+        return tf_keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def metrics(self) -> list:
+        logit_threshold = float(np.log(self.threshold / (1 - self.threshold)))
+        return [
+            tf_keras.metrics.BinaryAccuracy(name="accuracy", threshold=logit_threshold),
+            tf_keras.metrics.AUC(
+                name="auc", from_logits=True, multi_label=True, num_labels=self.n_classes
+            ),
+        ]
+
+    def predictions(self, logits: tf.Tensor) -> Outputs:
+        probabilities = tf.sigmoid(logits)
+        return {
+            sig.LOGITS: logits,
+            sig.PROBABILITIES: probabilities,
+            PREDICTED: tf.cast(probabilities >= self.threshold, tf.int64),
+            **_all_classes(self.label_vocabulary, tf.shape(logits)[0]),
+        }
+
+    def signatures(self) -> list[SignatureSpec]:
+        """``classification`` (the default) and ``predict``, as Estimator's."""
+        return [_classification_signature(classification_outputs), _predict_signature()]
+
+    def label_for_loss(self, label: tf.Tensor) -> tf.Tensor:
+        return tf.cast(label, tf.float32)
 
 
 def _user_units_metric(base: type, name: str, mean: float, std: float) -> tf_keras.metrics.Metric:
@@ -265,3 +335,94 @@ class RegressionHead(Head):
 
     def label_for_loss(self, label: tf.Tensor) -> tf.Tensor:
         return tf.cast(label[:, tf.newaxis], tf.float32)
+
+
+def head_outputs(name: str, predictions: Outputs) -> Outputs:
+    """One head's part of a multi-head model's merged predictions."""
+    prefix = f"{name}/"
+    return {k[len(prefix) :]: v for k, v in predictions.items() if k.startswith(prefix)}
+
+
+class MultiHead(Head):
+    """Several heads over one body, as Estimator's ``MultiHead``: one logits output per
+    head (a dict keyed by head name), the loss the weighted sum of the heads' losses.
+
+    Signatures, as Estimator's: ``serving_default`` = the first head's default; per head
+    ``<head>`` (its default) and ``<head>/<signature>`` for each of its signatures; a
+    merged ``predict`` whose outputs are ``<head>/<key>``.
+
+    Args:
+      heads: head name -> head, in order (the first one is the default).
+      label_keys: head name -> the transformed label it learns (default: the name).
+      loss_weights: head name -> weight of its loss (default: 1 each).
+    """
+
+    def __init__(
+        self,
+        heads: Mapping[str, Head],
+        *,
+        label_keys: Mapping[str, str] | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+    ):
+        if not heads:
+            raise ValueError("a multi-head model needs at least one head")
+        for name in heads:
+            if not name or "/" in name or isinstance(heads[name], MultiHead):
+                raise ValueError(f"head {name!r}: a head name is a non-empty name without '/'")
+        self.heads = dict(heads)
+        self.label_keys = {name: (label_keys or {}).get(name, name) for name in self.heads}
+        self._loss_weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in heads}
+        unknown = sorted(set(label_keys or {}) - set(heads)) + sorted(
+            set(loss_weights or {}) - set(heads)
+        )
+        if unknown:
+            raise ValueError(f"{unknown} are not head names (heads: {list(heads)})")
+
+    def __repr__(self) -> str:
+        return f"MultiHead({self.heads!r})"
+
+    @property
+    def logits_dimension(self) -> dict[str, int]:  # type: ignore[override]
+        """Head name -> its logits' width."""
+        return {name: head.logits_dimension for name, head in self.heads.items()}
+
+    def loss(self) -> dict:  # type: ignore[override]
+        return {name: head.loss() for name, head in self.heads.items()}
+
+    def metrics(self) -> dict:  # type: ignore[override]
+        return {name: head.metrics() for name, head in self.heads.items()}
+
+    def loss_weights(self) -> dict[str, float]:
+        return dict(self._loss_weights)
+
+    def predictions(self, logits: Mapping[str, tf.Tensor]) -> Outputs:  # type: ignore[override]
+        """Every head's predictions, keyed ``<head>/<key>``."""
+        return {
+            f"{name}/{key}": value
+            for name, head in self.heads.items()
+            for key, value in head.predictions(logits[name]).items()
+        }
+
+    def signatures(self) -> list[SignatureSpec]:
+        specs = []
+        for name, head in self.heads.items():
+            own = head.signatures()
+
+            def of_head(spec: SignatureSpec, name: str = name) -> Callable[[Outputs], Outputs]:
+                return lambda predictions: spec.outputs(head_outputs(name, predictions))
+
+            first = own[0]
+            specs.append(SignatureSpec(name, first.method_name, first.input_key, of_head(first)))
+            specs += [
+                SignatureSpec(f"{name}/{s.key}", s.method_name, s.input_key, of_head(s))
+                for s in own
+            ]
+        # The first spec (the first head's default) is what serving_default aliases.
+        return [*specs, _predict_signature()]
+
+    def label_for_loss(self, label: Mapping[str, tf.Tensor]) -> dict:  # type: ignore[override]
+        """Labels keyed by label key -> Keras targets keyed by head name."""
+        return {
+            name: head.label_for_loss(label[self.label_keys[name]])
+            for name, head in self.heads.items()
+        }

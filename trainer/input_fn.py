@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 def make_input_fn(
     file_pattern: str,
     tft_output: tft.TFTransformOutput,
-    label_key: str | None,
+    label_key: str | Sequence[str] | None,
     *,
     batch_size: int = 32,
     shuffle: bool = False,
@@ -20,8 +20,9 @@ def make_input_fn(
     """An Estimator-style ``input_fn``: a zero-argument callable returning a dataset.
 
     The dataset yields ``(features, label)`` batches parsed with the transformed
-    feature spec (or just ``features`` when ``label_key`` is None). One pass per call:
-    the trainer asks for a fresh dataset each epoch.
+    feature spec (or just ``features`` when ``label_key`` is None; with several label
+    keys, a multi-head model's, ``label`` is a dict by key). One pass per call: the
+    trainer asks for a fresh dataset each epoch.
     """
     feature_spec = tft_output.transformed_feature_spec()
 
@@ -36,8 +37,11 @@ def make_input_fn(
             lambda records: tf.io.parse_example(records, feature_spec),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        if label_key is not None:
+        if isinstance(label_key, str):
             dataset = dataset.map(lambda features: (features, features.pop(label_key)))
+        elif label_key is not None:
+            keys = list(label_key)
+            dataset = dataset.map(lambda features: (features, {k: features.pop(k) for k in keys}))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     return input_fn

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,7 @@ import tf_keras
 
 from serving_input import ServingInputReceiver
 from trainer import export
-from trainer.heads import Head
+from trainer.heads import ClassificationHead, Head, MultiHead
 
 InputFn = Callable[[], tf.data.Dataset]
 
@@ -26,12 +27,54 @@ def as_tft_output(transform_output: str | tft.TFTransformOutput) -> tft.TFTransf
     return tft.TFTransformOutput(transform_output)
 
 
+# Metric names (after "val_" and a head's prefix) that are better when lower / higher.
+_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "mape", "crossentropy")
+_HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall")
+
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+BEST_CHECKPOINT = os.path.join("checkpoints", "best.weights.h5")
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"min"`` or ``"max"``: how a monitored metric improves, from its name
+    (``val_loss``, ``val_delayed_auc``, ``rmse`` ...). Keras' own ``auto`` mode
+    takes anything without "acc" for a loss, AUC included."""
+    name = monitor.removeprefix("val_")
+    if name.endswith(_HIGHER_IS_BETTER):
+        return "max"
+    if name.endswith(_LOWER_IS_BETTER):
+        return "min"
+    raise ValueError(
+        f"cannot tell whether {monitor!r} is better lower or higher: monitor a loss, "
+        f"error, mae, mse or rmse (lower) or an accuracy, auc, precision or recall (higher)"
+    )
+
+
+def _best_so_far(history_path: str, monitor: str, mode: str) -> float | None:
+    """The best ``monitor`` value of the epochs already run (a resumed run's history)."""
+    if not tf.io.gfile.exists(history_path):
+        return None
+    with tf.io.gfile.GFile(history_path) as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return min(values) if mode == "min" else max(values)
+
+
 class Model:
     """A trainable, exportable model: a tf_keras model (transformed features -> logits)
     with a head, bound to the tf.Transform output it was trained on.
 
     Use it directly for a user's own tf_keras model; the canned models
     (:class:`trainer.DNNClassifier`, ...) build theirs from the transformed metadata.
+    A :class:`~trainer.MultiHead` takes a model whose output is a dict (head name ->
+    logits) and ``label_key`` the list of its label keys.
+    ``class_weights`` (a single-label classifier's, in label vocabulary order) weigh
+    each training example by its class (see :func:`trainer.class_weights`).
+    ``postprocess`` maps the head's predictions (a dict of tensors) to the exported
+    ones, e.g. per-token tag ids to tag names; it is traced into the export.
+    Build the model inside a ``tf.distribute`` strategy's ``scope()`` to train with it.
     """
 
     def __init__(
@@ -39,22 +82,33 @@ class Model:
         keras_model: tf_keras.Model,
         head: Head,
         transform_output: str | tft.TFTransformOutput,
-        label_key: str,
+        label_key: str | Sequence[str],
         *,
         model_dir: str | None = None,
         optimizer: str | tf_keras.optimizers.Optimizer = "adam",
         learning_rate: float = 0.01,
+        class_weights: Sequence[float] | None = None,
+        postprocess: Callable[[dict], dict] | None = None,
     ):
         self.keras_model = keras_model
+        self.postprocess = postprocess
         self.head = head
         self.tft_output = as_tft_output(transform_output)
-        self.label_key = label_key
+        self.label_key = label_key if isinstance(label_key, str) else list(label_key)
         self.model_dir = model_dir
+        if class_weights is not None and not isinstance(head, ClassificationHead):
+            raise ValueError(f"class_weights need a single-label classification head, not {head}")
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         if isinstance(optimizer, str):
             optimizer = tf_keras.optimizers.get(
                 {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
             )
-        self.keras_model.compile(optimizer=optimizer, loss=head.loss(), metrics=head.metrics())
+        self.keras_model.compile(
+            optimizer=optimizer,
+            loss=head.loss(),
+            metrics=head.metrics(),
+            loss_weights=head.loss_weights(),
+        )
 
     def __repr__(self) -> str:
         return (
@@ -62,7 +116,17 @@ class Model:
             f"inputs={list(self.keras_model.input_names)}, model_dir={self.model_dir!r})"
         )
 
-    def _dataset(self, input_fn: InputFn) -> tf.data.Dataset:
+    @property
+    def label_keys(self) -> list[str]:
+        """The transformed labels the model learns (one, or a multi-head model's)."""
+        return [self.label_key] if isinstance(self.label_key, str) else list(self.label_key)
+
+    def _dataset(self, input_fn: InputFn, *, weighted: bool = False) -> tf.data.Dataset:
+        if weighted and self.class_weights is not None:
+            weights = tf.constant(self.class_weights, tf.float32)
+            return input_fn().map(
+                lambda x, y: (x, self.head.label_for_loss(y), tf.gather(weights, y))
+            )
         return input_fn().map(lambda x, y: (x, self.head.label_for_loss(y)))
 
     def train(
@@ -74,44 +138,90 @@ class Model:
         early_stopping_patience: int | None = None,
         monitor: str = "val_loss",
     ) -> dict[str, list[float]]:
-        """Fits the model; returns the Keras history (per-epoch metrics).
+        """Fits the model; returns the Keras history (per-epoch metrics, every epoch of a
+        resumed run included).
 
-        With ``model_dir``, writes TensorBoard logs and the best checkpoint there; with
-        ``early_stopping_patience``, stops when ``monitor`` stops improving and
-        restores the best weights.
+        With ``model_dir``: TensorBoard logs (``logs/``), the best checkpoint by
+        ``monitor`` (``checkpoints/best.weights.h5``), the per-epoch history
+        (``history.csv``) and a backup after each epoch (``backup/``): a run killed
+        midway, started again, resumes from its last finished epoch. With
+        ``early_stopping_patience``, stops when ``monitor`` stops improving (its mode,
+        min or max, from its name: :func:`monitor_mode`) and restores the best weights.
         """
+        if not eval_input_fn and monitor.startswith("val_"):
+            monitor = monitor.removeprefix("val_")
+        mode = monitor_mode(monitor)
         callbacks = []
         if early_stopping_patience is not None:
             callbacks.append(
                 tf_keras.callbacks.EarlyStopping(
                     monitor=monitor,
+                    mode=mode,
                     patience=early_stopping_patience,
                     restore_best_weights=True,
                 )
             )
+        best_path = history_path = None
         if self.model_dir:
+            history_path = os.path.join(self.model_dir, HISTORY_FILE)
+            backup_dir = os.path.join(self.model_dir, BACKUP_DIR)
+            resuming = tf.io.gfile.exists(backup_dir)
+            if not resuming and tf.io.gfile.exists(history_path):
+                tf.io.gfile.remove(history_path)  # a finished run's: this one starts afresh
+            best_path = os.path.join(self.model_dir, BEST_CHECKPOINT)
             callbacks += [
+                tf_keras.callbacks.BackupAndRestore(backup_dir),
+                tf_keras.callbacks.CSVLogger(history_path, append=True),
                 tf_keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs")),
                 tf_keras.callbacks.ModelCheckpoint(
-                    os.path.join(self.model_dir, "checkpoints", "best.weights.h5"),
-                    monitor=monitor if eval_input_fn else "loss",
+                    best_path,
+                    monitor=monitor,
+                    mode=mode,
                     save_best_only=True,
                     save_weights_only=True,
+                    # A resumed run keeps the best of the epochs before the interruption.
+                    initial_value_threshold=(
+                        _best_so_far(history_path, monitor, mode) if resuming else None
+                    ),
                 ),
             ]
         history = self.keras_model.fit(
-            self._dataset(input_fn),
+            self._dataset(input_fn, weighted=True),
             validation_data=self._dataset(eval_input_fn) if eval_input_fn else None,
             epochs=epochs,
             callbacks=callbacks,
             verbose=0,
         )
+        if early_stopping_patience is not None and best_path and tf.io.gfile.exists(best_path):
+            # Also when training ran out of epochs, or resumed: the best epoch's weights.
+            self.keras_model.load_weights(best_path)
+        if history_path and tf.io.gfile.exists(history_path):
+            with tf.io.gfile.GFile(history_path) as f:
+                rows = list(csv.DictReader(f))
+            return {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"}
         return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
-    def evaluate(self, input_fn: InputFn) -> dict[str, float]:
-        """Loss and metrics over one pass of ``input_fn``; also ``model_dir/metrics.json``."""
+    def _by_head(self, metrics: dict[str, float]) -> dict:
+        """Keras' flat metric names -> ``{head: {metric: value}}`` for a multi-head model
+        (the summed loss under ``loss``); unchanged for one head."""
+        if not isinstance(self.head, MultiHead):
+            return metrics
+        nested: dict = {"loss": metrics["loss"]}
+        for name in self.head.heads:
+            prefix = f"{name}_"
+            nested[name] = {
+                k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)
+            }
+        return nested
+
+    def evaluate(self, input_fn: InputFn) -> dict:
+        """Loss and metrics over one pass of ``input_fn``; also ``model_dir/metrics.json``.
+
+        One head: ``{metric: value}``; a multi-head model: ``{"loss": the weighted sum,
+        head: {metric: value}}``.
+        """
         metrics = self.keras_model.evaluate(self._dataset(input_fn), verbose=0, return_dict=True)
-        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics = self._by_head({k: float(v) for k, v in metrics.items()})
         if self.model_dir:
             tf.io.gfile.makedirs(self.model_dir)
             with tf.io.gfile.GFile(os.path.join(self.model_dir, "metrics.json"), "w") as f:
@@ -124,7 +234,8 @@ class Model:
         for batch in input_fn():
             features = batch[0] if isinstance(batch, tuple) else batch
             logits = self.keras_model(features, training=False)
-            batches.append({k: v.numpy() for k, v in self.head.predictions(logits).items()})
+            predictions = export.predictions_of(self.head, logits, self.postprocess)
+            batches.append({k: v.numpy() for k, v in predictions.items()})
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]} if batches else {}
 
     def export_saved_model(
@@ -152,8 +263,9 @@ class Model:
             self.tft_output,
             export_dir_base,
             serving_input_fn,
-            label_keys=[self.label_key],
+            label_keys=self.label_keys,
             version=version,
             warmup_examples=warmup_examples,
             feature_annotations=feature_annotations,
+            postprocess=self.postprocess,
         )

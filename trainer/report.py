@@ -2,7 +2,8 @@
 
 Learning curves (loss and the head's metrics per epoch, train vs eval) from the Keras
 history; on the eval data, for a classifier the confusion matrix and per-class
-precision/recall, for a regressor predicted vs actual. Figures are drawn with
+precision/recall, for a multi-label head per-label precision/recall, for a regressor
+predicted vs actual; a multi-head model has one section per head. Figures are drawn with
 matplotlib's Agg canvas (no display, no pyplot state).
 """
 
@@ -18,7 +19,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from serving_input import signatures as sig
-from trainer.heads import ClassificationHead
+from trainer.heads import (
+    PREDICTED,
+    ClassificationHead,
+    MultiHead,
+    MultiLabelHead,
+    RegressionHead,
+    head_outputs,
+)
 
 
 def _save(fig: Figure, out_dir: str, name: str) -> str:
@@ -40,21 +48,51 @@ def _learning_curves(history: dict[str, list[float]], out_dir: str) -> str:
     return _save(fig, out_dir, "learning_curves.png")
 
 
-def _eval_labels(eval_input_fn) -> np.ndarray:
-    return np.concatenate([np.asarray(labels) for _, labels in eval_input_fn()])
+def _eval_labels(eval_input_fn):
+    """The eval labels, an array (one label) or a dict of arrays by label key."""
+    batches = [labels for _, labels in eval_input_fn()]
+    if batches and isinstance(batches[0], dict):
+        return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+    return np.concatenate([np.asarray(b) for b in batches])
 
 
-def _classification(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str], str]:
-    classes = model.head.label_vocabulary
+def _per_class_chart(classes, precision, recall, out_dir: str, prefix: str) -> str:
     k = len(classes)
-    predicted = model.predict(eval_input_fn)[sig.CLASS_IDS].reshape(-1)
-    actual = _eval_labels(eval_input_fn).astype(np.int64).reshape(-1)
+    fig = Figure(figsize=(max(4.0, 1.2 * k + 2), 3.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(k)
+    ax.bar(x - 0.2, precision, 0.4, label="precision")
+    ax.bar(x + 0.2, recall, 0.4, label="recall")
+    ax.set(xticks=x, xticklabels=classes, ylim=(0, 1.05), title="Per class (eval)")
+    ax.legend(loc="lower right")
+    return _save(fig, out_dir, f"{prefix}per_class.png")
+
+
+def _per_class_table(classes, precision, recall, support) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{p:.3f}</td><td>{r:.3f}</td><td>{n}</td></tr>"
+        for c, p, r, n in zip(classes, precision, recall, support)
+    )
+    return (
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.nan_to_num(a / b)
+
+
+def _classification(head, predictions, labels, out_dir: str, prefix: str):
+    classes = head.label_vocabulary
+    k = len(classes)
+    predicted = predictions[sig.CLASS_IDS].reshape(-1)
+    actual = labels.astype(np.int64).reshape(-1)
     cm = np.zeros((k, k), np.int64)  # rows: actual, columns: predicted
     np.add.at(cm, (actual, predicted), 1)
     diag = np.diag(cm)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.nan_to_num(diag / cm.sum(axis=0))
-        recall = np.nan_to_num(diag / cm.sum(axis=1))
+    precision, recall = _ratio(diag, cm.sum(axis=0)), _ratio(diag, cm.sum(axis=1))
 
     fig = Figure(figsize=(1.2 * k + 3, 1.0 * k + 2.5), layout="constrained")
     ax = fig.subplots()
@@ -65,25 +103,8 @@ def _classification(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str]
     for (i, j), count in np.ndenumerate(cm):
         color = "white" if count > cm.max() / 2 else "black"
         ax.text(j, i, str(count), ha="center", va="center", color=color)
-    images = [_save(fig, out_dir, "confusion_matrix.png")]
-
-    fig = Figure(figsize=(max(4.0, 1.2 * k + 2), 3.5), layout="constrained")
-    ax = fig.subplots()
-    x = np.arange(k)
-    ax.bar(x - 0.2, precision, 0.4, label="precision")
-    ax.bar(x + 0.2, recall, 0.4, label="recall")
-    ax.set(xticks=x, xticklabels=classes, ylim=(0, 1.05), title="Per class (eval)")
-    ax.legend(loc="lower right")
-    images.append(_save(fig, out_dir, "per_class.png"))
-
-    rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{p:.3f}</td><td>{r:.3f}</td><td>{n}</td></tr>"
-        for c, p, r, n in zip(classes, precision, recall, cm.sum(axis=1))
-    )
-    table = (
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>support</th></tr>"
-        f"{rows}</table>"
-    )
+    images = [_save(fig, out_dir, f"{prefix}confusion_matrix.png")]
+    images.append(_per_class_chart(classes, precision, recall, out_dir, prefix))
     summary = {
         "rows": int(cm.sum()),
         "classes": classes,
@@ -91,15 +112,31 @@ def _classification(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str]
         "precision": precision.tolist(),
         "recall": recall.tolist(),
     }
-    return summary, images, table
+    return summary, images, _per_class_table(classes, precision, recall, cm.sum(axis=1))
 
 
-def _regression(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str], str]:
-    predicted = model.predict(eval_input_fn)[sig.PREDICTIONS].reshape(-1)
+def _multi_label(head, predictions, labels, out_dir: str, prefix: str):
+    """Per label, precision and recall of the thresholded answer (``predicted``)."""
+    classes = head.label_vocabulary
+    predicted = predictions[PREDICTED].astype(bool)
+    actual = labels.astype(bool)
+    hits = (predicted & actual).sum(axis=0)
+    precision, recall = _ratio(hits, predicted.sum(axis=0)), _ratio(hits, actual.sum(axis=0))
+    images = [_per_class_chart(classes, precision, recall, out_dir, prefix)]
+    summary = {
+        "rows": int(actual.shape[0]),
+        "classes": classes,
+        "threshold": head.threshold,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+    }
+    return summary, images, _per_class_table(classes, precision, recall, actual.sum(axis=0))
+
+
+def _regression(head, predictions, labels, out_dir: str, prefix: str):
+    predicted = predictions[sig.PREDICTIONS].reshape(-1)
     # The eval label is the transformed one: back to the user's units, as the head does.
-    head = model.head
-    actual = _eval_labels(eval_input_fn).astype(np.float64).reshape(-1)
-    actual = actual * head.label_std + head.label_mean
+    actual = labels.astype(np.float64).reshape(-1) * head.label_std + head.label_mean
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.subplots()
     ax.scatter(actual, predicted, s=10, alpha=0.6)
@@ -114,7 +151,21 @@ def _regression(model, eval_input_fn, out_dir: str) -> tuple[dict, list[str], st
         "rmse": float(np.sqrt((errors**2).mean())),
     }
     table = f"<p>MAE {summary['mae']:.4g}, RMSE {summary['rmse']:.4g} over {actual.size} rows</p>"
-    return summary, [_save(fig, out_dir, "predicted_vs_actual.png")], table
+    return summary, [_save(fig, out_dir, f"{prefix}predicted_vs_actual.png")], table
+
+
+# Head type -> (report kind, section).
+_SECTIONS = {
+    ClassificationHead: ("classification", _classification),
+    MultiLabelHead: ("multi_label", _multi_label),
+    RegressionHead: ("regression", _regression),
+}
+
+
+def _section(head, predictions, labels, out_dir: str, prefix: str = ""):
+    kind, section = _SECTIONS[type(head)]
+    summary, images, table = section(head, predictions, labels, out_dir, prefix)
+    return kind, summary, images, table
 
 
 def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir: str) -> str:
@@ -122,21 +173,38 @@ def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir:
 
     ``model`` is a trained :class:`trainer.Model`, ``history`` what its ``train``
     returned, ``eval_input_fn`` yields ``(transformed features, transformed label)``.
+    A multi-head model gets one section per head (PNGs prefixed ``<head>_``, its
+    summary under ``heads`` in ``report.json``).
     """
     tf.io.gfile.makedirs(out_dir)
     images = [_learning_curves(history, out_dir)] if history else []
-    classifier = isinstance(model.head, ClassificationHead)
-    kind = "classification" if classifier else "regression"
-    section = _classification if classifier else _regression
-    summary, more, table = section(model, eval_input_fn, out_dir)
-    images += more
+    predictions, labels = model.predict(eval_input_fn), _eval_labels(eval_input_fn)
+    head = model.head
+    if isinstance(head, MultiHead):
+        kind, summary, tables = "multi_head", {"heads": {}}, []
+        for name, sub in head.heads.items():
+            sub_kind, sub_summary, more, table = _section(
+                sub,
+                head_outputs(name, predictions),
+                labels[head.label_keys[name]],
+                out_dir,
+                f"{name}_",
+            )
+            summary["heads"][name] = {"kind": sub_kind, **sub_summary}
+            images += more
+            tables.append(f"<h2>{html.escape(name)}: {sub_kind}</h2>{table}")
+        table = "\n".join(tables)
+    else:
+        kind, summary, more, table = _section(head, predictions, labels, out_dir)
+        images += more
     with tf.io.gfile.GFile(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump({"kind": kind, "images": images, "history": history, **summary}, f, indent=2)
     body = "\n".join(f'<p><img src="{name}" alt="{name}"></p>' for name in images)
+    title = html.escape(", ".join(model.label_keys))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>tfbake report</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:right}</style>"
-        f"</head><body><h1>{html.escape(model.label_key)}: {kind}</h1>\n{body}\n{table}"
+        f"</head><body><h1>{title}: {kind}</h1>\n{body}\n{table}"
         "</body></html>\n"
     )
     path = os.path.join(out_dir, "report.html")

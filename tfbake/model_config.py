@@ -36,6 +36,8 @@ ModelType = Literal[
     "linear_regressor",
     "wide_deep_classifier",
     "wide_deep_regressor",
+    "text_classifier",
+    "image_classifier",
 ]
 
 
@@ -50,6 +52,14 @@ class Model(_Strict):
     # Wide & deep: which transformed features go to each part (default: all to both).
     linear_features: list[str] | None = None
     dnn_features: list[str] | None = None
+    # text_classifier: token embedding -> encoder (units; kernel_size for cnn).
+    embedding_dim: int = Field(default=32, gt=0)
+    encoder: Literal["pooling", "cnn", "lstm", "gru"] = "cnn"
+    units: int = Field(default=32, gt=0)
+    kernel_size: int = Field(default=3, gt=0)
+    # image_classifier: one convolution block per entry of filters (kernel_size too).
+    filters: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    pooling: Literal["max", "average"] = "max"
     optimizer: str = "adam"
     learning_rate: float = Field(default=0.01, gt=0)
 

@@ -66,6 +66,13 @@ CANNED_MODELS = {
     "linear_regressor": trainer.LinearRegressor,
     "wide_deep_classifier": trainer.DNNLinearCombinedClassifier,
     "wide_deep_regressor": trainer.DNNLinearCombinedRegressor,
+    "text_classifier": trainer.TextClassifier,
+    "image_classifier": trainer.ImageClassifier,
+}
+# The encoder hyperparameters of the text and image classifiers.
+ENCODER_HYPERPARAMETERS = {
+    "text_classifier": ("embedding_dim", "encoder", "units", "kernel_size"),
+    "image_classifier": ("filters", "kernel_size", "pooling"),
 }
 
 
@@ -75,7 +82,14 @@ def build_model(config: Config) -> trainer.Model:
     kwargs = dict(
         model_dir=config.trainer_dir, learning_rate=m.learning_rate, optimizer=m.optimizer
     )
-    if not m.type.startswith("linear_"):  # the hidden layers' settings
+    if m.type in ENCODER_HYPERPARAMETERS:
+        kwargs.update(
+            hidden_units=m.hidden_units,
+            activation=m.activation,
+            dropout=m.dropout,
+            **{key: getattr(m, key) for key in ENCODER_HYPERPARAMETERS[m.type]},
+        )
+    elif not m.type.startswith("linear_"):  # the hidden layers' settings
         kwargs.update(
             hidden_units=m.hidden_units,
             activation=m.activation,
@@ -83,7 +97,7 @@ def build_model(config: Config) -> trainer.Model:
             batch_norm=m.batch_norm,
             dnn_features=m.dnn_features,
         )
-    if not m.type.startswith("dnn_"):
+    if m.type.startswith(("linear_", "wide_deep_")):
         kwargs.update(linear_features=m.linear_features)
     return CANNED_MODELS[m.type](config.transform_dir, config.label.name, **kwargs)
 

@@ -23,10 +23,12 @@ from trainer.canned import (
 )
 from trainer.export import latest_export
 from trainer.heads import ClassificationHead, Head, RegressionHead, SignatureSpec
+from trainer.image_classifier import ImageClassifier
 from trainer.input_fn import make_input_fn
 from trainer.label_normalization import label_statistics
 from trainer.model import Model
 from trainer.report import write_report
+from trainer.text_classifier import TextClassifier
 
 __all__ = [
     "ClassificationHead",
@@ -35,11 +37,13 @@ __all__ = [
     "DNNLinearCombinedRegressor",
     "DNNRegressor",
     "Head",
+    "ImageClassifier",
     "LinearClassifier",
     "LinearRegressor",
     "Model",
     "RegressionHead",
     "SignatureSpec",
+    "TextClassifier",
     "label_statistics",
     "latest_export",
     "make_input_fn",

@@ -61,7 +61,9 @@ class Config(_Strict):
     artifacts: str | None = None
     data: Data
     features: dict[str, Feature] = Field(min_length=1)
-    label: Label
+    # One label (`label`), or several, each with its own head (`labels`: multi-head).
+    label: Label | None = None
+    labels: list[Label] | None = Field(default=None, min_length=1)
     preprocessing: dict[str, FeaturePreprocessing] = Field(default_factory=dict)
     preprocessing_fn: str | None = None
     model: Model = Field(default_factory=Model)
@@ -71,11 +73,17 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        if self.label.name in self.features:
-            raise ValueError(
-                f'label "{self.label.name}" is also listed under features; declare it only as label'
-            )
-        check_label_and_model(self.label, self.model)
+        if (self.label is None) == (self.labels is None):
+            raise ValueError("declare the label (label: {...}) or the labels (labels: [...])")
+        names = self.label_keys
+        for name in names:
+            if name in self.features:
+                raise ValueError(
+                    f'label "{name}" is also listed under features; declare it only as label'
+                )
+            if names.count(name) > 1:
+                raise ValueError(f'labels: label "{name}" is declared twice')
+        check_label_and_model(self.all_labels, self.model)
         for name, ops in self.preprocessing.items():
             if name not in self.features:
                 raise ValueError(
@@ -115,7 +123,16 @@ class Config(_Strict):
 
     @property
     def is_classifier(self) -> bool:
-        return self.label.is_classifier
+        return self.all_labels[0].is_classifier
+
+    @property
+    def all_labels(self) -> list[Label]:
+        """The label(s), in order: one head each, the first one the default."""
+        return list(self.labels) if self.labels is not None else [self.label]
+
+    @property
+    def label_keys(self) -> list[str]:
+        return [label.name for label in self.all_labels]
 
     def raw_feature_spec(self) -> dict:
         """The raw feature spec of training data: every feature and the label.
@@ -129,7 +146,8 @@ class Config(_Strict):
             else tf.io.FixedLenFeature([], _DTYPES[f.type])
             for name, f in self.features.items()
         }
-        spec.update(label_feature_spec(self.label))
+        for label in self.all_labels:
+            spec.update(label_feature_spec(label))
         return spec
 
     def feature_annotations(self) -> dict[str, dict]:

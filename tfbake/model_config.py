@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainer.model import monitor_mode
 
 _DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
 
@@ -18,15 +20,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HeadType = Literal["classification", "multi_label", "regression"]
+
+
 class Label(_Strict):
-    """The label column; string and int labels are classes, float labels are targets."""
+    """A label column and the head that learns it.
+
+    String and int labels are classes (``head: classification``), float labels
+    targets (``regression``). ``head: multi_label``: each example carries a list of
+    labels from ``classes`` (the exported order), one sigmoid each, ``threshold`` for
+    the thresholded answer. ``weight``: this head's share of a multi-head loss.
+    """
 
     name: str
     type: Literal["float", "int", "string"] = "string"
+    head: HeadType | None = None
+    classes: list[str] | None = Field(default=None, min_length=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    weight: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Label:
+        kind = self.kind
+        if (kind == "regression") != (self.type == "float"):
+            raise ValueError(
+                f'label "{self.name}": head {kind} needs '
+                + ("a float label" if kind == "regression" else "a string or int label")
+                + f", got type {self.type}"
+            )
+        if (kind == "multi_label") != (self.classes is not None):
+            raise ValueError(
+                f'label "{self.name}": classes (the label vocabulary, in order) are '
+                + ("required by" if kind == "multi_label" else "only for")
+                + " head: multi_label"
+            )
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f'label "{self.name}": classes {self.classes} repeat a class')
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The head type: the declared one, else from the label's type."""
+        return self.head or ("regression" if self.type == "float" else "classification")
 
     @property
     def is_classifier(self) -> bool:
-        return self.type != "float"
+        return self.kind != "regression"
 
 
 ModelType = Literal[
@@ -38,6 +77,11 @@ ModelType = Literal[
     "wide_deep_regressor",
     "text_classifier",
     "image_classifier",
+    # The head(s) come from the label(s): any head type, several labels.
+    "dnn",
+    "linear",
+    "wide_deep",
+    "custom",
 ]
 
 
@@ -62,11 +106,37 @@ class Model(_Strict):
     pooling: Literal["max", "average"] = "max"
     optimizer: str = "adam"
     learning_rate: float = Field(default=0.01, gt=0)
+    # type custom: "package.module:function" (transformed feature spec, TFTransformOutput
+    # -> tf_keras model); optional loss ("package.module:object", training only) and
+    # postprocess ("package.module:function", predictions -> predictions, in the export).
+    build: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    loss: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    postprocess: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+
+    @model_validator(mode="after")
+    def _custom(self) -> Model:
+        if (self.type == "custom") != (self.build is not None):
+            raise ValueError(
+                "model.build is required by model.type custom"
+                if self.type == "custom"
+                else f"model.build is only for model.type custom, not {self.type}"
+            )
+        if self.loss and self.type != "custom":
+            raise ValueError(f"model.loss is only for model.type custom, not {self.type}")
+        return self
 
 
 class EarlyStopping(_Strict):
+    # A Keras history key: val_loss, val_accuracy, val_<head>_auc ... (min or max is
+    # read from the name).
     monitor: str = "val_loss"
     patience: int = Field(default=3, ge=0)
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_mode(cls, monitor: str) -> str:
+        monitor_mode(monitor)
+        return monitor
 
 
 class Training(_Strict):
@@ -74,6 +144,13 @@ class Training(_Strict):
     batch_size: int = Field(default=32, gt=0)
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
     seed: int = 42
+    # Same seed, same data -> same weights (TensorFlow's op determinism).
+    deterministic: bool = True
+    # A single-label classifier's: "balanced" or class name -> weight.
+    class_weights: Literal["balanced"] | dict[str, float] | None = None
+    # tf.distribute strategy: default (one device), mirrored (the local GPUs; the CPU
+    # when none), multi_worker_mirrored (the cluster in TF_CONFIG).
+    distribute: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
 
 
 class Export(_Strict):
@@ -83,18 +160,35 @@ class Export(_Strict):
 
 
 def label_feature_spec(label: Label) -> dict:
-    """The label's part of the raw feature spec (training data only; never served)."""
-    return {label.name: tf.io.FixedLenFeature([], _DTYPES[label.type])}
+    """The label's part of the raw feature spec (training data only; never served).
+
+    A multi-label label is a list (``VarLenFeature``; no label at all is an empty list).
+    """
+    dtype = _DTYPES[label.type]
+    if label.kind == "multi_label":
+        return {label.name: tf.io.VarLenFeature(dtype)}
+    return {label.name: tf.io.FixedLenFeature([], dtype)}
 
 
-def check_label_and_model(label: Label, model: Model) -> None:
-    """Raises ``ValueError`` naming the key when the label does not fit the model type."""
-    if model.type.endswith("_classifier") and label.type == "float":
+def check_label_and_model(label: Label | list[Label], model: Model) -> None:
+    """Raises ``ValueError`` naming the key when the label(s) do not fit the model type.
+
+    ``*_classifier`` and ``*_regressor`` types take one label of their kind; several
+    labels (a multi-head model) need ``dnn``, ``linear``, ``wide_deep`` or ``custom``.
+    """
+    labels = label if isinstance(label, list) else [label]
+    if len(labels) > 1 and model.type.endswith(("_classifier", "_regressor")):
+        raise ValueError(
+            f"model.type: {model.type} has one head; several labels need dnn, linear, "
+            "wide_deep or custom"
+        )
+    (first,) = labels[:1]
+    if model.type.endswith("_classifier") and not first.is_classifier:
         raise ValueError(
             f"label.type: a float label is a regression target, but model.type "
             f"{model.type} is a classifier (use a string or int label)"
         )
-    if model.type.endswith("_regressor") and label.type != "float":
+    if model.type.endswith("_regressor") and first.is_classifier:
         raise ValueError(
-            f"label.type: model.type {model.type} needs a float label, got {label.type}"
+            f"label.type: model.type {model.type} needs a float label, got {first.type}"
         )

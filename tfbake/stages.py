@@ -7,6 +7,7 @@ knows the YAML.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,24 +20,36 @@ import serving_input
 import trainer
 import transform
 from tfbake.config import Config
+from tfbake.model_config import Label
+from transform.labels import transform_label
 
 WEIGHTS_FILE = "model.weights.h5"
 
 
 def preprocessing_fn(config: Config):
-    """The config's ``preprocessing_fn``: declared steps, a user's function, or both."""
+    """The config's ``preprocessing_fn``: declared steps, a user's function, or both;
+    then each label that a user's function did not transform
+    (:func:`transform.labels.transform_label`)."""
     user_fn = (
         transform.load_preprocessing_fn(config.preprocessing_fn)
         if config.preprocessing_fn
         else None
     )
-    return transform.build_preprocessing_fn(
-        config.raw_feature_spec(),
-        config.preprocessing,
-        label_key=config.label.name,
-        classification=config.is_classifier,
-        user_fn=user_fn,
+    features_fn = transform.build_preprocessing_fn(
+        serving_feature_spec(config), config.preprocessing, label_key=None, user_fn=user_fn
     )
+    labels = config.all_labels
+
+    def with_labels(inputs: dict) -> dict:
+        outputs = features_fn(inputs)
+        for label in labels:
+            if label.name not in outputs:
+                outputs[label.name] = transform_label(
+                    inputs[label.name], label.name, label.is_classifier, label.classes
+                )
+        return outputs
+
+    return with_labels
 
 
 def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.TransformJob:
@@ -68,6 +81,10 @@ CANNED_MODELS = {
     "wide_deep_regressor": trainer.DNNLinearCombinedRegressor,
     "text_classifier": trainer.TextClassifier,
     "image_classifier": trainer.ImageClassifier,
+    # The head(s) from the label(s): the classifier classes take any head.
+    "dnn": trainer.DNNClassifier,
+    "linear": trainer.LinearClassifier,
+    "wide_deep": trainer.DNNLinearCombinedClassifier,
 }
 # The encoder hyperparameters of the text and image classifiers.
 ENCODER_HYPERPARAMETERS = {
@@ -76,12 +93,90 @@ ENCODER_HYPERPARAMETERS = {
 }
 
 
-def build_model(config: Config) -> trainer.Model:
-    """The configured canned model, bound to the transform output."""
-    m = config.model
-    kwargs = dict(
-        model_dir=config.trainer_dir, learning_rate=m.learning_rate, optimizer=m.optimizer
+def load_object(reference: str, key: str):
+    """Imports ``package.module:name`` for the config key ``key`` (e.g. ``model.build``)."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{key}: {reference!r} cannot be imported: {err}") from err
+
+
+def label_head(label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
+    """The head of one configured label."""
+    if label.kind == "multi_label":
+        return trainer.MultiLabelHead(label.classes, threshold=label.threshold)
+    if label.kind == "classification":
+        return trainer.ClassificationHead(tft_output.vocabulary_by_name(label.name))
+    return trainer.RegressionHead(*trainer.label_statistics(tft_output, label.name))
+
+
+def build_head(config: Config, tft_output: tft.TFTransformOutput) -> trainer.Head:
+    """The label's head, or a :class:`trainer.MultiHead` (one head per label, named after it)."""
+    if config.label is not None:
+        return label_head(config.label, tft_output)
+    return trainer.MultiHead(
+        {label.name: label_head(label, tft_output) for label in config.labels},
+        loss_weights={label.name: label.weight for label in config.labels},
     )
+
+
+def _label_key(config: Config) -> str | list[str]:
+    return config.label.name if config.label is not None else config.label_keys
+
+
+def _class_weights(config: Config, tft_output: tft.TFTransformOutput) -> list[float] | None:
+    weights = config.training.class_weights
+    if weights is None:
+        return None
+    label = config.all_labels[0]
+    if config.labels is not None or label.kind != "classification":
+        raise ValueError("training.class_weights: only for one single-label classification label")
+    return trainer.class_weights(tft_output, label.name, weights)
+
+
+def _custom_model(config: Config, tft_output: tft.TFTransformOutput, head) -> trainer.Model:
+    m = config.model
+    build = load_object(m.build, "model.build")
+    keras_model = build(tft_output.transformed_feature_spec(), tft_output)
+    if not isinstance(keras_model, tf_keras.Model):
+        raise ValueError(
+            f"model.build: {m.build} returned {type(keras_model).__name__}, not a tf_keras "
+            "model (build with tf_keras, not keras 3)"
+        )
+    return trainer.Model(
+        keras_model,
+        head,
+        tft_output,
+        _label_key(config),
+        model_dir=config.trainer_dir,
+        optimizer=m.optimizer,
+        learning_rate=m.learning_rate,
+        class_weights=_class_weights(config, tft_output),
+        loss=load_object(m.loss, "model.loss") if m.loss else None,
+        postprocess=load_object(m.postprocess, "model.postprocess") if m.postprocess else None,
+    )
+
+
+def build_model(config: Config) -> trainer.Model:
+    """The configured model (canned or custom), bound to the transform output.
+
+    Build it inside the training strategy's scope (:func:`distribute_strategy`).
+    """
+    m = config.model
+    tft_output = tft.TFTransformOutput(config.transform_dir)
+    head = build_head(config, tft_output)
+    if m.type == "custom":
+        return _custom_model(config, tft_output, head)
+    kwargs = dict(
+        model_dir=config.trainer_dir,
+        learning_rate=m.learning_rate,
+        optimizer=m.optimizer,
+        head=head,
+    )
+    class_weights = _class_weights(config, tft_output)
+    if class_weights is not None:
+        kwargs.update(class_weights=class_weights)
     if m.type in ENCODER_HYPERPARAMETERS:
         kwargs.update(
             hidden_units=m.hidden_units,
@@ -89,7 +184,7 @@ def build_model(config: Config) -> trainer.Model:
             dropout=m.dropout,
             **{key: getattr(m, key) for key in ENCODER_HYPERPARAMETERS[m.type]},
         )
-    elif not m.type.startswith("linear_"):  # the hidden layers' settings
+    elif not m.type.startswith("linear"):  # the hidden layers' settings
         kwargs.update(
             hidden_units=m.hidden_units,
             activation=m.activation,
@@ -97,9 +192,23 @@ def build_model(config: Config) -> trainer.Model:
             batch_norm=m.batch_norm,
             dnn_features=m.dnn_features,
         )
-    if m.type.startswith(("linear_", "wide_deep_")):
+    if m.type.startswith(("linear", "wide_deep")):
         kwargs.update(linear_features=m.linear_features)
-    return CANNED_MODELS[m.type](config.transform_dir, config.label.name, **kwargs)
+    model = CANNED_MODELS[m.type](tft_output, _label_key(config), **kwargs)
+    if m.postprocess:
+        model.postprocess = load_object(m.postprocess, "model.postprocess")
+    return model
+
+
+def distribute_strategy(config: Config) -> tf.distribute.Strategy:
+    """``training.distribute`` as a ``tf.distribute`` strategy. ``multi_worker_mirrored``
+    reads the cluster from the ``TF_CONFIG`` environment variable (docs/models.md)."""
+    kind = config.training.distribute
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def input_fns(config: Config, tft_output: tft.TFTransformOutput):
@@ -108,7 +217,7 @@ def input_fns(config: Config, tft_output: tft.TFTransformOutput):
     train = trainer.make_input_fn(
         transform.data_pattern(config.transform_dir, "train"),
         tft_output,
-        config.label.name,
+        _label_key(config),
         batch_size=t.batch_size,
         shuffle=True,
         seed=t.seed,
@@ -116,16 +225,22 @@ def input_fns(config: Config, tft_output: tft.TFTransformOutput):
     evaluation = trainer.make_input_fn(
         transform.data_pattern(config.transform_dir, "eval"),
         tft_output,
-        config.label.name,
+        _label_key(config),
         batch_size=max(t.batch_size, 256),
     )
     return train, evaluation
 
 
 def run_training(config: Config) -> tuple[trainer.Model, dict]:
-    """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics."""
+    """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics.
+
+    A run killed midway resumes from its last finished epoch when started again.
+    """
     tf_keras.utils.set_random_seed(config.training.seed)
-    model = build_model(config)
+    if config.training.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    with distribute_strategy(config).scope():
+        model = build_model(config)
     train_fn, eval_fn = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
     history = model.train(
@@ -152,8 +267,8 @@ def load_trained_model(config: Config) -> trainer.Model:
 
 
 def serving_feature_spec(config: Config) -> dict:
-    """What a serving tf.Example carries: the raw feature spec less the label."""
-    return serving_input.without(config.raw_feature_spec(), [config.label.name])
+    """What a serving tf.Example carries: the raw feature spec less the label(s)."""
+    return serving_input.without(config.raw_feature_spec(), config.label_keys)
 
 
 def sample_examples(config: Config, count: int) -> list[bytes]:
@@ -169,7 +284,8 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
     if config.data.format == "tfrecord":
         for record in tf.data.TFRecordDataset(path).take(count):
             example = tf.train.Example.FromString(record.numpy())
-            del example.features.feature[config.label.name]
+            for key in config.label_keys:
+                del example.features.feature[key]
             examples.append(example.SerializeToString())
         return examples
     csv = config.data.csv
@@ -182,7 +298,8 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
             row = decoder.decode_dict(line)
         except ValueError:
             continue
-        row.pop(config.label.name)
+        for key in config.label_keys:
+            row.pop(key, None)
         examples.append(serving_input.encode_example(row, spec).SerializeToString())
         if len(examples) == count:
             break

@@ -5,8 +5,9 @@
   :class:`DNNClassifier`, :class:`DNNRegressor`, :class:`DNNLinearCombinedClassifier`,
   :class:`DNNLinearCombinedRegressor`) and :class:`Model` (a user's own tf_keras
   model), each with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
-- heads (:class:`ClassificationHead`, :class:`RegressionHead`): loss, metrics, outputs
-  and the export's signatures;
+- heads (:class:`ClassificationHead`, :class:`MultiLabelHead`, :class:`RegressionHead`,
+  and :class:`MultiHead` over several): loss, metrics, outputs and the export's signatures;
+- :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
@@ -21,12 +22,20 @@ from trainer.canned import (
     LinearClassifier,
     LinearRegressor,
 )
+from trainer.class_weights import class_weights
 from trainer.export import latest_export
-from trainer.heads import ClassificationHead, Head, RegressionHead, SignatureSpec
+from trainer.heads import (
+    ClassificationHead,
+    Head,
+    MultiHead,
+    MultiLabelHead,
+    RegressionHead,
+    SignatureSpec,
+)
 from trainer.image_classifier import ImageClassifier
 from trainer.input_fn import make_input_fn
 from trainer.label_normalization import label_statistics
-from trainer.model import Model
+from trainer.model import Model, monitor_mode
 from trainer.report import write_report
 from trainer.text_classifier import TextClassifier
 
@@ -41,11 +50,15 @@ __all__ = [
     "LinearClassifier",
     "LinearRegressor",
     "Model",
+    "MultiHead",
+    "MultiLabelHead",
     "RegressionHead",
     "SignatureSpec",
     "TextClassifier",
+    "class_weights",
     "label_statistics",
     "latest_export",
     "make_input_fn",
+    "monitor_mode",
     "write_report",
 ]

@@ -45,12 +45,14 @@ def _dnn_hidden(
     return x
 
 
-def _logits(x, head: Head, name: str):
+def _logits(x, head: Head, name: str, *, final: bool = True):
     """The last layer: one Dense of ``head.logits_dimension`` units, or, for a
-    :class:`~trainer.heads.MultiHead`, one per head (``<head>_<name>``) in a dict."""
+    :class:`~trainer.heads.MultiHead`, one per head in a dict. A multi-head model's
+    final layers are named after the heads, so Keras' metrics read ``<head>_auc``;
+    ``final=False`` (a part to be summed): ``<head>_<name>``."""
     if isinstance(head, MultiHead):
         return {
-            key: tf_keras.layers.Dense(units, name=f"{key}_{name}")(x)
+            key: tf_keras.layers.Dense(units, name=key if final else f"{key}_{name}")(x)
             for key, units in head.logits_dimension.items()
         }
     return tf_keras.layers.Dense(head.logits_dimension, name=name)(x)
@@ -58,13 +60,8 @@ def _logits(x, head: Head, name: str):
 
 def _sum_logits(parts: list):
     """Wide & deep: the parts' logits summed (per head for a multi-head model)."""
-    if len(parts) == 1:
-        return parts[0]
     if isinstance(parts[0], dict):
-        return {
-            key: tf_keras.layers.Add(name=f"{key}_logits")([p[key] for p in parts])
-            for key in parts[0]
-        }
+        return {key: tf_keras.layers.Add(name=key)([p[key] for p in parts]) for key in parts[0]}
     return tf_keras.layers.Add(name="logits")(parts)
 
 
@@ -127,10 +124,12 @@ def build_logits_model(
             batch_norm=batch_norm,
             prefix=prefix,
         )
-        parts.append(_logits(hidden, head, f"{prefix}logits"))
+        parts.append(_logits(hidden, head, f"{prefix}logits", final=not linear_part))
     if linear_part:
-        parts.append(_logits(encode_sparse(inputs, linear_part), head, "linear_logits"))
-    return tf_keras.Model(inputs, _sum_logits(parts), name=name)
+        x = encode_sparse(inputs, linear_part)
+        parts.append(_logits(x, head, "linear_logits", final=not dnn_part))
+    logits = parts[0] if len(parts) == 1 else _sum_logits(parts)
+    return tf_keras.Model(inputs, logits, name=name)
 
 
 def _regression_head(

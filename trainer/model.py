@@ -72,6 +72,7 @@ class Model:
     logits) and ``label_key`` the list of its label keys.
     ``class_weights`` (a single-label classifier's, in label vocabulary order) weigh
     each training example by its class (see :func:`trainer.class_weights`).
+    ``loss`` replaces the head's (training only: the export never carries it).
     ``postprocess`` maps the head's predictions (a dict of tensors) to the exported
     ones, e.g. per-token tag ids to tag names; it is traced into the export.
     Build the model inside a ``tf.distribute`` strategy's ``scope()`` to train with it.
@@ -89,6 +90,7 @@ class Model:
         learning_rate: float = 0.01,
         class_weights: Sequence[float] | None = None,
         postprocess: Callable[[dict], dict] | None = None,
+        loss=None,
     ):
         self.keras_model = keras_model
         self.postprocess = postprocess
@@ -105,7 +107,7 @@ class Model:
             )
         self.keras_model.compile(
             optimizer=optimizer,
-            loss=head.loss(),
+            loss=loss if loss is not None else head.loss(),
             metrics=head.metrics(),
             loss_weights=head.loss_weights(),
         )
@@ -206,12 +208,15 @@ class Model:
         (the summed loss under ``loss``); unchanged for one head."""
         if not isinstance(self.head, MultiHead):
             return metrics
-        nested: dict = {"loss": metrics["loss"]}
-        for name in self.head.heads:
-            prefix = f"{name}_"
-            nested[name] = {
-                k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)
-            }
+        # Keras prefixes a metric with its output layer's name: the outputs are the dict
+        # (head name -> logits) flattened in sorted key order.
+        layers = dict(zip(sorted(self.head.heads), self.keras_model.output_names))
+        nested: dict = {"loss": metrics["loss"], **{name: {} for name in self.head.heads}}
+        for key, value in metrics.items():
+            owners = [n for n in layers if key.startswith(f"{layers[n]}_")]
+            if owners:  # the longest layer name that prefixes the key
+                name = max(owners, key=lambda n: len(layers[n]))
+                nested[name][key[len(layers[name]) + 1 :]] = value
         return nested
 
     def evaluate(self, input_fn: InputFn) -> dict:

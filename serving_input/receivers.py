@@ -8,7 +8,7 @@ raw features that the tf.Transform graph expects.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import tensorflow as tf
 
@@ -30,11 +30,14 @@ class ServingInputReceiver:
       features_fn: receiver tensors -> raw features (as ``tf.io.parse_example`` would
         give them: dense for ``FixedLenFeature``, sparse for ``VarLenFeature``).
       feature_spec: the raw feature spec the features follow (labels excluded).
+      list_features: the ``VarLenFeature``s of the spec that are lists (multi-valued),
+        not nullable values; :func:`build_raw_serving_input_fn` takes them padded.
     """
 
     receiver_tensors: Mapping[str, tf.TensorSpec]
     features_fn: Callable[[Mapping[str, tf.Tensor]], Features]
     feature_spec: FeatureSpec
+    list_features: frozenset[str] = frozenset()
 
     @property
     def parses_examples(self) -> bool:
@@ -45,14 +48,19 @@ class ServingInputReceiver:
 
 
 def build_parsing_serving_input_fn(
-    feature_spec: FeatureSpec, default_batch_size: int | None = None
+    feature_spec: FeatureSpec,
+    default_batch_size: int | None = None,
+    *,
+    list_features: Iterable[str] = (),
 ) -> Callable[[], ServingInputReceiver]:
     """A ``serving_input_fn`` taking serialized ``tf.Example``s under ``examples``.
 
     ``VarLenFeature`` (nullable) features may be absent from an example; a missing
-    required feature fails the request with TensorFlow's own parse error.
+    required feature fails the request with TensorFlow's own parse error. A list
+    feature (named in ``list_features``, a ``VarLenFeature``) carries any number of values.
     """
     spec = dict(feature_spec)
+    lists = _list_features(spec, list_features)
 
     def serving_input_fn() -> ServingInputReceiver:
         return ServingInputReceiver(
@@ -61,18 +69,39 @@ def build_parsing_serving_input_fn(
             },
             features_fn=lambda received: tf.io.parse_example(received[EXAMPLES_KEY], spec),
             feature_spec=spec,
+            list_features=lists,
         )
 
     return serving_input_fn
 
 
+def _list_features(spec: FeatureSpec, list_features: Iterable[str]) -> frozenset[str]:
+    lists = frozenset(list_features)
+    for name in lists:
+        if not isinstance(spec.get(name), tf.io.VarLenFeature):
+            raise ValueError(f'list feature "{name}" must be a VarLenFeature of the spec')
+    return lists
+
+
+# The padding of a list feature's predict_raw input (a [batch, n] tensor).
+LIST_PADDING = {tf.string: "", tf.int64: -1}
+
+
 def _missing_mask(values: tf.Tensor) -> tf.Tensor:
-    """Which entries of a nullable raw input mean "no value" (NaN, or an empty string)."""
+    """Which entries of a nullable raw input mean "no value" (NaN, or an empty string),
+    and of a list input are padding (the empty string, or -1)."""
     if values.dtype == tf.string:
         return tf.equal(values, "")
     if values.dtype.is_floating:
         return tf.math.is_nan(values)
+    if len(values.shape) == 2:
+        return tf.equal(values, LIST_PADDING[tf.int64])
     return tf.zeros_like(values, dtype=tf.bool)
+
+
+def _list_to_sparse(values: tf.Tensor) -> tf.SparseTensor:
+    """A padded [batch, n] list input as the SparseTensor parse_example gives a list."""
+    return tf.ragged.boolean_mask(values, tf.logical_not(_missing_mask(values))).to_sparse()
 
 
 def _to_sparse(values: tf.Tensor) -> tf.SparseTensor:
@@ -87,32 +116,43 @@ def _to_sparse(values: tf.Tensor) -> tf.SparseTensor:
 
 
 def build_raw_serving_input_fn(
-    feature_spec: FeatureSpec, default_batch_size: int | None = None
+    feature_spec: FeatureSpec,
+    default_batch_size: int | None = None,
+    *,
+    list_features: Iterable[str] = (),
 ) -> Callable[[], ServingInputReceiver]:
     """A ``serving_input_fn`` taking one named tensor per raw feature (JSON-friendly).
 
     A ``FixedLenFeature`` of shape ``s`` is an input of shape ``[batch] + s``. A
     ``VarLenFeature`` is a nullable scalar input of shape ``[batch]`` where NaN (float)
     or the empty string (string) means the value is missing; an int input has no such
-    marker, so every row carries a value.
+    marker, so every row carries a value. A list feature (``list_features``) is a
+    ``[batch, n]`` input, each row padded to the longest with ``""`` (strings) or
+    ``-1`` (ints); padding is dropped wherever it stands, so an int list cannot hold -1.
     """
     spec = dict(feature_spec)
+    lists = _list_features(spec, list_features)
     tensors = {}
     for name, feature in spec.items():
         shape = [default_batch_size]
         if isinstance(feature, tf.io.FixedLenFeature):
             shape += list(feature.shape)
+        elif name in lists:
+            shape += [None]
         tensors[name] = tf.TensorSpec(shape, feature.dtype, name=name)
 
     def features_fn(received: Mapping[str, tf.Tensor]) -> Features:
-        return {
-            name: _to_sparse(received[name])
-            if isinstance(feature, tf.io.VarLenFeature)
-            else received[name]
-            for name, feature in spec.items()
-        }
+        features = {}
+        for name, feature in spec.items():
+            if name in lists:
+                features[name] = _list_to_sparse(received[name])
+            elif isinstance(feature, tf.io.VarLenFeature):
+                features[name] = _to_sparse(received[name])
+            else:
+                features[name] = received[name]
+        return features
 
     def serving_input_fn() -> ServingInputReceiver:
-        return ServingInputReceiver(tensors, features_fn, spec)
+        return ServingInputReceiver(tensors, features_fn, spec, lists)
 
     return serving_input_fn

@@ -1,7 +1,9 @@
 """Raw feature values written as text (a CSV cell), read back by their dtype.
 
 The Beam job's CSV decoder and the model-server client read CSV through these, so a
-cell means the same thing in training data and in a prediction request.
+cell means the same thing in training data and in a prediction request. A list
+feature's cell holds its values joined by ``data.csv.list_delimiter`` (default ``|``;
+an empty cell is an empty list).
 """
 
 from __future__ import annotations
@@ -47,3 +49,19 @@ def parse_text(name: str, text: str, dtype: tf.dtypes.DType):
         return TEXT_PARSERS[tf.as_dtype(dtype)](text)
     except ValueError:
         raise ValueError(bad_text_message(name, text, dtype)) from None
+
+
+LIST_DELIMITER = "|"
+
+
+def parse_list_text(name: str, text: str, dtype: tf.dtypes.DType, delimiter: str) -> list:
+    """A list feature's values from its cell (``"a|b"``; ``""``: no values); ValueError
+    names the feature and the bad item."""
+    if text == "":
+        return []
+    items = text.split(delimiter)
+    if "" in items:
+        raise ValueError(
+            f'feature "{name}": empty item in list {text!r} (items are joined by {delimiter!r})'
+        )
+    return [parse_text(name, item, dtype) for item in items]

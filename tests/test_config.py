@@ -135,3 +135,87 @@ def test_regressor_needs_a_float_label(good):
     good["model"] = {"type": "linear_regressor"}
     message = _error(good)
     assert "label.type" in message and "linear_regressor needs a float label" in message
+
+
+STRING, FLOAT = {"type": "string"}, {"type": "float"}
+STRING_LIST, IMAGE = {"type": "string", "list": True}, {"type": "string", "media": "image"}
+
+
+@pytest.mark.parametrize(
+    "feature, ops, expected",
+    [
+        (
+            FLOAT,
+            {"hash_buckets": 10},
+            'hash_buckets needs a string or int feature, but feature "f"',
+        ),
+        ({"type": "int"}, {"text": {"output": "ids", "max_tokens": 4}}, "text needs a string"),
+        (
+            STRING,
+            {"image": {"height": 2, "width": 2}},
+            "image needs an image feature (media: image)",
+        ),
+        (STRING, {"clip": {"min": 0}}, 'clip needs a number, but feature "f" is a string'),
+        (STRING, {"log1p": True}, 'log1p needs a number, but feature "f" is a string'),
+        (FLOAT, {"is_missing": True}, 'is_missing needs a nullable feature, but "f" is never'),
+        (STRING_LIST, {"vocabulary": {}}, 'feature "f" is a list: declare vocabulary or hash'),
+        (STRING, {"hash_buckets": 3, "output": "multi_hot"}, "output needs a list feature"),
+        (
+            STRING_LIST,
+            {"vocabulary": {}, "output": "multi_hot"},
+            "multi_hot needs vocabulary.top_k",
+        ),
+        (IMAGE, {"vocabulary": {}}, 'feature "f" is an image: declare image'),
+    ],
+)
+def test_op_on_a_feature_of_the_wrong_kind_names_feature_and_op(good, feature, ops, expected):
+    good["features"]["f"] = feature
+    good["preprocessing"]["f"] = ops
+    good["data"]["format"] = "tfrecord"
+    message = _error(good)
+    assert "preprocessing.f" in message and expected in message, message
+
+
+def test_feature_without_an_entry_that_needs_one(good):
+    good["features"]["tags"] = {"type": "string", "list": True}
+    message = _error(good)
+    assert "preprocessing.tags" in message and 'feature "tags" is a list' in message
+
+
+def test_cross_of_a_float_is_refused(good):
+    good["preprocessing"]["x_c"] = {"cross": ["x", "c"], "hash_buckets": 8}
+    message = _error(good)
+    assert "preprocessing.x_c.cross" in message and '"x"' in message
+
+
+def test_cross_needs_hash_buckets(good):
+    good["preprocessing"]["c_c"] = {"cross": ["c", "c"]}
+    assert "cross needs hash_buckets" in _error(good)
+
+
+def test_images_come_from_tf_examples(good):
+    good["features"]["photo"] = {"type": "string", "media": "image"}
+    good["preprocessing"]["photo"] = {"image": {"height": 8, "width": 8}}
+    message = _error(good)
+    assert "features.photo" in message and "data.format: tfrecord" in message
+
+
+def test_a_list_is_not_nullable(good):
+    good["features"]["tags"] = {"type": "string", "list": True, "nullable": True}
+    assert "features.tags" in _error(good) and "nullable does not apply" in _error(good)
+
+
+def test_lists_and_images_in_the_raw_spec_and_annotations(good):
+    import tensorflow as tf
+
+    good["data"]["format"] = "tfrecord"
+    good["features"]["tags"] = {"type": "string", "list": True}
+    good["features"]["photo"] = {"type": "string", "media": "image"}
+    good["preprocessing"]["tags"] = {"hash_buckets": 8, "output": "ids", "max_items": 3}
+    good["preprocessing"]["photo"] = {"image": {"height": 8, "width": 8, "channels": 1}}
+    config = config_from_dict(good)
+    spec = config.raw_feature_spec()
+    assert spec["tags"] == tf.io.VarLenFeature(tf.string)
+    assert spec["photo"] == tf.io.FixedLenFeature([], tf.string)
+    assert config.feature_annotations() == {"tags": {"list": True}, "photo": {"media": "image"}}
+    assert config.list_features() == ["tags"] and config.image_features() == {"photo": 1}

@@ -356,7 +356,7 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
             continue
         csv = config.data.csv
         columns = csv.column_names or transform.read_header(path, csv.delimiter)
-        decoder = transform.CsvRowDecoder(spec, columns, csv)
+        decoder = transform.CsvRowDecoder(spec, columns, csv, config.list_features())
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")

@@ -38,10 +38,28 @@ class _Strict(BaseModel):
 
 
 class Feature(_Strict):
-    """A raw feature: what a training row and a serving ``tf.Example`` carry."""
+    """A raw feature: what a training row and a serving ``tf.Example`` carry.
+
+    ``list: true``: any number of values, none included (a multi-valued tf.Example
+    feature); ``media: image``: a string holding an encoded PNG/JPEG/GIF/BMP image.
+    How a feature is used (a number, a category, a text) is said by its
+    ``preprocessing`` entry.
+    """
 
     type: Literal["float", "int", "string"]
     nullable: bool = False
+    list: bool = False
+    media: Literal["image"] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.list and self.nullable:
+            raise ValueError("a list may be empty already: nullable does not apply to it")
+        if self.list and self.type == "float":
+            raise ValueError("a list holds categories: type string or int")
+        if self.media == "image" and (self.type != "string" or self.list or self.nullable):
+            raise ValueError("an image is one string value (type: string, not list or nullable)")
+        return self
 
 
 class Data(_Strict):
@@ -85,24 +103,51 @@ class Config(_Strict):
                 raise ValueError(f'labels: label "{name}" is declared twice')
         check_label_and_model(self.all_labels, self.model)
         for name, ops in self.preprocessing.items():
-            if name not in self.features:
+            if ops.cross is not None:
+                self._check_cross(name, ops.cross)
+            elif name not in self.features:
                 raise ValueError(
                     f'preprocessing.{name}: "{name}" is not a declared feature '
                     f"(features: {', '.join(self.features)})"
                 )
-            feature = self.features[name]
-            try:
-                check_compatible(name, _DTYPES[feature.type], feature.nullable, ops)
-            except ValueError as err:
-                raise ValueError(f"preprocessing.{name}: {err}") from None
-        if not self.preprocessing_fn:
-            for name, feature in self.features.items():
-                if feature.nullable and name not in self.preprocessing and feature.type != "string":
-                    raise ValueError(
-                        f'preprocessing.{name}: feature "{name}" is nullable: declare how to '
-                        "impute it (impute: mean | median | most_frequent | constant)"
-                    )
+            else:
+                self._check_ops(name, ops)
+        if not self.preprocessing_fn:  # features without an entry get the default ops
+            for name in self.features.keys() - self.preprocessing.keys():
+                self._check_ops(name, FeaturePreprocessing())
+        images = [name for name, f in self.features.items() if f.media == "image"]
+        if images and self.data.format != "tfrecord":
+            raise ValueError(
+                f"features.{images[0]}: images are read from tf.Examples (data.format: tfrecord)"
+            )
         return self
+
+    def _check_ops(self, name: str, ops: FeaturePreprocessing) -> None:
+        feature = self.features[name]
+        try:
+            check_compatible(
+                name,
+                _DTYPES[feature.type],
+                feature.nullable,
+                ops,
+                is_list=feature.list,
+                is_image=feature.media == "image",
+            )
+        except ValueError as err:
+            raise ValueError(f"preprocessing.{name}: {err}") from None
+
+    def _check_cross(self, name: str, crossed: list[str]) -> None:
+        if name in self.features:
+            raise ValueError(
+                f'preprocessing.{name}: a cross needs a new name; "{name}" is a feature'
+            )
+        for part in crossed:
+            feature = self.features.get(part)
+            if feature is None or feature.type == "float" or feature.list or feature.media:
+                raise ValueError(
+                    f'preprocessing.{name}.cross: "{part}" is not a declared string or int '
+                    "feature with one value"
+                )
 
     # Derived paths: everything a run writes goes under `artifacts`.
     @property
@@ -137,12 +182,13 @@ class Config(_Strict):
     def raw_feature_spec(self) -> dict:
         """The raw feature spec of training data: every feature and the label.
 
-        Required values are ``FixedLenFeature([])``; nullable ones ``VarLenFeature``,
-        so a missing value is absent rather than coerced to 0 or "".
+        Required values are ``FixedLenFeature([])``; nullable ones and lists
+        ``VarLenFeature``, so a missing value is absent rather than coerced to 0 or ""
+        (which of the two a ``VarLenFeature`` is: :meth:`list_features`).
         """
         spec = {
             name: tf.io.VarLenFeature(_DTYPES[f.type])
-            if f.nullable
+            if f.nullable or f.list
             else tf.io.FixedLenFeature([], _DTYPES[f.type])
             for name, f in self.features.items()
         }
@@ -150,10 +196,32 @@ class Config(_Strict):
             spec.update(label_feature_spec(label))
         return spec
 
+    def list_features(self) -> list[str]:
+        """The multi-valued features (``list: true``): ``VarLenFeature``s that are lists,
+        not nullable values."""
+        return [name for name, f in self.features.items() if f.list]
+
+    def image_features(self) -> dict[str, int]:
+        """Image feature -> the channels it is decoded to (the Beam job rejects a row
+        whose image does not decode, with the decoder the ``preprocessing_fn`` uses)."""
+        return {
+            name: ops.image.channels if ops and ops.image else 3
+            for name, f in self.features.items()
+            if f.media == "image"
+            for ops in [self.preprocessing.get(name)]
+        }
+
     def feature_annotations(self) -> dict[str, dict]:
         """What a serving client needs to know about each feature beyond its spec,
-        written into the export's ``raw_feature_spec.json`` (none yet)."""
-        return {}
+        written into the export's ``raw_feature_spec.json``: ``{"list": True}`` for a
+        multi-valued feature, ``{"media": "image"}`` for an encoded image."""
+        annotations: dict[str, dict] = {}
+        for name, f in self.features.items():
+            if f.list:
+                annotations[name] = {"list": True}
+            if f.media:
+                annotations[name] = {"media": f.media}
+        return annotations
 
     def beam_args(self) -> list[str]:
         """The ``beam`` section as pipeline flags (``--key=value``), passed through as is."""

@@ -64,6 +64,8 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
         csv=config.data.csv,
         max_reject_fraction=config.data.max_reject_fraction,
         beam_args=[*config.beam_args(), *beam_args],
+        list_features=config.list_features(),
+        image_features=config.image_features(),
     )
 
 
@@ -290,7 +292,9 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
         return examples
     csv = config.data.csv
     columns = csv.column_names or transform.read_header(path, csv.delimiter)
-    decoder = transform.CsvRowDecoder(config.raw_feature_spec(), columns, csv)
+    decoder = transform.CsvRowDecoder(
+        config.raw_feature_spec(), columns, csv, config.list_features()
+    )
     with tf.io.gfile.GFile(path) as f:
         lines = f.read().splitlines()[1 if csv.header else 0 :]
     for line in lines:
@@ -312,7 +316,9 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
     model = model or load_trained_model(config)
     return model.export_saved_model(
         config.export_dir_base,
-        serving_input.build_parsing_serving_input_fn(serving_feature_spec(config)),
+        serving_input.build_parsing_serving_input_fn(
+            serving_feature_spec(config), list_features=config.list_features()
+        ),
         warmup_examples=sample_examples(config, config.export.warmup_examples),
         feature_annotations=config.feature_annotations(),
     )

@@ -103,7 +103,9 @@ def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[di
             sig.PREDICT_METHOD,
         )
         default = head.default_signature
-        raw_receiver = build_raw_serving_input_fn(receiver.feature_spec)()
+        raw_receiver = build_raw_serving_input_fn(
+            receiver.feature_spec, list_features=receiver.list_features
+        )()
     else:
         default = sig.PREDICT
         raw_receiver = receiver

@@ -28,7 +28,12 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving_input.text_values import TEXT_PARSERS, bad_text_message
+from serving_input.text_values import (
+    LIST_DELIMITER,
+    TEXT_PARSERS,
+    bad_text_message,
+    parse_list_text,
+)
 from transform.rejects import SplitCounters, reject_record
 
 REJECTS_TAG = "rejects"
@@ -49,11 +54,15 @@ class CsvFormat(BaseModel):
     column_names: list[str] | None = None
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     na_values: list[str] = Field(default_factory=lambda: ["", "NA", "?"])
+    # Between the values of a list feature's cell ("a|b"); an NA cell is an empty list.
+    list_delimiter: str = Field(default=LIST_DELIMITER, min_length=1)
 
     @model_validator(mode="after")
     def _names_known(self) -> CsvFormat:
         if not self.header and not self.column_names:
             raise ValueError("csv.column_names is required when csv.header is false")
+        if self.list_delimiter == self.delimiter:
+            raise ValueError("csv.list_delimiter must differ from csv.delimiter")
         return self
 
 
@@ -76,11 +85,19 @@ class CsvRowDecoder:
     """One CSV line -> the raw feature values in spec order (``None`` = missing).
 
     The Beam job decodes with it, and so do the demo and the tests when they turn CSV
-    rows into serving requests, so both read a line the same way.
+    rows into serving requests, so both read a line the same way. A feature named in
+    ``list_features`` is a list (its cell: values joined by ``fmt.list_delimiter``).
     """
 
-    def __init__(self, raw_feature_spec: Mapping, column_names: list[str], fmt: CsvFormat):
+    def __init__(
+        self,
+        raw_feature_spec: Mapping,
+        column_names: list[str],
+        fmt: CsvFormat,
+        list_features: Iterable[str] = (),
+    ):
         self.feature_names = list(raw_feature_spec)
+        self._lists = frozenset(list_features)
         self._format = fmt
         self._num_columns = len(column_names)
         self._na = frozenset(fmt.na_values)
@@ -107,6 +124,12 @@ class CsvRowDecoder:
         values = []
         for name, i, parse, nullable, dtype in self.columns:
             text = fields[i]
+            if name in self._lists:
+                na = text in self._na
+                values.append(
+                    [] if na else parse_list_text(name, text, dtype, self._format.list_delimiter)
+                )
+                continue
             if text in self._na:
                 if not nullable:
                     raise ValueError(f'missing value for required feature "{name}"')
@@ -126,8 +149,8 @@ class CsvRowDecoder:
         by :meth:`decode` for its reason.
         """
         n = len(lines)
-        split = self._split_fields(lines)
-        if split is None:
+        split = None if self._lists else self._split_fields(lines)
+        if split is None:  # a list column is read line by line
             return self._decode_lines(lines, schema)
         by_column, bad = split
         parsed = []
@@ -203,12 +226,17 @@ class CsvRowDecoder:
                 rows.append(self.decode(line))
             except ValueError as err:
                 rejects.append((line, str(err)))
-        return _rows_to_record_batch(rows, self.columns, schema), rejects
+        return _rows_to_record_batch(rows, schema), rejects
 
     def decode_dict(self, line: str) -> dict:
-        """The row as ``{feature: value}``, strings as ``str``, missing values left out."""
+        """The row as ``{feature: value}`` (a list feature: a list), strings as ``str``,
+        missing values left out."""
+
+        def text(value):
+            return value.decode("utf-8") if isinstance(value, bytes) else value
+
         return {
-            name: value.decode("utf-8") if isinstance(value, bytes) else value
+            name: [text(v) for v in value] if isinstance(value, list) else text(value)
             for name, value in zip(self.feature_names, self.decode(line))
             if value is not None
         }
@@ -247,19 +275,19 @@ def _parse_column(texts, present: np.ndarray, dtype) -> tuple:
     return values, ok
 
 
-def _rows_to_record_batch(rows: list[list], columns, schema: pa.Schema) -> pa.RecordBatch:
+def _rows_to_record_batch(rows: list[list], schema: pa.Schema) -> pa.RecordBatch:
+    """Decoded rows (a value, ``None`` when missing, or a list) -> a RecordBatch."""
     arrays = []
-    for j, (_, _, _, nullable, _) in enumerate(columns):
-        column = [row[j] for row in rows]
-        if nullable:
-            present = np.fromiter(
-                (v is not None for v in column), dtype=np.int64, count=len(column)
-            )
-            column = [v for v in column if v is not None]
-        else:
-            present = np.ones(len(column), dtype=np.int64)
+    for j in range(len(schema)):
+        cells = [row[j] for row in rows]
+        lengths = np.fromiter(
+            (0 if v is None else len(v) if isinstance(v, list) else 1 for v in cells),
+            dtype=np.int64,
+            count=len(cells),
+        )
+        column = [x for v in cells if v is not None for x in (v if isinstance(v, list) else [v])]
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(present, out=offsets[1:])
+        np.cumsum(lengths, out=offsets[1:])
         list_type = schema.field(j).type
         arrays.append(
             pa.LargeListArray.from_arrays(
@@ -361,17 +389,19 @@ class _DecodeCsvRange(beam.DoFn):
         fmt: CsvFormat,
         split: str,
         batch_size: int,
+        list_features: Iterable[str] = (),
     ):
         self._spec = dict(raw_feature_spec)
         self._column_names = list(column_names)
         self._format = fmt
         self._split = split
         self._batch_size = batch_size
+        self._lists = list(list_features)
 
     def setup(self):
         self._counters = SplitCounters(self._split)
         self._schema = arrow_schema(self._spec)
-        self._decoder = CsvRowDecoder(self._spec, self._column_names, self._format)
+        self._decoder = CsvRowDecoder(self._spec, self._column_names, self._format, self._lists)
 
     def process(self, file_range: tuple[str, int, int | None]) -> Iterable:
         path, start, end = file_range
@@ -415,6 +445,7 @@ class ReadCsv(beam.PTransform):
 
     Lines are split as Beam's text source splits them (``\\n`` or ``\\r\\n``; ``.gz`` and
     ``.bz2`` files are decompressed); ``batch_size`` lines make one RecordBatch.
+    ``list_features`` are lists: their cells are split at ``fmt.list_delimiter``.
     """
 
     def __init__(
@@ -426,8 +457,10 @@ class ReadCsv(beam.PTransform):
         split: str,
         batch_size: int = 8192,
         range_bytes: int = RANGE_BYTES,
+        list_features: Iterable[str] = (),
     ):
         super().__init__()
+        self._lists = list(list_features)
         self._pattern = file_pattern
         self._spec = raw_feature_spec
         self._column_names = column_names
@@ -445,7 +478,12 @@ class ReadCsv(beam.PTransform):
             | "Decode"
             >> beam.ParDo(
                 _DecodeCsvRange(
-                    self._spec, self._column_names, self._format, self._split, self._batch_size
+                    self._spec,
+                    self._column_names,
+                    self._format,
+                    self._split,
+                    self._batch_size,
+                    self._lists,
                 )
             ).with_outputs(REJECTS_TAG, main="record_batches")
         )

@@ -51,6 +51,10 @@ class TransformJob:
     csv: CsvFormat = dataclasses.field(default_factory=CsvFormat)
     max_reject_fraction: float = 0.05
     beam_args: Sequence[str] = ()
+    # Which VarLenFeatures are lists (a CSV cell holds several values) rather than
+    # nullable values, and which features hold encoded images (name -> channels).
+    list_features: Sequence[str] = ()
+    image_features: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # The layout of a transform output directory.
@@ -89,9 +93,16 @@ def _read(pipeline, job: TransformJob, split: str, column_names):
     pattern = job.train_pattern if split == "train" else job.eval_pattern
     label = split.capitalize()
     if job.data_format == "csv":
-        source = ReadCsv(pattern, job.raw_feature_spec, column_names, job.csv, split)
+        source = ReadCsv(
+            pattern,
+            job.raw_feature_spec,
+            column_names,
+            job.csv,
+            split,
+            list_features=job.list_features,
+        )
     else:
-        source = ReadExamples(pattern, job.raw_feature_spec, split)
+        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features)
     return pipeline | f"Read{label}" >> source
 
 

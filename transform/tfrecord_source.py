@@ -2,7 +2,8 @@
 
 Each record is checked against the raw feature spec before tfx_bsl's C++ decoder
 turns the good ones into RecordBatches, so one malformed record becomes a reject
-with its reason instead of failing the job.
+with its reason instead of failing the job. Image features are decoded too, by the
+decoder the ``preprocessing_fn`` uses, so a broken image is a reject, not a crash.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders import example_coder
 
 from transform.csv_source import REJECTS_TAG
+from transform.ops.images import image_error
 from transform.rejects import SplitCounters, reject_record
 
 _KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
@@ -41,10 +43,21 @@ def check_example(example: tf.train.Example, raw_feature_spec: Mapping) -> None:
                 raise ValueError(f'feature "{name}": expected {expected} value(s), got {count}')
 
 
+def check_images(example: tf.train.Example, image_features: Mapping[str, int]) -> None:
+    """Raises ValueError naming the first image feature (name -> channels) that does not
+    decode; call it after :func:`check_example` (each image is then one value)."""
+    features = example.features.feature
+    for name, channels in image_features.items():
+        error = image_error(features[name].bytes_list.value[0], name, channels)
+        if error:
+            raise ValueError(error)
+
+
 class _DecodeExamples(beam.DoFn):
-    def __init__(self, raw_feature_spec: Mapping, split: str):
+    def __init__(self, raw_feature_spec: Mapping, split: str, image_features: Mapping[str, int]):
         self._spec = dict(raw_feature_spec)
         self._split = split
+        self._images = dict(image_features)
 
     def setup(self):
         self._counters = SplitCounters(self._split)
@@ -56,7 +69,9 @@ class _DecodeExamples(beam.DoFn):
         good = []
         for source, record in batch:
             try:
-                check_example(tf.train.Example.FromString(record), self._spec)
+                example = tf.train.Example.FromString(record)
+                check_example(example, self._spec)
+                check_images(example, self._images)
                 good.append(record)
             except Exception as err:  # a DecodeError or a ValueError from check_example
                 self._counters.rejected.inc()
@@ -75,13 +90,24 @@ class _DecodeExamples(beam.DoFn):
 
 
 class ReadExamples(beam.PTransform):
-    """TFRecord files of tf.Example -> RecordBatches (main) and rejects (``rejects``)."""
+    """TFRecord files of tf.Example -> RecordBatches (main) and rejects (``rejects``).
 
-    def __init__(self, file_pattern: str, raw_feature_spec: Mapping, split: str):
+    ``image_features`` (name -> channels): features holding encoded images, each
+    decoded to check it.
+    """
+
+    def __init__(
+        self,
+        file_pattern: str,
+        raw_feature_spec: Mapping,
+        split: str,
+        image_features: Mapping[str, int] | None = None,
+    ):
         super().__init__()
         self._pattern = file_pattern
         self._spec = raw_feature_spec
         self._split = split
+        self._images = dict(image_features or {})
 
     def expand(self, pipeline):
         return (
@@ -90,7 +116,7 @@ class ReadExamples(beam.PTransform):
             | "WithSource" >> beam.Map(lambda record, source: (source, record), self._pattern)
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
             | "Decode"
-            >> beam.ParDo(_DecodeExamples(self._spec, self._split)).with_outputs(
+            >> beam.ParDo(_DecodeExamples(self._spec, self._split, self._images)).with_outputs(
                 REJECTS_TAG, main="record_batches"
             )
         )

@@ -1,0 +1,91 @@
+"""Categories (strings, or ints declared as categories): vocabulary and hashed ids.
+
+Ids are categorical ids of the transformed-feature contract: int64 [] with an
+``int_domain`` in the schema, so the trainer knows how many there are. A missing
+value of a nullable feature gets the last id, one of its own.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from pydantic import BaseModel, ConfigDict, Field
+from tensorflow_transform import schema_inference
+
+from transform.ops.missing import densify
+
+
+class Vocabulary(BaseModel):
+    """Values looked up in a vocabulary computed over the training data.
+
+    Unseen values fall into ``num_oov_buckets`` hashed buckets after the vocabulary's
+    ids (with 0 buckets, an unseen value has no id: -1 for a scalar, left out of a list).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: int | None = Field(default=None, gt=0)
+    frequency_threshold: int | None = Field(default=None, gt=0)
+    num_oov_buckets: int = Field(default=1, ge=0)
+
+    @property
+    def max_size(self) -> int | None:
+        """The most ids there can be (``top_k`` + OOV buckets); None without ``top_k``."""
+        return None if self.top_k is None else self.top_k + self.num_oov_buckets
+
+
+def vocabulary_ids(x, vocabulary: Vocabulary, name: str):
+    """``x`` (dense, sparse or ragged) -> ids in the vocabulary file named ``name``."""
+    return tft.compute_and_apply_vocabulary(
+        x,
+        top_k=vocabulary.top_k,
+        frequency_threshold=vocabulary.frequency_threshold,
+        num_oov_buckets=vocabulary.num_oov_buckets,
+        vocab_filename=name,
+    )
+
+
+def vocabulary_size(vocabulary: Vocabulary, name: str) -> tf.Tensor:
+    """How many ids :func:`vocabulary_ids` gives (vocabulary + OOV buckets), as a tensor."""
+    size = tft.experimental.get_vocabulary_size_by_name(name) + vocabulary.num_oov_buckets
+    return tf.cast(size, tf.int64)
+
+
+def hashed_ids(x, num_buckets: int, name: str):
+    """``x`` (strings or ints; dense or sparse) -> ids in ``[0, num_buckets)``."""
+    if isinstance(x, tf.SparseTensor):
+        return tf.SparseTensor(x.indices, hashed_ids(x.values, num_buckets, name), x.dense_shape)
+    text = x if x.dtype == tf.string else tf.strings.as_string(x)
+    return tft.hash_strings(text, num_buckets, name=f"{name}_hash")
+
+
+def with_missing_id(ids, size: tf.Tensor) -> tf.Tensor:
+    """Scalar ids as [batch] int64 with their schema domain; a nullable feature's missing
+    value (and, with no OOV bucket, an unseen one) gets id ``size``, one of its own."""
+    if isinstance(ids, tf.SparseTensor):
+        ids = densify(ids, -1)
+        ids = tf.where(ids < 0, size, ids)
+        top = size
+    else:
+        top = size - 1
+    # The schema override tells the trainer how many ids there are (missing included).
+    schema_inference.set_tensor_schema_override(ids, tf.constant(0, tf.int64), top)
+    return ids
+
+
+def most_frequent(x: tf.SparseTensor, name: str) -> tf.Tensor:
+    """The most frequent present value, read back from a top-1 vocabulary."""
+    as_text = x.values if x.dtype == tf.string else tf.strings.as_string(x.values)
+    path = tft.vocabulary(as_text, top_k=1, vocab_filename=f"{name}_most_frequent")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            path,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
+        ),
+        default_value="",
+    )
+    value = table.lookup(tf.constant(0, tf.int64))
+    return value if x.dtype == tf.string else tf.strings.to_number(value, x.dtype)

@@ -86,3 +86,21 @@ def test_a_line_that_is_not_utf8_is_a_reject(tmp_path):
         reasons = result.rejects | beam.Map(lambda r: json.loads(r)["reason"])
         assert_that(rows, equal_to([("ok", 1.0, 1), ("fine", None, 3)]), label="Rows")
         assert_that(reasons, equal_to(["not valid UTF-8"]), label="Rejects")
+
+
+def test_list_cells_are_split_at_the_list_delimiter():
+    """A list feature's cell: values joined by "|"; an empty cell is an empty list; a bad
+    item is a reject naming the feature."""
+    from transform.csv_source import CsvRowDecoder, arrow_schema
+
+    spec = {"tags": tf.io.VarLenFeature(tf.string), "codes": tf.io.VarLenFeature(tf.int64)}
+    decoder = CsvRowDecoder(spec, ["tags", "codes"], CsvFormat(), ["tags", "codes"])
+    lines = ["red|big,1|2|3", ",", "solo,x|4", "a||b,5"]
+    batch, rejects = decoder.decode_block(lines, arrow_schema(spec))
+    assert batch.column(0).to_pylist() == [[b"red", b"big"], []]
+    assert batch.column(1).to_pylist() == [[1, 2, 3], []]
+    assert rejects == [
+        ("solo,x|4", "feature \"codes\": expected an int, got 'x'"),
+        ("a||b,5", "feature \"tags\": empty item in list 'a||b' (items are joined by '|')"),
+    ]
+    assert decoder.decode_dict("red|big,1") == {"tags": ["red", "big"], "codes": [1]}

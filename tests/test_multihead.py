@@ -85,8 +85,8 @@ def run(tmp_path_factory):
                 {"name": "delayed", "type": "string"},
                 {"name": "dep_delay", "type": "float", "weight": 0.5},
             ],
-            "model": {"type": "dnn", "hidden_units": [16], "learning_rate": 0.02},
-            "training": {"epochs": 25, "batch_size": 32, "early_stopping": None},
+            "model": {"type": "dnn", "hidden_units": [16], "learning_rate": 0.05},
+            "training": {"epochs": 10, "batch_size": 32, "early_stopping": None},
         },
     )
     config = load_config(path)

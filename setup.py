@@ -40,6 +40,8 @@ TEST = [
     "hypothesis>=6.100",
     "requests>=2.31",
     "ruff>=0.5",
+    # The web console's browser tests drive Debian's chromium (no browser download).
+    "playwright>=1.40",
 ]
 
 setup(
@@ -65,6 +67,8 @@ setup(
         ]
     ),
     include_package_data=True,
+    # The web console's page: plain HTML/CSS/JS, served by the model server.
+    package_data={"model_server.console": ["static/*"]},
     install_requires=STACK + SERVING + CONFIG + ["tqdm>=4.60", "matplotlib>=3.8"],
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["tfbake = tfbake.cli:main"]},

@@ -146,6 +146,8 @@ class ServerOptions:
     rest_api_max_body_bytes: int = 64 * 1024 * 1024
     # Threads that run TensorFlow calls when batching is off.
     tensorflow_session_parallelism: int = 0
+    # The web console at / on the REST port (a tfbake extension; --no-console).
+    console: bool = True
 
     def model_server_config(self) -> model_server_config_pb2.ModelServerConfig:
         """The ModelServerConfig named by the flags (config file, or one model)."""
@@ -261,6 +263,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="larger REST request bodies are refused (413) before being read")
     p.add_argument("--tensorflow_session_parallelism", type=int, default=0,
                    help="threads running model calls (0: two per CPU)")
+    p.add_argument("--no-console", "--no_console", dest="console", action="store_false",
+                   help="do not serve the web console at / on the REST port")
     return p
 
 

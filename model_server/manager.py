@@ -145,6 +145,10 @@ class AspiredVersionsManager:
         states = self._states.get(name, {})
         return {v: states[v] for v in sorted(states, reverse=True)}
 
+    def version_labels(self, name: str) -> dict[str, int]:
+        """The model's version labels (label -> version), as configured."""
+        return dict(self._labels.get(name, {}))
+
     def model_names(self) -> list[str]:
         """The models currently configured."""
         return sorted(self._models)

@@ -13,9 +13,12 @@ For each signature, the request its method calls for:
 - predict on raw features (``predict_raw``): REST ``:predict`` with one JSON object per
   row, gRPC ``Predict`` with one tensor per feature;
 
-each as ``curl``, Python ``requests`` and Python gRPC (``tensorflow-serving-api`` stubs).
-Feature types come from the ``predict_raw`` signature's input dtypes when the model has
-one (so an integral float value is still sent as a float), else from the Python values.
+each as ``curl``, Python ``requests``, Python gRPC (``tensorflow-serving-api`` stubs) and
+JavaScript ``fetch``. Feature types come from the ``predict_raw`` signature's input dtypes
+when the model has one (so an integral float value is still sent as a float), else from
+the Python values. A row's value may be a list (a multi-valued feature) and a string
+feature's value bytes or TF Serving's ``{"b64": ...}`` (an encoded image), sent as
+``{"b64": ...}`` in JSON and as bytes over gRPC.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from typing import Any
 import tensorflow as tf
 
 import serving_input
+from model_server import json_tensor
 from serving_input import signatures as sig
 
-CLIENTS = ("curl", "python-requests", "python-grpc")
+CLIENTS = ("curl", "python-requests", "python-grpc", "javascript-fetch")
 _DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string}
 
 
@@ -44,8 +48,8 @@ class RequestSample:
     Attributes:
       signature: the signature it calls.
       api: ``classify``, ``regress`` or ``predict`` (the TF Serving API used).
-      client: ``curl``, ``python-requests`` or ``python-grpc``.
-      language: ``sh`` or ``python``.
+      client: ``curl``, ``python-requests``, ``python-grpc`` or ``javascript-fetch``.
+      language: ``sh``, ``python`` or ``javascript``.
       title: one line saying what it is.
       text: the script itself.
     """
@@ -104,7 +108,7 @@ def _dtype_of(name: str, value: Any, dtypes: Mapping[str, tf.dtypes.DType]) -> t
     if name in dtypes:
         return dtypes[name]
     first = value[0] if isinstance(value, (list, tuple)) and value else value
-    if isinstance(first, (str, bytes)):
+    if isinstance(first, (str, bytes, dict)):
         return tf.string
     if isinstance(first, int) and not isinstance(first, bool):
         return tf.int64
@@ -118,23 +122,40 @@ def _typed(value: Any, dtype: tf.dtypes.DType) -> Any:
         return float(value)
     if dtype == tf.int64:
         return int(value)
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if isinstance(value, dict):
+        return json_tensor.decode_b64(value)
+    return value if isinstance(value, bytes) else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Bytes as TF Serving's ``{"b64": ...}``, in any JSON-like value."""
+    if isinstance(value, bytes):
+        return {json_tensor.B64: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
 
 
 def _values(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _typed_value(name: str, value: Any, dtype: tf.dtypes.DType) -> Any:
+    """One feature's value (or list of values) typed, or an error naming the feature."""
+    try:
+        values = [_typed(v, dtype) for v in _values(value)]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f'Expected feature "{name}" as {serving_input.type_name(dtype)}, '
+                         f"got {value!r} ({e})") from None
+    return values if isinstance(value, (list, tuple)) else values[0]
+
+
 def _typed_row(row: Mapping[str, Any], dtypes: Mapping) -> dict:
     """A row with missing values dropped and each value typed by its feature's dtype."""
-    out = {}
-    for name, value in row.items():
-        if value is None:
-            continue
-        dtype = _dtype_of(name, value, dtypes)
-        values = [_typed(v, dtype) for v in _values(value)]
-        out[name] = values if isinstance(value, (list, tuple)) else values[0]
-    return out
+    return {name: _typed_value(name, value, _dtype_of(name, value, dtypes))
+            for name, value in row.items() if value is not None}
 
 
 def serialized_example(row: Mapping[str, Any], dtypes: Mapping) -> bytes:
@@ -156,7 +177,7 @@ def _raw_instance(row: Mapping[str, Any], inputs: Mapping[str, Mapping]) -> dict
                 raise ValueError(f'predict_raw needs a value for int feature "{name}"')
             instance[name] = "" if dtype == tf.string else math.nan
         else:
-            instance[name] = _typed(value, dtype)
+            instance[name] = _typed_value(name, value, dtype)
     return instance
 
 
@@ -167,22 +188,24 @@ def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Map
     kind, api = signature_kind(signature_def), api_of(signature_def)
     if kind == "examples" and api in ("classify", "regress"):
         return {"signature_name": signature_name,
-                "examples": [_typed_row(row, dtypes) for row in rows]}
+                "examples": [_jsonable(_typed_row(row, dtypes)) for row in rows]}
     if kind == "examples":
         return {"signature_name": signature_name, "instances": [
             {"b64": base64.b64encode(serialized_example(row, dtypes)).decode()} for row in rows
         ]}
     if kind == "raw":
-        return {"signature_name": signature_name,
-                "instances": [_raw_instance(row, signature_def["inputs"]) for row in rows]}
+        return {"signature_name": signature_name, "instances": [
+            _jsonable(_raw_instance(row, signature_def["inputs"])) for row in rows]}
     raise ValueError(
         f"signature {signature_name!r}: expected one serialized tf.Example input or "
         f"float/int64/string inputs, got {dict(signature_def.get('inputs', {}))}"
     )
 
 
-def _rest_path(rest_url: str, model_name: str, api: str) -> str:
-    return f"{rest_url.rstrip('/')}/v1/models/{model_name}:{api}"
+def rest_path(model_name: str, api: str, version: int | None = None) -> str:
+    """The REST path of a prediction API call, e.g. ``/v1/models/m/versions/2:classify``."""
+    where = "" if version is None else f"/versions/{version}"
+    return f"/v1/models/{model_name}{where}:{api}"
 
 
 def _curl(url: str, body: dict, comment: str) -> str:
@@ -224,10 +247,34 @@ def _python_requests(url: str, body: dict, comment: str) -> str:
     )
 
 
+def _javascript_fetch(url: str, body: dict, comment: str) -> str:
+    # The JSON text as curl sends it, in a template literal: JSON.stringify would turn
+    # a NaN (a missing float of predict_raw) into null.
+    payload = json.dumps(body, indent=2)
+    payload = payload.replace("\\", "\\\\").replace("`", "\\`").replace("${", "\\${")
+    comment = "\n".join("// " + line.removeprefix("# ") for line in comment.split("\n"))
+    return (
+        f"{comment}\n"
+        f"const body = `{payload}`;\n"
+        f"const response = await fetch({json.dumps(url)}, {{\n"
+        '  method: "POST",\n'
+        '  headers: {"Content-Type": "application/json"},\n'
+        "  body,\n"
+        "});\n"
+        "const text = await response.text();  // the server's JSON, numbers as sent\n"
+        "if (!response.ok) throw new Error(JSON.parse(text).error);\n"
+        "console.log(text);\n"
+    )
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
 def _feature_code(name: str, value: Any, dtype: tf.dtypes.DType) -> str:
     values = _values(value)
     if dtype == tf.string:
-        items = ", ".join(repr(_typed(v, dtype).encode("utf-8")) for v in values)
+        items = ", ".join(repr(_bytes(_typed(v, dtype))) for v in values)
         kind = "bytes_list=tf.train.BytesList"
     elif dtype == tf.int64:
         items = ", ".join(repr(int(v)) for v in values)
@@ -258,11 +305,14 @@ _GRPC_HEADER = (
 )
 
 
-def _python_grpc(target: str, model_name: str, signature_name: str, signature_def: Mapping,
-                 rows: Sequence[Mapping], dtypes: Mapping, comment: str) -> str:
+def _python_grpc(target: str, model_name: str, version: int | None, signature_name: str,
+                 signature_def: Mapping, rows: Sequence[Mapping], dtypes: Mapping,
+                 comment: str) -> str:
     kind, api = signature_kind(signature_def), api_of(signature_def)
-    spec = (f"request.model_spec.name = {model_name!r}\n"
-            f"request.model_spec.signature_name = {signature_name!r}\n")
+    spec = f"request.model_spec.name = {model_name!r}\n"
+    if version is not None:
+        spec += f"request.model_spec.version.value = {int(version)}\n"
+    spec += f"request.model_spec.signature_name = {signature_name!r}\n"
     if kind == "examples" and api in ("classify", "regress"):
         module, message, method = (
             ("classification_pb2", "ClassificationRequest", "Classify") if api == "classify"
@@ -292,7 +342,7 @@ def _python_grpc(target: str, model_name: str, signature_name: str, signature_de
             dtype = _DTYPES[info["dtype"]]
             values = [i[name] for i in instances]
             if dtype == tf.string:
-                values = [v.encode("utf-8") for v in values]
+                values = [_bytes(v) for v in values]
             literal = "[" + ", ".join(_py(v) for v in values) + "]"
             body += (f"request.inputs[{name!r}].CopyFrom(tf.make_tensor_proto("
                      f"{literal}, dtype=tf.{dtype.name}))\n")
@@ -306,9 +356,11 @@ def request_samples(
     rows: Sequence[Mapping[str, Any]],
     *,
     model_name: str,
+    version: int | None = None,
     rest_url: str = "http://localhost:8501",
     grpc_target: str = "localhost:8500",
     clients: Sequence[str] = CLIENTS,
+    signatures: Sequence[str] | None = None,
 ) -> list[RequestSample]:
     """Samples calling every covered signature with ``rows``, for each client.
 
@@ -318,8 +370,11 @@ def request_samples(
       rows: example rows, raw feature name -> value (or list of values); None or a
         missing key is a missing value.
       model_name: the model's name on the server.
+      version: the model version to call (default: the latest the server has).
       rest_url, grpc_target: where the samples send their requests.
-      clients: which of ``curl``, ``python-requests``, ``python-grpc``.
+      clients: which of ``curl``, ``python-requests``, ``python-grpc``,
+        ``javascript-fetch``.
+      signatures: only these signatures (default: every covered one).
     """
     unknown = sorted(set(clients) - set(CLIENTS))
     if unknown:
@@ -329,20 +384,22 @@ def request_samples(
     dtypes = feature_dtypes(signature_defs)
     samples = []
     for name in sorted(signature_defs, key=lambda n: (n != sig.DEFAULT_SERVING, n)):
+        if signatures is not None and name not in signatures:
+            continue
         signature_def = signature_defs[name]
         kind = signature_kind(signature_def)
         if kind is None:
             continue
         api = api_of(signature_def)
         body = request_body(name, signature_def, rows, dtypes)
-        url = _rest_path(rest_url, model_name, api)
+        url = rest_url.rstrip("/") + rest_path(model_name, api, version)
         what = {"examples": "serialized tf.Examples", "raw": "raw feature values"}[kind]
         if kind == "examples" and api in ("classify", "regress"):
             what = "tf.Examples as JSON objects"
         note = ""
         if kind == "examples" and api == "predict":
             note = "\n# each b64 is a serialized tf.Example of: " + "; ".join(
-                json.dumps(_typed_row(row, dtypes)) for row in rows)
+                json.dumps(_jsonable(_typed_row(row, dtypes))) for row in rows)
         for client in clients:
             protocol = "gRPC" if client == "python-grpc" else "REST"
             title = f"{name}: {protocol} {api} with {what} ({client})"
@@ -350,9 +407,11 @@ def request_samples(
                 text, language = _curl(url, body, title + note), "sh"
             elif client == "python-requests":
                 text, language = _python_requests(url, body, title + note), "python"
+            elif client == "javascript-fetch":
+                text, language = _javascript_fetch(url, body, title + note), "javascript"
             else:
-                text = _python_grpc(grpc_target, model_name, name, signature_def, rows, dtypes,
-                                    title)
+                text = _python_grpc(grpc_target, model_name, version, name, signature_def,
+                                    rows, dtypes, title)
                 language = "python"
             samples.append(RequestSample(name, api, client, language, title, text))
     return samples

@@ -64,11 +64,14 @@ def _json_message(message) -> str:
 
 
 class RestApi:
-    """The aiohttp application serving ``/v1/...`` (and the Prometheus page)."""
+    """The aiohttp application serving ``/v1/...`` (and the Prometheus page, and the web
+    console at ``/`` when one is given)."""
 
     def __init__(self, core: ServerCore, *, timeout_ms: int = 30000,
-                 max_body_bytes: int = 64 << 20, prometheus_path: str | None = None):
+                 max_body_bytes: int = 64 << 20, prometheus_path: str | None = None,
+                 console=None):
         self.core = core
+        self.console = console  # a model_server.console.Console, or None (--no-console)
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
         self.prometheus_path = prometheus_path
@@ -79,6 +82,10 @@ class RestApi:
         if self.prometheus_path:
             app.router.add_get(self.prometheus_path, self._metrics)
         app.router.add_get(HEALTH_PATH, self._health)
+        if self.console is not None:
+            # Plain routes matched before the catch-all; no middleware, so /v1/ requests
+            # take the same path with or without the console.
+            self.console.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 

@@ -118,11 +118,17 @@ class ModelServer:
             raise OSError(f"Could not bind gRPC to {options.host}:{options.port}")
         await self._grpc.start()
         if options.rest_api_port != 0:
+            console = None
+            if options.console:
+                from model_server.console import Console
+
+                console = Console(self.core, grpc_target=f"{options.host}:{self.grpc_port}")
             rest = RestApi(
                 self.core,
                 timeout_ms=options.rest_api_timeout_in_ms,
                 max_body_bytes=options.rest_api_max_body_bytes,
                 prometheus_path=options.prometheus_path(),
+                console=console,
             )
             self._runner = web.AppRunner(rest.application(), access_log=None,
                                          shutdown_timeout=SHUTDOWN_GRACE_SECONDS)

@@ -22,9 +22,9 @@ def _inspect(venv_bin, *args) -> subprocess.CompletedProcess:
 
 
 def _run_sample(sample: dict, python: str) -> subprocess.CompletedProcess:
-    args = ["bash", "-c", sample["text"]] if sample["client"] == "curl" else [
-        python, "-c", sample["text"]]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    args = {"sh": ["bash", "-c"], "python": [python, "-c"],
+            "javascript": ["node", "--input-type=module", "-e"]}[sample["language"]]
+    return subprocess.run([*args, sample["text"]], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_every_generated_sample_runs_against_a_live_server(description, python):
     samples = description["samples"]
     assert {(s["signature"], s["client"]) for s in samples} == {
         (name, client) for name in SIGNATURES
-        for client in ("curl", "python-requests", "python-grpc")
+        for client in ("curl", "python-requests", "python-grpc", "javascript-fetch")
     }
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda s: _run_sample(s, python), samples))

@@ -68,18 +68,16 @@ def test_every_generated_regressor_sample_runs_against_a_live_server(regressor, 
     assert {(s["signature"], s["client"]) for s in samples} == {
         (name, client)
         for name in SIGNATURES
-        for client in ("curl", "python-requests", "python-grpc")
+        for client in ("curl", "python-requests", "python-grpc", "javascript-fetch")
     }
     apis = {s["signature"]: s["api"] for s in samples}
     assert apis["serving_default"] == apis["regression"] == "regress"
 
     def run(sample):
-        args = (
-            ["bash", "-c", sample["text"]]
-            if sample["client"] == "curl"
-            else [python, "-c", sample["text"]]
-        )
-        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+        args = {"sh": ["bash", "-c"], "python": [python, "-c"],
+                "javascript": ["node", "--input-type=module", "-e"]}[sample["language"]]
+        return subprocess.run([*args, sample["text"]], capture_output=True, text=True,
+                              timeout=120)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, samples))

@@ -1,0 +1,183 @@
+"""What an export promises its clients, read from its files: signatures as TF Serving's
+metadata JSON, the raw feature contract and real example rows.
+
+One reader for ``tfbake inspect`` (an export folder on disk) and the server's web
+console (a loaded version's folder), so both show the same thing:
+
+- signatures: TF Serving's metadata JSON (``signature_def`` map);
+- raw features: the ``predict_raw`` signature's inputs (names, dtypes, shapes) merged
+  with ``assets.extra/raw_feature_spec.json`` (type, shape, nullable and the optional
+  annotations ``list`` and ``media``);
+- example rows: the real eval examples of ``assets.extra/tf_serving_warmup_requests``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from model_server import request_samples
+from model_server.loader import WARMUP_FILE
+from serving_input import signatures as sig
+
+RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
+
+
+@dataclasses.dataclass
+class RawFeature:
+    """One raw feature of the serving contract.
+
+    Attributes:
+      name, type (``float``/``int``/``string``), shape (per example; ``[]`` a scalar).
+      nullable: may be absent from an example; None when the source cannot tell.
+      example: a real value from the warm-up examples (or a placeholder).
+      annotations: the contract's extra keys (``list: true``, ``media: "image"``).
+    """
+
+    name: str
+    type: str
+    shape: list[int]
+    nullable: bool | None
+    example: Any = None
+    annotations: dict = dataclasses.field(default_factory=dict)
+
+
+def dtype_name(dtype: str) -> str:
+    """``DT_FLOAT`` -> ``float32``."""
+    try:
+        return tf.dtypes.as_dtype(types_pb2.DataType.Value(dtype)).name
+    except (ValueError, TypeError):
+        return dtype
+
+
+def tensor_shape(info: Mapping) -> list[int] | None:
+    """A metadata TensorInfo's shape (-1 for an unknown dimension), None for unknown rank."""
+    shape = info.get("tensor_shape", {})
+    if shape.get("unknown_rank"):
+        return None
+    return [int(d.get("size", -1)) for d in shape.get("dim", [])]
+
+
+def signature_summary(signature_def: Mapping) -> dict:
+    """Method name and inputs/outputs (dtype, shape) of one metadata signature def."""
+
+    def tensors(infos):
+        return {n: {"dtype": dtype_name(i["dtype"]), "shape": tensor_shape(i)}
+                for n, i in sorted(infos.items())}
+
+    return {
+        "method_name": signature_def.get("method_name", ""),
+        "inputs": tensors(signature_def.get("inputs", {})),
+        "outputs": tensors(signature_def.get("outputs", {})),
+    }
+
+
+def read_raw_feature_spec(export_dir: str) -> dict | None:
+    """``assets.extra/raw_feature_spec.json`` of an export, or None when it has none."""
+    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Example]:
+    """The tf.Examples of the export's warm-up requests (classify, regress, predict logs)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(export_dir, WARMUP_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    examples: list[tf.train.Example] = []
+    for record in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        kind = log.WhichOneof("log_type")
+        if kind in ("classify_log", "regress_log"):
+            examples += list(getattr(log, kind).request.input.example_list.examples)
+        elif kind == "predict_log":
+            for tensor in log.predict_log.request.inputs.values():
+                if tensor.dtype == types_pb2.DT_STRING:
+                    examples += [tf.train.Example.FromString(s) for s in tensor.string_val]
+        if len(examples) >= limit:
+            break
+    return examples[:limit]
+
+
+def _python_value(value: Any, kind: str) -> Any:
+    if kind == "bytes_list":
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:  # an encoded image: TF Serving's JSON form of bytes
+            return {"b64": base64.b64encode(value).decode("ascii")}
+    if kind == "float_list":
+        return float(str(np.float32(value)))  # 39.1, not 39.099998474121094
+    return int(value)
+
+
+def example_to_row(example: tf.train.Example, scalars: Sequence[str] = ()) -> dict:
+    """A tf.Example as a plain row; ``scalars`` are features given as one value."""
+    row = {}
+    for name, feature in sorted(example.features.feature.items()):
+        kind = feature.WhichOneof("kind")
+        if kind is None:
+            continue
+        values = [_python_value(v, kind) for v in getattr(feature, kind).value]
+        if not values:
+            continue
+        row[name] = values[0] if name in scalars and len(values) == 1 else values
+    return row
+
+
+def raw_features(signature_defs: Mapping, contract: Mapping | None) -> list[RawFeature]:
+    """The raw features, in the contract's order, from the ``predict_raw`` signature's
+    inputs and the contract (either may be missing)."""
+    raw = signature_defs.get(sig.PREDICT_RAW)
+    features: dict[str, RawFeature] = {}
+    if raw:
+        for name, info in raw["inputs"].items():
+            shape = tensor_shape(info)
+            features[name] = RawFeature(
+                name,
+                request_samples.feature_type_name(info["dtype"]),
+                shape[1:] if shape else [],
+                None,
+            )
+    for name, entry in (contract or {}).items():
+        feature = features.setdefault(
+            name, RawFeature(name, entry["type"], entry.get("shape") or [], None)
+        )
+        feature.nullable = bool(entry["nullable"])
+        feature.type = entry["type"]
+        feature.annotations = {k: v for k, v in entry.items()
+                               if k not in ("type", "shape", "nullable")}
+    # The contract keeps the config's order; a signature's inputs are an unordered map.
+    order = list(contract or {})
+    return sorted(features.values(),
+                  key=lambda f: (order.index(f.name) if f.name in order else len(order), f.name))
+
+
+def example_rows(export_dir: str, signature_defs: Mapping, contract: Mapping | None,
+                 limit: int = 100) -> list[dict]:
+    """The warm-up examples as rows: a feature the contract gives as a scalar is one
+    value, any other a list."""
+    scalars = [n for n, e in (contract or {}).items()
+               if e.get("shape") in ([], None) and not e.get("list")]
+    if contract is None:  # without the contract, a one-value list reads as a scalar
+        scalars = list(request_samples.feature_dtypes(signature_defs))
+    return [example_to_row(e, scalars) for e in read_warmup_examples(export_dir, limit)]
+
+
+def choose_rows(rows: list[dict], names: Sequence[str], count: int) -> list[dict]:
+    """Rows with every feature present first (a predict_raw request has no marker for
+    a missing int), then the rest, in order."""
+    complete = [r for r in rows if all(n in r for n in names)]
+    rest = [r for r in rows if not all(n in r for n in names)]
+    return (complete + rest)[:count]

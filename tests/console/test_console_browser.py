@@ -5,24 +5,11 @@ the server's own error message. Screenshots of each state go to the test's temp 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import requests
 
-playwright = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SPECIES = {"Adelie", "Chinstrap", "Gentoo"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        # --no-sandbox: the tests may run as root in a container.
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

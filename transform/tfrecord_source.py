@@ -18,7 +18,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders import example_coder
 
 from transform.csv_source import REJECTS_TAG
-from transform.ops.images import image_error
+from transform.ops.images import image_errors
 from transform.rejects import SplitCounters, reject_record
 
 _KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
@@ -43,16 +43,6 @@ def check_example(example: tf.train.Example, raw_feature_spec: Mapping) -> None:
                 raise ValueError(f'feature "{name}": expected {expected} value(s), got {count}')
 
 
-def check_images(example: tf.train.Example, image_features: Mapping[str, int]) -> None:
-    """Raises ValueError naming the first image feature (name -> channels) that does not
-    decode; call it after :func:`check_example` (each image is then one value)."""
-    features = example.features.feature
-    for name, channels in image_features.items():
-        error = image_error(features[name].bytes_list.value[0], name, channels)
-        if error:
-            raise ValueError(error)
-
-
 class _DecodeExamples(beam.DoFn):
     def __init__(self, raw_feature_spec: Mapping, split: str, image_features: Mapping[str, int]):
         self._spec = dict(raw_feature_spec)
@@ -66,20 +56,35 @@ class _DecodeExamples(beam.DoFn):
 
     def process(self, batch: list[tuple[str, bytes]]) -> Iterable:
         self._counters.read.inc(len(batch))
-        good = []
-        for source, record in batch:
+        reasons, examples = [], []
+        for _, record in batch:
             try:
                 example = tf.train.Example.FromString(record)
                 check_example(example, self._spec)
-                check_images(example, self._images)
-                good.append(record)
+                reasons.append(None)
+                examples.append(example)
             except Exception as err:  # a DecodeError or a ValueError from check_example
-                self._counters.rejected.inc()
-                reason = str(err) if isinstance(err, ValueError) else f"not a tf.Example: {err}"
-                yield beam.pvalue.TaggedOutput(
-                    REJECTS_TAG,
-                    reject_record(self._split, source, base64.b64encode(record).decode(), reason),
+                reasons.append(
+                    str(err) if isinstance(err, ValueError) else f"not a tf.Example: {err}"
                 )
+                examples.append(None)
+        # Image features are decoded (by the decoder the preprocessing_fn uses), a batch at
+        # a time; check_example has made each of them one value.
+        for name, channels in self._images.items():
+            rows = [i for i, example in enumerate(examples) if reasons[i] is None]
+            images = [examples[i].features.feature[name].bytes_list.value[0] for i in rows]
+            for i, error in zip(rows, image_errors(images, name, channels)):
+                reasons[i] = error
+        good = []
+        for (source, record), reason in zip(batch, reasons):
+            if reason is None:
+                good.append(record)
+                continue
+            self._counters.rejected.inc()
+            yield beam.pvalue.TaggedOutput(
+                REJECTS_TAG,
+                reject_record(self._split, source, base64.b64encode(record).decode(), reason),
+            )
         if good:
             batch_out = self._decoder.DecodeBatch(good)
             # Arrange the columns in spec order, as the CSV source does.

@@ -73,7 +73,14 @@ def penguins_run(tmp_path_factory) -> PipelineRun:
 
 @contextlib.contextmanager
 def serve_config(python: str, config_path, log_dir: Path):
-    """A real ``tfbake serve --config`` process on free loopback ports.
+    """A real ``tfbake serve --config`` process on free loopback ports (see :func:`serve`)."""
+    with serve(python, ["--config", str(config_path)], log_dir) as urls:
+        yield urls
+
+
+@contextlib.contextmanager
+def serve(python: str, server_args: list[str], log_dir: Path):
+    """A real ``tfbake serve`` process with ``server_args`` on free loopback ports.
 
     Yields ``(rest_url, grpc_target)`` as the server prints them; stops it with
     SIGTERM and checks that it exits 0.
@@ -81,16 +88,7 @@ def serve_config(python: str, config_path, log_dir: Path):
     log = log_dir / "server.err"
     with open(log, "w") as err:
         process = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "tfbake",
-                "serve",
-                "--config",
-                str(config_path),
-                "--port=0",
-                "--rest_api_port=-1",
-            ],
+            [python, "-m", "tfbake", "serve", *server_args, "--port=0", "--rest_api_port=-1"],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

@@ -109,8 +109,11 @@ class Console:
         try:
             doc = await request.json()
             signature_name, rows = doc["signature_name"], doc["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
-            return _error(400, 'Expected a JSON object with "signature_name" and "rows"')
+            return _error(400, 'Expected a JSON object with "signature_name" and "rows" '
+                               "(a list of objects: feature name -> value)")
         description = await self._description(servable)
         signature_defs = description["signature_defs"]
         if signature_name not in signature_defs:

@@ -82,6 +82,14 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_feature(served, penguin
     assert 'feature "year"' in response.json()["error"]
 
 
+def test_rows_that_are_not_objects_are_refused(served, penguins_run):
+    rest, _ = served
+    response = requests.post(
+        f"{rest}/console/api/models/penguins/versions/{_version(penguins_run)}/request",
+        json={"signature_name": "serving_default", "rows": ["Biscoe"]}, timeout=30)
+    assert response.status_code == 400 and '"rows"' in response.json()["error"]
+
+
 def test_unknown_version_is_the_servers_not_found(served):
     rest, _ = served
     response = requests.get(f"{rest}/console/api/models/penguins/versions/1", timeout=10)

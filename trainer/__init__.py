@@ -3,8 +3,9 @@
 - :func:`make_input_fn`: tf.data over the Beam job's transformed TFRecords;
 - canned models (:class:`LinearClassifier`, :class:`LinearRegressor`,
   :class:`DNNClassifier`, :class:`DNNRegressor`, :class:`DNNLinearCombinedClassifier`,
-  :class:`DNNLinearCombinedRegressor`) and :class:`Model` (a user's own tf_keras
-  model), each with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
+  :class:`DNNLinearCombinedRegressor`, :class:`TextClassifier`,
+  :class:`ImageClassifier`) and :class:`Model` (a user's own tf_keras model), each
+  with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
 - heads (:class:`ClassificationHead`, :class:`MultiLabelHead`, :class:`RegressionHead`,
   and :class:`MultiHead` over several): loss, metrics, outputs and the export's signatures;
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;

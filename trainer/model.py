@@ -33,7 +33,9 @@ _HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall")
 
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
-BEST_CHECKPOINT = os.path.join("checkpoints", "best.weights.h5")
+# The legacy HDF5 format: the ".weights.h5" one fails to load into a MirroredStrategy
+# model (its metrics' sync-on-read variables).
+BEST_CHECKPOINT = os.path.join("checkpoints", "best.h5")
 
 
 def monitor_mode(monitor: str) -> str:
@@ -60,6 +62,30 @@ def _best_so_far(history_path: str, monitor: str, mode: str) -> float | None:
     if not values:
         return None
     return min(values) if mode == "min" else max(values)
+
+
+class BestCheckpoint(tf_keras.callbacks.Callback):
+    """Saves the weights whenever ``monitor`` improves, atomically (written beside, then
+    renamed): a run killed while saving keeps the previous best intact, which Keras'
+    ``ModelCheckpoint`` writing in place does not. ``best``: the value to beat (a
+    resumed run's best so far)."""
+
+    def __init__(self, path: str, monitor: str, mode: str, best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = float(value)
+            tf.io.gfile.makedirs(os.path.dirname(self.path))
+            # The same suffix: it picks the weights file format.
+            temp = os.path.join(os.path.dirname(self.path), f".tmp-{os.path.basename(self.path)}")
+            self.model.save_weights(temp)
+            tf.io.gfile.rename(temp, self.path, overwrite=True)
 
 
 class Model:
@@ -144,7 +170,7 @@ class Model:
         resumed run included).
 
         With ``model_dir``: TensorBoard logs (``logs/``), the best checkpoint by
-        ``monitor`` (``checkpoints/best.weights.h5``), the per-epoch history
+        ``monitor`` (``checkpoints/best.h5``), the per-epoch history
         (``history.csv``) and a backup after each epoch (``backup/``): a run killed
         midway, started again, resumes from its last finished epoch. With
         ``early_stopping_patience``, stops when ``monitor`` stops improving (its mode,
@@ -167,25 +193,24 @@ class Model:
         if self.model_dir:
             history_path = os.path.join(self.model_dir, HISTORY_FILE)
             backup_dir = os.path.join(self.model_dir, BACKUP_DIR)
-            resuming = tf.io.gfile.exists(backup_dir)
+            # Keras empties the backup folder when a fit finishes; a killed one leaves files.
+            resuming = tf.io.gfile.isdir(backup_dir) and bool(tf.io.gfile.listdir(backup_dir))
             if not resuming and tf.io.gfile.exists(history_path):
                 tf.io.gfile.remove(history_path)  # a finished run's: this one starts afresh
             best_path = os.path.join(self.model_dir, BEST_CHECKPOINT)
+            # In this order: a run killed between two of them has saved its best
+            # weights and its backup before its history row (the row is the proof).
             callbacks += [
+                BestCheckpoint(
+                    best_path,
+                    monitor,
+                    mode,
+                    # A resumed run keeps the best of the epochs before the interruption.
+                    best=_best_so_far(history_path, monitor, mode) if resuming else None,
+                ),
                 tf_keras.callbacks.BackupAndRestore(backup_dir),
                 tf_keras.callbacks.CSVLogger(history_path, append=True),
                 tf_keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs")),
-                tf_keras.callbacks.ModelCheckpoint(
-                    best_path,
-                    monitor=monitor,
-                    mode=mode,
-                    save_best_only=True,
-                    save_weights_only=True,
-                    # A resumed run keeps the best of the epochs before the interruption.
-                    initial_value_threshold=(
-                        _best_so_far(history_path, monitor, mode) if resuming else None
-                    ),
-                ),
             ]
         history = self.keras_model.fit(
             self._dataset(input_fn, weighted=True),

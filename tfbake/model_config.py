@@ -30,6 +30,7 @@ class Label(_Strict):
     targets (``regression``). ``head: multi_label``: each example carries a list of
     labels from ``classes`` (the exported order), one sigmoid each, ``threshold`` for
     the thresholded answer. ``weight``: this head's share of a multi-head loss.
+    ``normalize``: a regression label is learned z-scored and answered in its units.
     """
 
     name: str
@@ -38,10 +39,15 @@ class Label(_Strict):
     classes: list[str] | None = Field(default=None, min_length=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)
     weight: float = Field(default=1.0, gt=0)
+    # Regression: learn the z-scored label (mean/std of the training data, from the
+    # Beam job); the export answers in the label's own units.
+    normalize: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Label:
         kind = self.kind
+        if self.normalize and kind != "regression":
+            raise ValueError(f'label "{self.name}": normalize is for a regression label')
         if (kind == "regression") != (self.type == "float"):
             raise ValueError(
                 f'label "{self.name}": head {kind} needs '

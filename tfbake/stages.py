@@ -45,7 +45,11 @@ def preprocessing_fn(config: Config):
         for label in labels:
             if label.name not in outputs:
                 outputs[label.name] = transform_label(
-                    inputs[label.name], label.name, label.is_classifier, label.classes
+                    inputs[label.name],
+                    label.name,
+                    label.is_classifier,
+                    label.classes,
+                    normalize=label.normalize,
                 )
         return outputs
 

@@ -20,6 +20,7 @@ def transform_label(
     label_key: str,
     classification: bool,
     classes: Sequence[str] | None = None,
+    normalize: bool = False,
 ) -> tf.Tensor:
     """The transformed label a head learns from.
 
@@ -28,14 +29,16 @@ def transform_label(
     stored as ``<label_key>_frequency`` (same analysis pass). With ``classes``, a
     multi-label label (a list per example, sparse) becomes a float [K] multi-hot
     vector in that order; a value outside ``classes`` fails the job, naming the label.
-    A regression target becomes a float.
+    A regression target becomes a float, z-scored over the training data with
+    ``normalize`` (the trainer reads the map back: :func:`trainer.label_statistics`).
     """
     if classes is not None:
         return _multi_hot(label, label_key, classes)
     if classification:
         tft.vocabulary(label, vocab_filename=f"{label_key}{FREQUENCY_SUFFIX}", store_frequency=True)
         return tft.compute_and_apply_vocabulary(label, vocab_filename=label_key)
-    return tf.cast(label, tf.float32)
+    label = tf.cast(label, tf.float32)
+    return tft.scale_to_z_score(label) if normalize else label
 
 
 def _multi_hot(label: tf.SparseTensor, label_key: str, classes: Sequence[str]) -> tf.Tensor:

@@ -88,6 +88,25 @@ def _regressor_table() -> dict:
     }
 
 
+def _multi_head_table(heads: dict[str, dict]) -> dict:
+    """STACK.md, multi-head: serving_default = the first head's default; per head
+    <head> (its default) and <head>/<signature>; a merged predict, keys <head>/<key>."""
+    table, merged = {}, {}
+    for name, own in heads.items():
+        table[name] = own["serving_default"]
+        for key, signature in own.items():
+            if key != "serving_default":
+                table[f"{name}/{key}"] = signature
+        merged.update({f"{name}/{k}": v for k, v in own["predict"]["outputs"].items()})
+    table["serving_default"] = table[next(iter(heads))]
+    table["predict"] = {
+        "method": PREDICT,
+        "inputs": {"examples": ("string", BATCH)},
+        "outputs": merged,
+    }
+    return table
+
+
 def _with_project_signatures(table: dict) -> dict:
     """DESIGN.md: every export also has predict_raw (named raw features) and
     transform_features (serialized examples -> transformed features)."""
@@ -127,6 +146,26 @@ CASES = {
     "linear_regressor": (trainer.LinearRegressor, "y", _regressor_table()),
     "dnn_regressor": (trainer.DNNRegressor, "y", _regressor_table()),
     "wide_deep_regressor": (trainer.DNNLinearCombinedRegressor, "y", _regressor_table()),
+    # One body, three heads (multi-class, binary, regression), as Estimator's MultiHead.
+    "dnn-multi_head": (
+        trainer.DNNClassifier,
+        LABELS,
+        _multi_head_table(
+            {"animal": _classifier_table(3), "size": _classifier_table(2), "y": _regressor_table()}
+        ),
+    ),
+    "wide_deep-multi_head": (
+        trainer.DNNLinearCombinedClassifier,
+        ("size", "y"),
+        _multi_head_table({"size": _classifier_table(2), "y": _regressor_table()}),
+    ),
+}
+
+
+HEADS = {
+    "animal": lambda tft: trainer.ClassificationHead(tft.vocabulary_by_name("animal")),
+    "size": lambda tft: trainer.ClassificationHead(tft.vocabulary_by_name("size")),
+    "y": lambda tft: trainer.RegressionHead(),
 }
 
 
@@ -212,7 +251,11 @@ def test_export_signatures_follow_the_estimator_table(case, tft_output, examples
         if model_class in (trainer.LinearClassifier, trainer.LinearRegressor)
         else {"hidden_units": [4]}
     )
-    model = model_class(tft_output, label, exclude=[k for k in LABELS if k != label], **kwargs)
+    if isinstance(label, tuple):  # a multi-head model: one head per label
+        kwargs["head"] = trainer.MultiHead({key: HEADS[key](tft_output) for key in label})
+        label = list(label)
+    labels = label if isinstance(label, list) else [label]
+    model = model_class(tft_output, label, exclude=[k for k in LABELS if k not in labels], **kwargs)
     export_dir = model.export_saved_model(
         str(tmp_path),
         serving_input.build_parsing_serving_input_fn(SERVING_FEATURE_SPEC),
@@ -240,7 +283,7 @@ def test_export_signatures_follow_the_estimator_table(case, tft_output, examples
             value = answer[name].numpy()
             assert value.shape == (3, *shape[1:]), (key, name, value.shape)
             assert value.dtype == (object if dtype == "string" else np.dtype(dtype)), (key, name)
-    if "classification" in expected:
+    if "classification" in expected and isinstance(label, str):
         classes = loaded.signatures["classification"](inputs=tf.constant(examples))["classes"]
         names = {"animal": ["bird", "cat", "dog"], "size": ["large", "small"]}[label]
         assert sorted(classes.numpy()[0].astype(str)) == names  # label names, not ids

@@ -314,12 +314,13 @@ class TransformedRows:
 
 
 def read_transformed_eval(config: Config, tft_output) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The Beam job's transformed eval data, dense features as arrays (label dropped);
+    """The Beam job's transformed eval data, dense features as arrays (labels dropped);
     also the names of features that are not dense (not compared)."""
     spec = tft_output.transformed_feature_spec()
+    labels = set(config.label_keys)
     dense = {k: v for k, v in spec.items()
-             if isinstance(v, tf.io.FixedLenFeature) and k != config.label.name}
-    skipped = sorted(k for k in spec if k not in dense and k != config.label.name)
+             if isinstance(v, tf.io.FixedLenFeature) and k not in labels}
+    skipped = sorted(k for k in spec if k not in dense and k not in labels)
     pattern = transform.data_pattern(config.transform_dir, "eval")
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
@@ -336,12 +337,12 @@ def read_transformed_eval(config: Config, tft_output) -> tuple[dict[str, np.ndar
 
 
 def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
-    """The eval rows as raw feature dicts (label removed), with ``file:line``.
+    """The eval rows as raw feature dicts (labels removed), with ``file:line``.
 
     Rows the Beam job rejects (they are not in its output) are skipped.
     """
     spec = config.raw_feature_spec()
-    label = config.label.name
+    labels = config.label_keys
     files = sorted(glob.glob(config.data.eval))
     if not files:
         raise CheckError(f"data.eval: no file matches {config.data.eval!r}")
@@ -351,7 +352,8 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
                 example = tf.train.Example.FromString(record.numpy())
                 row = _example_to_row(example, spec)
                 if row is not None:
-                    row.pop(label, None)
+                    for label in labels:
+                        row.pop(label, None)
                     yield row, f"{path}#{n}"
             continue
         csv = config.data.csv
@@ -366,7 +368,8 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
                     row = decoder.decode_dict(line)
                 except ValueError:
                     continue
-                row.pop(label, None)
+                for label in labels:
+                    row.pop(label, None)
                 yield row, f"{path}:{n}"
 
 
@@ -423,16 +426,19 @@ def _numpy(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in outputs.items()}
 
 
-def _as_predict_outputs(outputs: Mapping[str, np.ndarray], reference: Mapping) -> dict:
-    """A classify/regress answer under the ``predict`` output names it must equal."""
+def _as_predict_outputs(outputs: Mapping[str, np.ndarray], reference: Mapping,
+                        prefix: str = "") -> dict:
+    """A classify/regress answer under the ``predict`` output names it must equal
+    (``prefix``: ``<head>/`` when it is a multi-head model's default head)."""
     renamed = {}
     for name, value in outputs.items():
         if name == sig.SCORES:
-            renamed[sig.PROBABILITIES] = value
+            renamed[prefix + sig.PROBABILITIES] = value
         elif name == sig.CLASSES:
-            renamed[sig.ALL_CLASSES] = value
+            renamed[prefix + sig.ALL_CLASSES] = value
         elif name == sig.OUTPUTS:
-            renamed[sig.PREDICTIONS if sig.PREDICTIONS in reference else sig.LOGISTIC] = value
+            regression = prefix + sig.PREDICTIONS in reference
+            renamed[prefix + (sig.PREDICTIONS if regression else sig.LOGISTIC)] = value
     return renamed
 
 
@@ -530,6 +536,8 @@ def check(
                 "check needs an export made with a parsing serving_input_fn"
             )
     default_method = _method_name(export_dir, sig.DEFAULT_SERVING)
+    # A multi-head model's serving_default is its first head's: outputs "<head>/...".
+    default_head = f"{config.label_keys[0]}/" if config.labels is not None else ""
 
     beam, skipped = read_transformed_eval(config, model.tft_output)
     beam_rows = TransformedRows(beam, tolerance)
@@ -582,7 +590,7 @@ def check(
                                  **{_input_key(signatures[sig.DEFAULT_SERVING]): batch_tensor})
             _run_path(by_name[f"saved_model.load {sig.DEFAULT_SERVING}"],
                       lambda f=default_fn: _numpy(f()), reference, positions, sources,
-                      tolerance, rename=True)
+                      tolerance, rename=default_head)
             if sig.PREDICT_RAW in signatures:
                 _run_raw(by_name[f"saved_model.load {sig.PREDICT_RAW}"],
                          signatures[sig.PREDICT_RAW], row_dicts, spec, reference, positions,
@@ -594,7 +602,7 @@ def check(
                 _run_path(by_name[predict_name], partial(s.predict, examples), reference,
                           positions, sources, tolerance)
                 _run_path(by_name[default_name], partial(s.default, examples), reference,
-                          positions, sources, tolerance, rename=True)
+                          positions, sources, tolerance, rename=default_head)
     finally:
         session.close()
         for s in servers:
@@ -683,16 +691,17 @@ def _run_raw(report, function, rows, spec, reference, positions, sources, tolera
 
 def _run_path(report: PathReport, compute: Callable[[], Mapping], reference: Mapping,
               positions: np.ndarray, sources: list[str], tolerance: float, *,
-              rename: bool = False) -> None:
+              rename: str | None = None) -> None:
     """Computes one path's answer for a batch and compares it with the reference; a
     failure is recorded (once) in the path's report, not raised, so the others still run.
-    ``rename``: a classify/regress answer, compared under the predict output names."""
+    ``rename`` (a head prefix, "" for a single head): a classify/regress answer, compared
+    under the predict output names."""
     if report.error is not None:
         return
     try:
         got = compute()
-        if rename:
-            got = _as_predict_outputs(got, reference)
+        if rename is not None:
+            got = _as_predict_outputs(got, reference, rename)
         _compare(report, got, reference, positions, sources, tolerance)
     except Exception as err:  # a server down, a refused request: the path fails
         report.error = f"{type(err).__name__}: {err}"

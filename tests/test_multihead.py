@@ -281,3 +281,18 @@ def test_regressor_regress_over_rest_and_grpc(run, server, eval_rows):
     np.testing.assert_allclose(
         [r.value for r in response.result.regressions], want, rtol=1e-5, atol=1e-5
     )
+
+
+def test_balanced_class_weights_come_from_the_beam_jobs_label_counts(run):
+    config, *_ = run
+    train = _rows(400, 0)  # the rows the fixture wrote
+    counts = {name: sum(row["delayed"] == name for row in train) for name in ("no", "yes")}
+    tft_output = trainer.model.as_tft_output(config.transform_dir)
+    vocabulary = [v.decode() for v in tft_output.vocabulary_by_name("delayed")]
+    weights = trainer.class_weights(tft_output, "delayed", "balanced")
+    assert weights == pytest.approx([400 / (2 * counts[name]) for name in vocabulary])
+    assert trainer.class_weights(tft_output, "delayed", {"yes": 3.0}) == [
+        3.0 if name == "yes" else 1.0 for name in vocabulary
+    ]
+    with pytest.raises(ValueError, match=r"\['maybe'\] are not classes of label \"delayed\""):
+        trainer.class_weights(tft_output, "delayed", {"maybe": 2.0})

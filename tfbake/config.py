@@ -91,8 +91,12 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        if (self.label is None) == (self.labels is None):
-            raise ValueError("declare the label (label: {...}) or the labels (labels: [...])")
+        if self.label is None and self.labels is None:
+            raise ValueError(
+                "label: required key is missing (or labels: [...], one head per label)"
+            )
+        if self.label is not None and self.labels is not None:
+            raise ValueError("label, labels: declare one label or a list of labels, not both")
         names = self.label_keys
         for name in names:
             if name in self.features:

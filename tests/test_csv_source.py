@@ -1,5 +1,6 @@
 """The CSV source against Python's own csv module: many small byte ranges, CRLF line
-ends, quoted delimiters, blank lines, a last line without newline, gzip, bad UTF-8."""
+ends, quoted delimiters, quoted line breaks (records over several lines, across range
+boundaries), blank lines, a last line without newline, gzip, bad UTF-8."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def _text(rows: int = 300) -> str:
     writer = csv.writer(out, lineterminator="\r\n")  # CRLF, quoting where needed
     writer.writerow(HEADER)
     for i in range(rows):
-        name = rng.choice(["plain", "with, comma", 'say "hi"', "ünïcode"])
+        name = rng.choice(
+            ["plain", "with, comma", 'say "hi"', "ünïcode", "two\nlines", 'a "b"\n\n3,x,1.0\nc']
+        )
         size = "" if i % 9 == 0 else f"{rng.uniform(0, 5):.3f}"
         writer.writerow([i, name, size])
         if i % 50 == 0:

@@ -5,7 +5,7 @@
   ``preprocessing_fn(inputs) -> dict`` is accepted as is.
 """
 
-from transform.csv_source import CsvFormat, CsvRowDecoder, read_header
+from transform.csv_source import CsvFormat, CsvRowDecoder, csv_records, read_header
 from transform.pipeline import (
     TransformError,
     TransformJob,
@@ -28,6 +28,7 @@ __all__ = [
     "TransformError",
     "TransformJob",
     "build_preprocessing_fn",
+    "csv_records",
     "data_pattern",
     "load_preprocessing_fn",
     "read_header",

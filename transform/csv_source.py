@@ -300,6 +300,7 @@ def _rows_to_record_batch(rows: list[list], schema: pa.Schema) -> pa.RecordBatch
 # Reading: files -> byte ranges -> blocks of lines.
 RANGE_BYTES = 8 << 20  # an uncompressed file is read in ranges of this size, in parallel
 CHUNK_BYTES = 4 << 20
+QUOTE = b'"'
 
 
 def _split_file(metadata, range_bytes: int) -> Iterator[tuple[str, int, int | None]]:
@@ -379,6 +380,78 @@ def _split_lines(block: bytes, last: bool) -> Iterator[tuple[str | None, bytes |
         yield line, None
 
 
+def _lines_in_range(handle, start: int, end: int | None) -> Iterator[tuple[str | None, bytes]]:
+    """The lines that start in ``[start, end)`` (see :func:`_split_lines`)."""
+    for block, last in _blocks_in_range(handle, start, end):
+        yield from _split_lines(block, last)
+
+
+def _starts_inside_quotes(handle, start: int) -> bool:
+    """Whether the first line of the range at ``start`` continues a quoted field: an odd
+    number of quote characters (``""`` escapes count twice) comes before it. Reads the
+    file up to there, counting quotes only."""
+    handle.seek(0)
+    count, pos = 0, 0
+    while pos < start - 1:
+        data = handle.read(min(CHUNK_BYTES, start - 1 - pos))
+        if not data:
+            return False
+        count += data.count(QUOTE)
+        pos += len(data)
+    while data := handle.read(CHUNK_BYTES):  # the line under way at start - 1
+        cut = data.find(b"\n")
+        count += data[: cut if cut >= 0 else len(data)].count(QUOTE)
+        if cut >= 0:
+            break
+    return count % 2 == 1
+
+
+def _records(
+    own: Iterator[tuple[str | None, bytes]],
+    after: Iterator[tuple[str | None, bytes]],
+    inside: bool,
+) -> Iterator[tuple[str | None, bytes]]:
+    """CSV records from lines: a quoted field with line breaks joins its lines into one
+    record (joined with ``\\n``), so no piece of it is read as a row of its own.
+
+    ``inside``: the first lines continue a record of the range before; they are
+    skipped up to the line that closes it. A record open when ``own`` ends is completed
+    from ``after``. A line that is not UTF-8 ends up as ``(None, raw)``.
+    """
+    parts: list[str | None] = []
+    raws: list[bytes] = []
+    for source in (own, after):
+        for line, raw in source:
+            if source is after and not parts:
+                return
+            quotes = (line or "").count('"') % 2
+            if inside:
+                inside = not quotes
+                continue
+            if parts or quotes:
+                parts.append(line)
+                raws.append(raw if line is None else line.encode("utf-8"))
+                if not (len(parts) > 1 and quotes):
+                    continue  # the quoted field is still open
+                line, raw = None, b"\n".join(raws)
+                if None not in parts:
+                    line = "\n".join(parts)
+                parts, raws = [], []
+            yield line, raw
+    if parts:  # a quote left open at the end of the file: the decoder says so
+        yield ("\n".join(parts) if None not in parts else None), b"\n".join(raws)
+
+
+def csv_records(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """``(line number, record)`` of CSV text lines (no line ends), as the Beam job reads
+    them: a quoted field's line breaks keep its lines in one record."""
+    records = _records(((line, b"") for line in lines), iter(()), inside=False)
+    n = 1
+    for record, _ in records:
+        yield n, record
+        n += record.count("\n") + 1
+
+
 class _DecodeCsvRange(beam.DoFn):
     """A file range -> RecordBatches of its good rows; each bad line -> a reject."""
 
@@ -407,23 +480,25 @@ class _DecodeCsvRange(beam.DoFn):
         path, start, end = file_range
         skip_header = self._format.header and start == 0
         pending: list[str] = []
-        with FileSystems.open(path) as handle:
-            for block, last in _blocks_in_range(handle, start, end):
-                for line, raw in _split_lines(block, last):
-                    if skip_header:
-                        skip_header = False
-                        continue
-                    if line is None:
-                        self._counters.read.inc()
-                        yield self._reject(
-                            path, raw.decode("utf-8", "backslashreplace"), "not valid UTF-8"
-                        )
-                    elif line.strip():  # a blank line holds no row
-                        pending.append(line)
-                if len(pending) >= self._batch_size:
-                    for i in range(0, len(pending) - self._batch_size + 1, self._batch_size):
-                        yield from self._decode(path, pending[i : i + self._batch_size])
-                    pending = pending[len(pending) - len(pending) % self._batch_size :]
+        with FileSystems.open(path) as handle, FileSystems.open(path) as following:
+            inside = start > 0 and _starts_inside_quotes(handle, start)
+            own = _lines_in_range(handle, start, end)
+            # A record still open at the range's end runs on into the next range's lines.
+            after = _lines_in_range(following, end, None) if end is not None else iter(())
+            for line, raw in _records(own, after, inside):
+                if skip_header:
+                    skip_header = False
+                    continue
+                if line is None:
+                    self._counters.read.inc()
+                    yield self._reject(
+                        path, raw.decode("utf-8", "backslashreplace"), "not valid UTF-8"
+                    )
+                elif line.strip():  # a blank line holds no row
+                    pending.append(line)
+                if len(pending) == self._batch_size:
+                    yield from self._decode(path, pending)
+                    pending = []
         if pending:
             yield from self._decode(path, pending)
 

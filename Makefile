@@ -34,6 +34,12 @@ demo: $(STAMP)
 	$(PY) examples/penguins_demo.py configs/penguins.yaml
 	$(VENV)/bin/tfbake check configs/penguins.yaml
 	$(VENV)/bin/tfbake inspect artifacts/penguins/export --model penguins
+	# Text in, class names out: tokenization and vocabulary run inside the served graph.
+	$(PY) examples/reviews_data.py --out artifacts/reviews_text/data
+	$(VENV)/bin/tfbake run configs/reviews_text.yaml
+	# One body, two heads (delay minutes, delayed yes/no), each with its own signatures.
+	$(PY) examples/flights_data.py --out artifacts/flights/data
+	$(VENV)/bin/tfbake run configs/flights_multihead.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -150,6 +150,12 @@ def over_the_wire(config, config_path, rows, labels, examples) -> None:
             labels,
             [list(zip(c, p.tolist())) for c, p in zip(classes, probabilities)],
         )
+        with urllib.request.urlopen(f"{rest}/console/api/models", timeout=60) as response:
+            models = json.load(response)["models"]
+        states = ", ".join(
+            f"{m['name']} v{v['version']} {v['state']}" for m in models for v in m["versions"]
+        )
+        print(f"\nweb console: open {rest}/ in a browser ({states})")
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)

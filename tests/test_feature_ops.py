@@ -69,7 +69,7 @@ PREPROCESSING = {
     "city": {"hash_buckets": 5},
     "tags": {"vocabulary": {"top_k": 4, "num_oov_buckets": 1}, "output": "multi_hot"},
     "codes": {"hash_buckets": 6, "output": "ids", "max_items": 3},
-    "items": {"vocabulary": {}, "output": "ids", "max_items": 2},
+    "items": {"vocabulary": {"num_oov_buckets": 0}, "output": "ids", "max_items": 2},
     "review": {
         "text": {
             "ngrams": [1, 2],
@@ -281,6 +281,9 @@ def test_op_semantics_on_unseen_and_missing_values(run):
             assert not out["tags"][i].any()
         if not row["items"]:
             assert not out["items"][i].any()
+        # no OOV bucket: an unseen item is left out, the others keep their order.
+        known = [item for item in row["items"] if item != "new"]
+        assert np.count_nonzero(out["items"][i]) == min(len(known), 2)
         # int as a category: the unseen 99 is the OOV id, not a number.
         if row["code"] == 99:
             assert out["code"][i] == len(output.vocabulary_by_name("code"))

@@ -22,6 +22,7 @@ from transform.labels import transform_label
 from transform.ops.categories import (
     Vocabulary,
     hashed_ids,
+    vocabulary_id_lists,
     vocabulary_ids,
     vocabulary_size,
     with_missing_id,
@@ -216,7 +217,7 @@ def _default_ops(dtype: tf.dtypes.DType) -> FeaturePreprocessing:
 
 def _list_output(x: tf.SparseTensor, ops: FeaturePreprocessing, name: str) -> tf.Tensor:
     if ops.vocabulary:
-        ids = vocabulary_ids(x, ops.vocabulary, name)
+        ids = vocabulary_id_lists(x, ops.vocabulary, name)
         size = (
             vocabulary_size(ops.vocabulary, name)
             if ops.output == "ids"

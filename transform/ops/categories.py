@@ -45,6 +45,19 @@ def vocabulary_ids(x, vocabulary: Vocabulary, name: str):
     )
 
 
+def vocabulary_id_lists(x, vocabulary: Vocabulary, name: str):
+    """``x`` (sparse or ragged lists: a list feature's values, a text's tokens) -> lists
+    of ids; without OOV buckets an unseen value is left out (a scalar gets -1)."""
+    ids = vocabulary_ids(x, vocabulary, name)
+    if vocabulary.num_oov_buckets:
+        return ids
+    # Ragged, not a retained SparseTensor: that one has gaps in its column indices,
+    # which id sequences (RaggedTensor.from_sparse) refuse.
+    if isinstance(ids, tf.SparseTensor):
+        ids = tf.RaggedTensor.from_sparse(ids)
+    return tf.ragged.boolean_mask(ids, ids >= 0)
+
+
 def vocabulary_size(vocabulary: Vocabulary, name: str) -> tf.Tensor:
     """How many ids :func:`vocabulary_ids` gives (vocabulary + OOV buckets), as a tensor."""
     size = tft.experimental.get_vocabulary_size_by_name(name) + vocabulary.num_oov_buckets

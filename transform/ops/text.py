@@ -13,7 +13,7 @@ from typing import Literal
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from transform.ops.categories import Vocabulary, vocabulary_ids, vocabulary_size
+from transform.ops.categories import Vocabulary, vocabulary_id_lists, vocabulary_size
 from transform.ops.lists import DENSE_OUTPUTS, id_list_output
 from transform.ops.missing import densify
 
@@ -80,6 +80,6 @@ def text_output(x, op: Text, name: str) -> tf.Tensor:
     the ``output`` kind over the vocabulary named ``name``."""
     if isinstance(x, tf.SparseTensor):
         x = densify(x, "")
-    ids = vocabulary_ids(tokens(x, op).to_sparse(), op.vocabulary, name)
+    ids = vocabulary_id_lists(tokens(x, op), op.vocabulary, name)
     size = vocabulary_size(op.vocabulary, name) if op.output == "ids" else op.vocabulary.max_size
     return id_list_output(ids, op.output, name, size=size, length=op.max_tokens)

@@ -26,6 +26,7 @@ import trainer
 import transform
 from tfbake import stages
 from tfbake.config import config_from_dict
+from transform.ops.text import Text, tokens
 
 COLORS = ["red", "red", "red", "blue", "blue", "green"]
 WORDS = "the cat sat on a mat and the dog ran".split()
@@ -299,6 +300,21 @@ def test_op_semantics_on_unseen_and_missing_values(run):
     size = len(vocabulary) + 1
     assert any(size in out["review"][i] for i in zebra_rows)  # OOV: the last id, shifted
     assert out["photo"].min() >= 0.0 and out["photo"].max() <= 1.0
+
+
+def test_a_regex_that_leaves_whitespace_to_the_split_gives_the_same_tokens():
+    """docs/preprocessing.md: "[^a-z0-9'\\s]+" tokenizes as "[^a-z0-9']+" does."""
+    texts = tf.constant([
+        "It's a GREAT film -- really!", "tabs\tand\nnew lines\x0bvertical", "  lead/trail  ",
+        "caf\u00e9 na\u00efve \u00a0nbsp", "", "!!!", "don't stop-me now...42",
+    ])
+    split = {
+        r: tokens(texts, Text(split={"regex": r}, max_tokens=8))
+        for r in ("[^a-z0-9']+", "[^a-z0-9'\\s]+")
+    }
+    first, second = split.values()
+    assert first.to_list() == second.to_list()
+    assert first[0].numpy().tolist() == [b"it's", b"a", b"great", b"film", b"really"]
 
 
 def test_image_decoding_against_pillow(run):

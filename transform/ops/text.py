@@ -19,7 +19,8 @@ from transform.ops.missing import densify
 
 
 class Split(BaseModel):
-    """Tokens are what lies between matches of ``regex`` (e.g. ``"[^a-z0-9']+"``)."""
+    """Every match of ``regex`` separates tokens, as whitespace always does (e.g.
+    ``"[^a-z0-9'\\s]+"``: punctuation and symbols separate words too)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

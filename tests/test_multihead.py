@@ -1,8 +1,10 @@
-"""A multi-head model (a delay regression head and a delayed yes/no head sharing one
-body) from a config, through Beam, training and export; its per-head signatures, and
-TF Serving's Classify and Regress over REST (JSON over HTTP) and gRPC (the official
-stubs) on the project's server for it, for a binary classifier and for a regressor
-trained on the same transformed data (the multi-class case: test_serving_penguins.py).
+"""A multi-head model (a delayed yes/no head, a delay regression head and a multi-label
+head of flight tags, sharing one body: every head type, as issue 5's reference shape)
+from a CSV config, through Beam, training and export; its signature table and
+per-head signatures, and TF Serving's Classify and Regress over REST (JSON over HTTP)
+and gRPC (the official stubs) on the project's server for it, for a binary classifier
+and for a regressor trained on the same transformed data (the multi-class case:
+test_serving_penguins.py).
 """
 
 from __future__ import annotations
@@ -28,10 +30,22 @@ import trainer
 import transform
 from tests.conftest import serve, write_config
 from tests.trainer.conftest import write_csv
+from tests.trainer.test_canned_signatures import (
+    BATCH,
+    CLASSIFY,
+    PREDICT,
+    _check_tf_serving_rules,
+    _classifier_table,
+    _io,
+    _multi_head_table,
+    _regressor_table,
+    _signature_defs,
+)
 from tfbake import stages
 from tfbake.config import load_config
 
 CARRIERS = ("AA", "B6", "DL", "UA")
+TAGS = ["night", "long_haul", "legacy"]  # the multi-label head's classes
 
 
 def _rows(n: int, seed: int) -> list[dict]:
@@ -41,13 +55,17 @@ def _rows(n: int, seed: int) -> list[dict]:
     for _ in range(n):
         hour, carrier = rng.randint(5, 23), rng.choice(CARRIERS)
         delay = 3.0 * (hour - 12) + 10.0 * CARRIERS.index(carrier) + rng.gauss(0, 3)
+        distance = round(rng.uniform(100, 2500), 1)
+        on = (hour >= 20, distance > 1500, carrier in ("AA", "DL"))
         rows.append(
             {
                 "hour": hour,
                 "carrier": carrier,
-                "distance": round(rng.uniform(100, 2500), 1),
+                "distance": distance,
                 "dep_delay": round(delay, 2),
                 "delayed": "yes" if delay > 15 else "no",
+                # A CSV list cell: the tags joined by "|" (none: an empty cell).
+                "tags": "|".join(tag for tag, yes in zip(TAGS, on) if yes),
             }
         )
     return rows
@@ -84,6 +102,7 @@ def run(tmp_path_factory):
             "labels": [
                 {"name": "delayed", "type": "string"},
                 {"name": "dep_delay", "type": "float", "weight": 0.5},
+                {"name": "tags", "type": "string", "head": "multi_label", "classes": TAGS},
             ],
             "model": {"type": "dnn", "hidden_units": [16], "learning_rate": 0.05},
             "training": {"epochs": 10, "batch_size": 32, "early_stopping": None},
@@ -100,7 +119,7 @@ def run(tmp_path_factory):
         ("binary", trainer.DNNClassifier, "delayed", "dep_delay"),
         ("regressor", trainer.DNNRegressor, "dep_delay", "delayed"),
     ):
-        single = model_class(tft_output, label, hidden_units=[8], exclude=[other])
+        single = model_class(tft_output, label, hidden_units=[8], exclude=[other, "tags"])
         fn = transform.data_pattern(config.transform_dir, "train")
         single.train(trainer.make_input_fn(fn, tft_output, label, shuffle=True), epochs=3)
         exports[name] = single.export_saved_model(str(tmp / "exports" / name), receiver)
@@ -146,9 +165,10 @@ def test_multihead_metrics_json_has_one_section_per_head(run):
     config, _, metrics, _, _ = run
     written = json.loads(open(f"{config.trainer_dir}/metrics.json").read())
     assert written == metrics
-    assert set(written) == {"loss", "delayed", "dep_delay"}
+    assert set(written) == {"loss", "delayed", "dep_delay", "tags"}
     assert set(written["delayed"]) == {"loss", "accuracy", "auc"}
     assert set(written["dep_delay"]) == {"loss", "mae", "rmse"}
+    assert written["tags"]["auc"] > 0.9  # each tag is a rule of the features
     # Learned, not guessed: the delayed share of the eval rows is about 45%.
     assert written["delayed"]["accuracy"] > 0.8
     assert written["dep_delay"]["mae"] < 12  # the delay's spread is about 30 minutes
@@ -186,11 +206,52 @@ def _rest_examples(rows) -> list[dict]:
             for r in rows]
 
 
-@pytest.mark.parametrize("signature", ["delayed", "delayed/classification"])
-def test_multihead_classify_per_head_over_rest_and_grpc(server, reference, eval_rows, signature):
+def test_multihead_export_follows_the_estimator_table(run):
+    """STACK.md's multi-head row over a binary, a regression and a multi-label head."""
+    _, _, _, exports, _ = run
+    multi_label = {
+        "method": CLASSIFY,
+        "inputs": {"inputs": ("string", BATCH)},
+        "outputs": {"classes": ("string", [-1, 3]), "scores": ("float32", [-1, 3])},
+    }
+    table = _multi_head_table({
+        "delayed": _classifier_table(2),
+        "dep_delay": _regressor_table(),
+        "tags": {
+            "serving_default": multi_label,
+            "classification": multi_label,
+            "predict": {
+                "method": PREDICT,
+                "inputs": {"examples": ("string", BATCH)},
+                "outputs": {
+                    name: (dtype, [-1, 3])
+                    for name, dtype in (("logits", "float32"), ("probabilities", "float32"),
+                                        ("predicted", "int64"), ("all_class_ids", "int32"),
+                                        ("all_classes", "string"))
+                },
+            },
+        },
+    })
+    defs = _signature_defs(exports["multihead"])
+    assert sorted(defs) == sorted([*table, "predict_raw", "transform_features"])
+    for key, want in table.items():
+        assert defs[key].method_name == want["method"], key
+        assert _io(defs[key].inputs) == want["inputs"], key
+        assert _io(defs[key].outputs) == want["outputs"], key
+        _check_tf_serving_rules(key, defs[key])
+
+
+@pytest.mark.parametrize(
+    "head, signature",
+    [("delayed", "delayed"), ("delayed", "delayed/classification"),
+     ("tags", "tags"), ("tags", "tags/classification")],
+)
+def test_multihead_classify_per_head_over_rest_and_grpc(
+    server, reference, eval_rows, head, signature
+):
     rest, target = server
-    probabilities = reference["delayed/probabilities"]
-    names = [c.decode() for c in reference["delayed/all_classes"][0]]
+    probabilities = reference[f"{head}/probabilities"]
+    names = [c.decode() for c in reference[f"{head}/all_classes"][0]]
     body = {"signature_name": signature, "examples": _rest_examples(eval_rows)}
     results = _post(f"{rest}/v1/models/multihead:classify", body)["results"]
     for row, want in zip(results, probabilities):

@@ -358,7 +358,7 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
             continue
         csv = config.data.csv
         columns = csv.column_names or transform.read_header(path, csv.delimiter)
-        decoder = transform.CsvRowDecoder(spec, columns, csv, config.list_features())
+        decoder = transform.CsvRowDecoder(spec, columns, csv, config.list_columns())
         with open(path, encoding="utf-8", newline="") as f:
             lines = [line.removesuffix("\r") for line in f.read().split("\n")]
             for n, line in transform.csv_records(lines):

@@ -205,6 +205,12 @@ class Config(_Strict):
         not nullable values."""
         return [name for name, f in self.features.items() if f.list]
 
+    def list_columns(self) -> list[str]:
+        """The multi-valued columns of the training data: the list features and the
+        multi-label labels (in a CSV cell, their values joined by ``list_delimiter``)."""
+        labels = [label.name for label in self.all_labels if label.kind == "multi_label"]
+        return [*self.list_features(), *labels]
+
     def image_features(self) -> dict[str, int]:
         """Image feature -> the channels it is decoded to (the Beam job rejects a row
         whose image does not decode, with the decoder the ``preprocessing_fn`` uses)."""

@@ -68,7 +68,7 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
         csv=config.data.csv,
         max_reject_fraction=config.data.max_reject_fraction,
         beam_args=[*config.beam_args(), *beam_args],
-        list_features=config.list_features(),
+        list_features=config.list_columns(),
         image_features=config.image_features(),
     )
 
@@ -297,7 +297,7 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
     csv = config.data.csv
     columns = csv.column_names or transform.read_header(path, csv.delimiter)
     decoder = transform.CsvRowDecoder(
-        config.raw_feature_spec(), columns, csv, config.list_features()
+        config.raw_feature_spec(), columns, csv, config.list_columns()
     )
     with tf.io.gfile.GFile(path) as f:
         lines = [line.removesuffix("\r") for line in f.read().split("\n")]

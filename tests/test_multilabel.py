@@ -1,5 +1,4 @@
-"""Multi-label classification and custom models, from configs, on one Beam run; and a
-model with a multi-class and a multi-label head on one body (a second Beam run).
+"""Multi-label classification and custom models, from configs, on one Beam run.
 
 The label is a list of tags per tf.Example (a multi-hot vector after the transform);
 the canned DNN learns it and ``classify`` answers every tag with its own sigmoid
@@ -16,26 +15,13 @@ import random
 import subprocess
 import sys
 import textwrap
-import urllib.request
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import classification_pb2, input_pb2, prediction_service_pb2_grpc
 
 import serving_input
-from tests.conftest import serve, write_config
-from tests.trainer.test_canned_signatures import (
-    BATCH,
-    CLASSIFY,
-    PREDICT,
-    _check_tf_serving_rules,
-    _classifier_table,
-    _io,
-    _multi_head_table,
-    _signature_defs,
-)
+from tests.conftest import write_config
 from tfbake import stages
 from tfbake.config import load_config
 
@@ -278,108 +264,3 @@ def test_custom_model_export_serves_without_the_user_code(runs, examples):
     fresh = json.loads(result.stdout.strip().splitlines()[-1])
     assert fresh["top_tag"] == [t.decode() for t in local["top_tag"].numpy()]
     np.testing.assert_allclose(fresh["probabilities"], local["probabilities"].numpy(), rtol=1e-6)
-
-
-# Issue 5's reference shape (weather: softmax over classes + ground: sigmoid tags, one
-# body): here "color" (3 classes) and "tags" (multi-label) as two heads of a dnn.
-MULTILABEL_TABLE = {
-    "serving_default": {
-        "method": CLASSIFY,
-        "inputs": {"inputs": ("string", BATCH)},
-        "outputs": {"classes": ("string", [-1, 3]), "scores": ("float32", [-1, 3])},
-    },
-    "predict": {
-        "method": PREDICT,
-        "inputs": {"examples": ("string", BATCH)},
-        "outputs": {
-            "logits": ("float32", [-1, 3]),
-            "probabilities": ("float32", [-1, 3]),
-            "predicted": ("int64", [-1, 3]),
-            "all_class_ids": ("int32", [-1, 3]),
-            "all_classes": ("string", [-1, 3]),
-        },
-    },
-}
-MULTILABEL_TABLE["classification"] = MULTILABEL_TABLE["serving_default"]
-SKY_FEATURES = ("x1", "x2")
-
-
-@pytest.fixture(scope="module")
-def sky(runs, python):
-    """The multi-class + multi-label model from a config (its own Beam run: two label
-    transforms) on the module's data, served by a real ``tfbake serve``."""
-    tmp = runs["tmp"]
-    config = load_config(
-        write_config(
-            tmp,
-            {
-                "name": "sky",
-                "artifacts": str(tmp / "sky"),
-                "data": {
-                    "format": "tfrecord",
-                    "train": str(tmp / "train.tfrecord"),
-                    "eval": str(tmp / "eval.tfrecord"),
-                },
-                "features": {name: {"type": "float"} for name in SKY_FEATURES},
-                "labels": [
-                    {"name": "color", "type": "string"},
-                    {"name": "tags", "head": "multi_label", "classes": TAGS},
-                ],
-                "model": {"type": "dnn", "hidden_units": [16], "learning_rate": 0.03},
-                "training": {"epochs": 3, "early_stopping": None},
-            },
-        )
-    )
-    export_dir = stages.run_all(config)["export"]
-    with serve(python, ["--model_name=sky", f"--model_base_path={config.export_dir_base}"],
-               tmp) as urls:
-        yield export_dir, urls
-
-
-def _sky_examples(rows) -> list[bytes]:
-    spec = {name: SERVING_SPEC[name] for name in SKY_FEATURES}
-    return serving_input.serialize_examples([{k: r[k] for k in spec} for r in rows], spec)
-
-
-def test_multiclass_and_multilabel_heads_export_the_multi_head_table(sky):
-    export_dir, _ = sky
-    table = _multi_head_table({"color": _classifier_table(3), "tags": MULTILABEL_TABLE})
-    defs = _signature_defs(export_dir)
-    assert sorted(defs) == sorted([*table, "predict_raw", "transform_features"])
-    for key, want in table.items():
-        assert defs[key].method_name == want["method"], key
-        assert _io(defs[key].inputs) == want["inputs"], key
-        assert _io(defs[key].outputs) == want["outputs"], key
-        _check_tf_serving_rules(key, defs[key])
-
-
-def test_each_head_classifies_over_rest_and_grpc(sky):
-    export_dir, (rest, target) = sky
-    rows = _rows(5, 3)
-    examples = _sky_examples(rows)
-    local = tf.saved_model.load(export_dir).signatures["predict"](examples=tf.constant(examples))
-    json_rows = [{k: r[k] for k in SKY_FEATURES} for r in rows]
-    for head in ("color", "tags"):
-        names = [c.decode() for c in local[f"{head}/all_classes"].numpy()[0]]
-        want = local[f"{head}/probabilities"].numpy()
-        body = {"signature_name": f"{head}/classification", "examples": json_rows}
-        request = urllib.request.Request(f"{rest}/v1/models/sky:classify",
-                                         json.dumps(body).encode(),
-                                         {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            results = json.load(response)["results"]
-        assert [[label for label, _ in r] for r in results] == [names] * len(rows)
-        np.testing.assert_allclose([[s for _, s in r] for r in results], want, atol=1e-6)
-
-        grpc_request = classification_pb2.ClassificationRequest(
-            input=input_pb2.Input(example_list=input_pb2.ExampleList(
-                examples=[tf.train.Example.FromString(e) for e in examples])))
-        grpc_request.model_spec.name = "sky"
-        grpc_request.model_spec.signature_name = head  # the head's default: classification
-        with grpc.insecure_channel(target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            result = stub.Classify(grpc_request, timeout=60).result
-        assert [[c.label for c in r.classes] for r in result.classifications] == (
-            [names] * len(rows))
-        np.testing.assert_allclose(
-            [[c.score for c in r.classes] for r in result.classifications], want, atol=1e-6)

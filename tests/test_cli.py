@@ -1,8 +1,8 @@
-"""The command line: help on every command, config errors before work, Beam flags passed on."""
+"""The command line: help on every command, config errors before work. (Beam flags after
+the config reaching the multi-process runner: tests/test_setup_file.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -49,35 +49,6 @@ def test_a_bad_config_exits_2_naming_the_key(venv_bin, tmp_path):
     result = _run([os.path.join(venv_bin, "tfbake"), "transform", str(path)])
     assert result.returncode == 2
     assert "features.f.colour: unknown key" in result.stderr
-
-
-def test_beam_flags_pass_through_to_the_multi_process_runner(venv_bin, tmp_path):
-    rows = "\n".join(f"{i % 7}.5,{'ab'[i % 2]},{'pq'[i % 3 == 0]}" for i in range(60))
-    for split in ("train", "eval"):
-        (tmp_path / f"{split}.csv").write_text("x,c,y\n" + rows + "\n")
-    path = write_config(
-        tmp_path,
-        {
-            "name": "flags",
-            "artifacts": str(tmp_path / "artifacts"),
-            "data": {"train": str(tmp_path / "train.csv"), "eval": str(tmp_path / "eval.csv")},
-            "features": {"x": {"type": "float"}, "c": {"type": "string"}},
-            "label": {"name": "y"},
-        },
-    )
-    result = _run(
-        [
-            os.path.join(venv_bin, "tfbake"),
-            "transform",
-            str(path),
-            "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing",
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "artifacts" / "transform" / "stats.json") as f:
-        assert json.load(f)["train"] == {"read": 60, "written": 60, "rejected": 0}
 
 
 def test_sdist_carries_every_package_a_beam_worker_needs(tmp_path):

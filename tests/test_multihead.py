@@ -31,13 +31,11 @@ import transform
 from tests.conftest import serve, write_config
 from tests.trainer.conftest import write_csv
 from tests.trainer.test_canned_signatures import (
-    BATCH,
-    CLASSIFY,
-    PREDICT,
     _check_tf_serving_rules,
     _classifier_table,
     _io,
     _multi_head_table,
+    _multi_label_table,
     _regressor_table,
     _signature_defs,
 )
@@ -209,28 +207,10 @@ def _rest_examples(rows) -> list[dict]:
 def test_multihead_export_follows_the_estimator_table(run):
     """STACK.md's multi-head row over a binary, a regression and a multi-label head."""
     _, _, _, exports, _ = run
-    multi_label = {
-        "method": CLASSIFY,
-        "inputs": {"inputs": ("string", BATCH)},
-        "outputs": {"classes": ("string", [-1, 3]), "scores": ("float32", [-1, 3])},
-    }
     table = _multi_head_table({
         "delayed": _classifier_table(2),
         "dep_delay": _regressor_table(),
-        "tags": {
-            "serving_default": multi_label,
-            "classification": multi_label,
-            "predict": {
-                "method": PREDICT,
-                "inputs": {"examples": ("string", BATCH)},
-                "outputs": {
-                    name: (dtype, [-1, 3])
-                    for name, dtype in (("logits", "float32"), ("probabilities", "float32"),
-                                        ("predicted", "int64"), ("all_class_ids", "int32"),
-                                        ("all_classes", "string"))
-                },
-            },
-        },
+        "tags": _multi_label_table(len(TAGS)),
     })
     defs = _signature_defs(exports["multihead"])
     assert sorted(defs) == sorted([*table, "predict_raw", "transform_features"])

@@ -88,6 +88,29 @@ def _regressor_table() -> dict:
     }
 
 
+def _multi_label_table(k: int) -> dict:
+    """docs/models.md: a multi-label head classifies with every label and its own
+    sigmoid score; its predict has no class_ids/classes but a 0/1 ``predicted``."""
+    classify = {
+        "method": CLASSIFY,
+        "inputs": {"inputs": ("string", BATCH)},
+        "outputs": {"classes": ("string", [-1, k]), "scores": ("float32", [-1, k])},
+    }
+    predict = {
+        "logits": ("float32", [-1, k]),
+        "probabilities": ("float32", [-1, k]),
+        "predicted": ("int64", [-1, k]),
+        "all_class_ids": ("int32", [-1, k]),
+        "all_classes": ("string", [-1, k]),
+    }
+    return {
+        "serving_default": classify,
+        "classification": classify,
+        "predict": {"method": PREDICT, "inputs": {"examples": ("string", BATCH)},
+                    "outputs": predict},
+    }
+
+
 def _multi_head_table(heads: dict[str, dict]) -> dict:
     """STACK.md, multi-head: serving_default = the first head's default; per head
     <head> (its default) and <head>/<signature>; a merged predict, keys <head>/<key>."""

@@ -22,7 +22,6 @@ Prints one JSON object; the target is ``raw_strings / token_ids <= 1.2`` at batc
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
@@ -33,35 +32,23 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
+from _shipped_example import shipped_raw_config  # noqa: E402
 
 from tfbake import stages  # noqa: E402
 from tfbake.config import config_from_dict  # noqa: E402
 
-CONFIG = os.path.join(REPO, "configs", "reviews_text.yaml")
 TARGET_RATIO = 1.2
 BATCHES = (1, 128)
-
-
-def _reviews_data_module():
-    sys.path.insert(0, os.path.join(REPO, "examples"))  # as the script runs
-    return importlib.import_module("reviews_data")
 
 
 def build_text_model(work: str):
     """The reviews pipeline run for real in ``work`` (one epoch); returns config, model
     and export path."""
-    reviews_data = _reviews_data_module()
-    data_dir = os.path.join(work, "data")
-    reviews_data.split(reviews_data.corpus_path(), data_dir)
-    raw = yaml.safe_load(open(CONFIG).read())
-    raw["data"].update(
-        train=os.path.join(data_dir, "train.csv"), eval=os.path.join(data_dir, "eval.csv")
-    )
-    raw["artifacts"] = os.path.join(work, "artifacts")
+    raw = shipped_raw_config("reviews_text", "reviews_data", "corpus_path", work)
     raw["training"].update(epochs=1, early_stopping=None)
     config = config_from_dict(raw)
     stages.run_transform(config)

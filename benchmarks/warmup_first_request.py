@@ -28,7 +28,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import requests  # noqa: E402
-import yaml  # noqa: E402
+from _shipped_example import shipped_raw_config  # noqa: E402
 from console_overhead import server  # noqa: E402
 
 from model_server import export_contract  # noqa: E402
@@ -39,20 +39,10 @@ IDLE_S = 1.0
 
 def build_penguins_export(work: str) -> str:
     """The penguins example run for real under ``work``; returns its export base."""
-    sys.path.insert(0, os.path.join(REPO, "examples"))  # as the data step runs
-    import penguins_data
-
     from tfbake import stages
     from tfbake.config import config_from_dict
 
-    data_dir = os.path.join(work, "data")
-    penguins_data.split(penguins_data.penguins_csv(), data_dir)
-    with open(os.path.join(REPO, "configs", "penguins.yaml")) as f:
-        raw = yaml.safe_load(f)
-    raw["data"].update(train=os.path.join(data_dir, "train.csv"),
-                       eval=os.path.join(data_dir, "eval.csv"))
-    raw["artifacts"] = os.path.join(work, "artifacts")
-    config = config_from_dict(raw)
+    config = config_from_dict(shipped_raw_config("penguins", "penguins_data", "penguins_csv", work))
     stages.run_all(config)
     return config.export_dir_base
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,8 +26,10 @@ from tensorflow.core.framework import types_pb2
 from model_server import request_samples
 from model_server.loader import WARMUP_FILE
 from serving_input import signatures as sig
-
-RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
+from serving_input.feature_spec import (  # noqa: F401 (read from here by the console and tests)
+    RAW_FEATURE_SPEC_FILE,
+    read_raw_feature_spec,
+)
 
 
 @dataclasses.dataclass
@@ -78,15 +79,6 @@ def signature_summary(signature_def: Mapping) -> dict:
         "inputs": tensors(signature_def.get("inputs", {})),
         "outputs": tensors(signature_def.get("outputs", {})),
     }
-
-
-def read_raw_feature_spec(export_dir: str) -> dict | None:
-    """``assets.extra/raw_feature_spec.json`` of an export, or None when it has none."""
-    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
 
 
 def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Example]:
@@ -142,13 +134,16 @@ def raw_features(signature_defs: Mapping, contract: Mapping | None) -> list[RawF
     raw = signature_defs.get(sig.PREDICT_RAW)
     features: dict[str, RawFeature] = {}
     if raw:
-        for name, info in raw["inputs"].items():
-            shape = tensor_shape(info)
+        # A nullable or list feature comes with its count, which is no feature.
+        spec, lists = request_samples.raw_spec_of_inputs(raw["inputs"])
+        for name, feature_spec in spec.items():
+            shape = tensor_shape(raw["inputs"][name])
             features[name] = RawFeature(
                 name,
-                request_samples.feature_type_name(info["dtype"]),
+                request_samples.feature_type_name(raw["inputs"][name]["dtype"]),
                 shape[1:] if shape else [],
-                None,
+                isinstance(feature_spec, tf.io.VarLenFeature),
+                annotations={"list": True} if name in lists else {},
             )
     for name, entry in (contract or {}).items():
         feature = features.setdefault(
@@ -176,8 +171,8 @@ def example_rows(export_dir: str, signature_defs: Mapping, contract: Mapping | N
 
 
 def choose_rows(rows: list[dict], names: Sequence[str], count: int) -> list[dict]:
-    """Rows with every feature present first (a predict_raw request has no marker for
-    a missing int), then the rest, in order."""
+    """Rows with every feature present first (a sample that shows every feature), then
+    the rest, in order."""
     complete = [r for r in rows if all(n in r for n in names)]
     rest = [r for r in rows if not all(n in r for n in names)]
     return (complete + rest)[:count]

@@ -31,6 +31,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 import serving_input
@@ -88,13 +89,22 @@ def api_of(signature_def: Mapping) -> str:
     return "predict"
 
 
+def raw_spec_of_inputs(inputs: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
+    """The raw feature spec and list features of a raw signature's metadata inputs
+    (:func:`serving_input.raw_feature_spec_of`: counts are not features)."""
+    return serving_input.raw_feature_spec_of({
+        name: (_DTYPES[info["dtype"]], len(info.get("tensor_shape", {}).get("dim", [])))
+        for name, info in inputs.items()
+        if info.get("dtype") in _DTYPES
+    })
+
+
 def feature_dtypes(signature_defs: Mapping[str, Mapping]) -> dict[str, tf.dtypes.DType]:
     """Raw feature name -> dtype, from the ``predict_raw`` signature (empty without one)."""
     raw = signature_defs.get(sig.PREDICT_RAW)
     if not raw:
         return {}
-    return {name: _DTYPES[info["dtype"]] for name, info in raw["inputs"].items()
-            if info.get("dtype") in _DTYPES}
+    return {name: spec.dtype for name, spec in raw_spec_of_inputs(raw["inputs"])[0].items()}
 
 
 def feature_type_name(dtype: str) -> str:
@@ -165,20 +175,29 @@ def serialized_example(row: Mapping[str, Any], dtypes: Mapping) -> bytes:
     return serving_input.encode_example(typed, spec).SerializeToString()
 
 
-def _raw_instance(row: Mapping[str, Any], inputs: Mapping[str, Mapping]) -> dict:
-    """A ``predict_raw`` instance: every input present; a missing value is "" (string)
-    or NaN (float), the markers the raw serving_input_fn reads as missing."""
-    instance = {}
-    for name, info in inputs.items():
-        dtype = _DTYPES[info["dtype"]]
-        value = row.get(name)
-        if value is None:
-            if dtype == tf.int64:
-                raise ValueError(f'predict_raw needs a value for int feature "{name}"')
-            instance[name] = "" if dtype == tf.string else math.nan
-        else:
-            instance[name] = _typed_value(name, value, dtype)
-    return instance
+def _plain(value: Any) -> Any:
+    """A numpy value as JSON-like Python: bytes stay bytes only when not UTF-8 text."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _raw_instances(rows: Sequence[Mapping[str, Any]], inputs: Mapping[str, Mapping]) -> list:
+    """``predict_raw`` instances: every input of the signature for each row, a nullable
+    or list feature with its count (:func:`serving_input.raw_columns`)."""
+    spec, lists = raw_spec_of_inputs(inputs)
+    typed = [{name: _typed_value(name, value, spec[name].dtype)
+              for name, value in row.items() if value is not None and name in spec}
+             for row in rows]
+    columns = serving_input.raw_columns(typed, spec, lists)
+    return [{name: _plain(columns[name][i]) for name in inputs} for i in range(len(rows))]
 
 
 def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Mapping],
@@ -194,8 +213,8 @@ def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Map
             {"b64": base64.b64encode(serialized_example(row, dtypes)).decode()} for row in rows
         ]}
     if kind == "raw":
-        return {"signature_name": signature_name, "instances": [
-            _jsonable(_raw_instance(row, signature_def["inputs"])) for row in rows]}
+        return {"signature_name": signature_name,
+                "instances": _jsonable(_raw_instances(rows, signature_def["inputs"]))}
     raise ValueError(
         f"signature {signature_name!r}: expected one serialized tf.Example input or "
         f"float/int64/string inputs, got {dict(signature_def.get('inputs', {}))}"
@@ -220,7 +239,7 @@ def _curl(url: str, body: dict, comment: str) -> str:
 
 def _py(value: Any, indent: int = 0) -> str:
     """A Python literal of JSON-like data, indented like ``json.dumps(indent=4)``;
-    NaN (a missing float) spelled ``float("nan")``."""
+    NaN spelled ``float("nan")``."""
     pad, inner = " " * indent, " " * (indent + 4)
     if isinstance(value, dict):
         items = [f"{inner}{json.dumps(k)}: {_py(v, indent + 4)}" for k, v in value.items()]
@@ -249,7 +268,7 @@ def _python_requests(url: str, body: dict, comment: str) -> str:
 
 def _javascript_fetch(url: str, body: dict, comment: str) -> str:
     # The JSON text as curl sends it, in a template literal: JSON.stringify would turn
-    # a NaN (a missing float of predict_raw) into null.
+    # a NaN value into null.
     payload = json.dumps(body, indent=2)
     payload = payload.replace("\\", "\\\\").replace("`", "\\`").replace("${", "\\${")
     comment = "\n".join("// " + line.removeprefix("# ") for line in comment.split("\n"))
@@ -336,13 +355,14 @@ def _python_grpc(target: str, model_name: str, version: int | None, signature_na
         )
     else:
         module = "predict_pb2"
-        instances = [_raw_instance(row, signature_def["inputs"]) for row in rows]
+        instances = _raw_instances(rows, signature_def["inputs"])
         body = "request = predict_pb2.PredictRequest()\n" + spec
         for name, info in signature_def["inputs"].items():
             dtype = _DTYPES[info["dtype"]]
             values = [i[name] for i in instances]
             if dtype == tf.string:
-                values = [_bytes(v) for v in values]
+                values = [[_bytes(x) for x in v] if isinstance(v, list) else _bytes(v)
+                          for v in values]
             literal = "[" + ", ".join(_py(v) for v in values) + "]"
             body += (f"request.inputs[{name!r}].CopyFrom(tf.make_tensor_proto("
                      f"{literal}, dtype=tf.{dtype.name}))\n")

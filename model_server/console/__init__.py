@@ -134,7 +134,7 @@ class Console:
         return web.json_response({
             "api": api,
             "path": request_samples.rest_path(servable.name, api, servable.version),
-            # As text: the body may hold NaN (a missing float), which JSON.parse refuses.
+            # As text: the body may hold NaN (a float value), which JSON.parse refuses.
             "body": json.dumps(body, indent=2),
             "samples": [s.to_dict() for s in samples],
         })

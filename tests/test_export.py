@@ -125,13 +125,19 @@ def test_signatures_follow_the_canned_estimator_table(penguins_run):
         },
         "predict_raw": {
             "method": "tensorflow/serving/predict",
+            # A nullable feature comes with its count (0: missing, 1: present).
             "inputs": {
                 "island": ("string", [-1]),
                 "bill_length_mm": ("float32", [-1]),
+                "bill_length_mm_count": ("int64", [-1]),
                 "bill_depth_mm": ("float32", [-1]),
+                "bill_depth_mm_count": ("int64", [-1]),
                 "flipper_length_mm": ("float32", [-1]),
+                "flipper_length_mm_count": ("int64", [-1]),
                 "body_mass_g": ("float32", [-1]),
+                "body_mass_g_count": ("int64", [-1]),
                 "sex": ("string", [-1]),
+                "sex_count": ("int64", [-1]),
                 "year": ("int64", [-1]),
             },
             "outputs": predict_outputs,
@@ -291,10 +297,8 @@ def test_predict_raw_takes_named_features_and_agrees_with_examples(
 ):
     rows, _, examples = eval_examples
     spec = stages.serving_feature_spec(penguins_run.config)
-    columns = {}
-    for name, feature in spec.items():
-        missing = float("nan") if feature.dtype == tf.float32 else ""
-        columns[name] = tf.constant([row.get(name, missing) for row in rows], dtype=feature.dtype)
+    assert any(len(row) < len(spec) for row in rows)  # missing values among them
+    columns = serving_input.raw_columns(rows, spec)
     raw = loaded.signatures["predict_raw"](**columns)["probabilities"].numpy()
     parsed = loaded.signatures["predict"](examples=tf.constant(examples))["probabilities"]
     np.testing.assert_allclose(raw, parsed.numpy(), atol=TOLERANCE)

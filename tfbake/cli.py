@@ -5,12 +5,13 @@
     tfbake train CONFIG                      train and evaluate on the transformed data
     tfbake export CONFIG                     export the trained model for TF Serving
     tfbake serve [--config CONFIG] [FLAGS]   the TF Serving-compatible model server
-    tfbake predict --server URL --model NAME --input rows.csv|rows.jsonl
+    tfbake predict --server URL [--config CONFIG | --model NAME] --input rows.csv|rows.jsonl
     tfbake check CONFIG [--server URL] [--grpc TARGET]   trained vs exported vs served
     tfbake inspect EXPORT_DIR_OR_URL [--model NAME]      signatures, features, samples
 
 Unknown ``--flags`` after the config are Beam pipeline options (``--runner``,
 ``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...).
+``--verbose`` anywhere shows TensorFlow's start-up and C++ logs (hidden otherwise).
 ``tfbake serve`` takes tensorflow_model_server's flags (``--port``,
 ``--rest_api_port``, ``--model_name``, ``--model_base_path``, ``--model_config_file``,
 ``--enable_batching``...); ``--config CONFIG`` fills in the model name and base path
@@ -24,9 +25,13 @@ import json
 import os
 import sys
 
-from tfbake import stages
-from tfbake.config import ConfigError, load_config
-from transform import TransformError
+from tfbake.quiet import VERBOSE, tensorflow_import
+
+with tensorflow_import(sys.argv):  # before TensorFlow loads: its start-up logs
+    from serving_input.serving_check import ExportCheckError
+    from tfbake import stages
+    from tfbake.config import ConfigError, load_config
+    from transform import TransformError
 
 COMMANDS = {
     "run": "transform -> train -> export, in one go",
@@ -57,6 +62,8 @@ def _add_check(sub) -> None:
                    help="check the first N eval rows (default: all)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="a value differs when |a - b| > T * (1 + |b|) (default: 1e-5)")
+    p.add_argument("--allow-skips", action="store_true", dest="allow_skips",
+                   help="rows a path cannot take do not fail the check (default: they do)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
@@ -109,6 +116,7 @@ def _check(args: argparse.Namespace) -> int:
             config, export_dir=args.export_dir, server=args.server, grpc_target=args.grpc,
             model_name=args.model, rows=args.rows,
             tolerance=check.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            allow_skips=args.allow_skips,
         )
     except (check.CheckError, FileNotFoundError) as err:
         print(f"tfbake check: {err}", file=sys.stderr)
@@ -155,7 +163,7 @@ def _serve(argv: list[str]) -> int:
         parser.add_argument("--config")
         known, argv = parser.parse_known_args(argv)
         try:
-            config = load_config(known.config, check_files=False)
+            config = load_config(known.config, check_files=False, check_imports=False)
         except ConfigError as err:
             print(f"tfbake: {err}", file=sys.stderr)
             return 2
@@ -167,19 +175,37 @@ def _serve(argv: list[str]) -> int:
     return model_server.main(argv)
 
 
+def _predict(argv: list[str]) -> int:
+    """``tfbake predict``: ``--config CONFIG`` names the model and says how its CSV
+    files are laid out (``data.csv``), so an input CSV is read as the Beam job reads one."""
+    import model_server
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config")
+    known, argv = parser.parse_known_args(argv)
+    if known.config is None:
+        return model_server.cli_predict(argv)
+    try:
+        config = load_config(known.config, check_files=False, check_imports=False)
+    except ConfigError as err:
+        print(f"tfbake: {err}", file=sys.stderr)
+        return 2
+    if "--model" not in argv and not any(a.startswith("--model=") for a in argv):
+        argv = [f"--model={config.name}", *argv]
+    return model_server.cli_predict(argv, csv_format=config.data.csv)
+
+
 def _print(title: str, value) -> None:
     print(f"{title}: {json.dumps(value, indent=2, default=str)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != VERBOSE]
     if argv and argv[0] == "serve":
         return _serve(argv[1:])
     if argv and argv[0] == "predict":
-        import model_server
-
-        return model_server.cli_predict(argv[1:])
+        return _predict(argv[1:])
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command not in TAKES_BEAM_FLAGS:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
@@ -204,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             _print("eval metrics", stages.run_training(config)[1])
         elif args.command == "export":
             print(f"exported: {stages.run_export(config)}")
-    except (TransformError, FileNotFoundError) as err:
+    except (TransformError, ExportCheckError, FileNotFoundError) as err:
         print(f"tfbake {args.command}: {err}", file=sys.stderr)
         return 1
     return 0

@@ -275,6 +275,7 @@ class Model:
         *,
         version: int | None = None,
         warmup_examples: Sequence[bytes] = (),
+        check_examples: Sequence[bytes] | None = None,
         feature_annotations: Mapping[str, Mapping] | None = None,
     ) -> str:
         """Exports for TF Serving; returns ``export_dir_base/<version>``.
@@ -285,7 +286,10 @@ class Model:
         with a raw one, ``serving_default`` = ``predict``.
         ``warmup_examples`` (serialized raw tf.Examples) are written as TF Serving's
         warm-up requests; ``feature_annotations`` (feature -> e.g. ``{"list": True}``)
-        go beside them into ``assets.extra/raw_feature_spec.json``.
+        go beside them into ``assets.extra/raw_feature_spec.json``. The version is
+        published only after a fresh process has loaded it as TF Serving does and run
+        every signature on ``check_examples`` (default: the warm-up examples), also
+        with every nullable feature absent (:func:`trainer.export.export_saved_model`).
         """
         return export.export_saved_model(
             self.keras_model,
@@ -296,6 +300,7 @@ class Model:
             label_keys=self.label_keys,
             version=version,
             warmup_examples=warmup_examples,
+            check_examples=check_examples,
             feature_annotations=feature_annotations,
             postprocess=self.postprocess,
         )

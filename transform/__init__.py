@@ -5,8 +5,10 @@
   ``preprocessing_fn(inputs) -> dict`` is accepted as is.
 """
 
-from transform.csv_source import CsvFormat, CsvRowDecoder, csv_records, read_header
+from serving_input.csv_rows import CsvFormat, column_names, read_header
+from transform.csv_source import CsvRowDecoder, csv_records
 from transform.pipeline import (
+    VALIDATION,
     TransformError,
     TransformJob,
     data_pattern,
@@ -22,12 +24,14 @@ from transform.preprocessing import (
 )
 
 __all__ = [
+    "VALIDATION",
     "CsvFormat",
     "CsvRowDecoder",
     "FeaturePreprocessing",
     "TransformError",
     "TransformJob",
     "build_preprocessing_fn",
+    "column_names",
     "csv_records",
     "data_pattern",
     "load_preprocessing_fn",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
+import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -24,11 +25,19 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
-from transform.rejects import COUNTER_NAMESPACE
+from serving_input.csv_rows import CsvFormat, column_names
+from transform.csv_source import ReadCsv, arrow_schema
+from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
 from transform.tfrecord_source import ReadExamples
+from transform.unknown_labels import (
+    CountUnknownLabels,
+    unknown_label_counts,
+    unknown_labels_message,
+)
 
 SPLITS = ("train", "eval")
+# The split that picks the early-stopping epoch, when the job has one.
+VALIDATION = "validation"
 # Runner names that mean "this machine": run them on the FnApiRunner, so Beam never
 # tries to download the Prism runner (see shared/STACK.md).
 LOCAL_RUNNERS = (None, "direct", "directrunner", "fnapirunner")
@@ -55,6 +64,18 @@ class TransformJob:
     # nullable values, and which features hold encoded images (name -> channels).
     list_features: Sequence[str] = ()
     image_features: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Class labels whose eval values must all be classes of the training data.
+    class_labels: Sequence[str] = ()
+    # A validation split: its own files, or a deterministic fraction of the train
+    # files' records (held out before analysis). At most one of the two.
+    validation_pattern: str | None = None
+    validation_fraction: float | None = None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits the job writes: train, eval and, when asked for, validation."""
+        has_validation = self.validation_pattern or self.validation_fraction
+        return (*SPLITS, VALIDATION) if has_validation else SPLITS
 
 
 # The layout of a transform output directory.
@@ -76,13 +97,10 @@ def stats_path(output_dir: str) -> str:
 
 
 def _column_names(job: TransformJob) -> list[str]:
-    if job.csv.column_names:
-        names = list(job.csv.column_names)
-    else:
-        files = sorted(glob.glob(job.train_pattern)) or sorted(tf.io.gfile.glob(job.train_pattern))
-        if not files:
-            raise TransformError(f"no file matches {job.train_pattern!r}")
-        names = read_header(files[0], job.csv.delimiter)
+    files = sorted(glob.glob(job.train_pattern)) or sorted(tf.io.gfile.glob(job.train_pattern))
+    if not files and not job.csv.column_names:
+        raise TransformError(f"no file matches {job.train_pattern!r}")
+    names = column_names(files[0] if files else "", job.csv)
     missing = [name for name in job.raw_feature_spec if name not in names]
     if missing:
         raise TransformError(f"feature(s) {missing} are not CSV columns; the columns are {names}")
@@ -90,7 +108,13 @@ def _column_names(job: TransformJob) -> list[str]:
 
 
 def _read(pipeline, job: TransformJob, split: str, column_names):
-    pattern = job.train_pattern if split == "train" else job.eval_pattern
+    """A split's source outputs: ``record_batches``, ``rejects`` and, for train with a
+    validation fraction, the held-out ones."""
+    pattern = {"train": job.train_pattern, "eval": job.eval_pattern,
+               VALIDATION: job.validation_pattern}[split]
+    holdout = None
+    if split == "train" and job.validation_fraction:
+        holdout = Holdout(VALIDATION, job.validation_fraction)
     label = split.capitalize()
     if job.data_format == "csv":
         source = ReadCsv(
@@ -100,9 +124,10 @@ def _read(pipeline, job: TransformJob, split: str, column_names):
             job.csv,
             split,
             list_features=job.list_features,
+            holdout=holdout,
         )
     else:
-        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features)
+        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features, holdout)
     return pipeline | f"Read{label}" >> source
 
 
@@ -203,7 +228,7 @@ class WriteExamples(beam.PTransform):
         )
 
 
-def _stats(result) -> dict:
+def _stats(result, splits: Sequence[str]) -> dict:
     counters = result.metrics().query(
         beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
     )["counters"]
@@ -212,7 +237,7 @@ def _stats(result) -> dict:
         split: {
             kind: int(values.get(f"{split}_{kind}", 0)) for kind in ("read", "written", "rejected")
         }
-        for split in SPLITS
+        for split in splits
     }
 
 
@@ -233,7 +258,9 @@ def run(job: TransformJob) -> dict:
     """Runs the Beam job and returns the per-split row counts written to ``stats.json``.
 
     Raises :class:`TransformError` when a split's rejects exceed
-    ``job.max_reject_fraction`` (``stats.json`` is written first, to show why).
+    ``job.max_reject_fraction`` (``stats.json`` is written first, to show why), or when
+    an eval (or validation) value of one of ``job.class_labels`` is no class of the
+    training data.
     """
     out = job.output_dir
     if tf.io.gfile.exists(out):
@@ -253,23 +280,38 @@ def run(job: TransformJob) -> dict:
     with tft_beam.Context(temp_dir=temp_dir):
         train = _read(pipeline, job, "train", column_names)
         evaluation = _read(pipeline, job, "eval", column_names)
-        transformed_train, transform_fn = (
-            train.record_batches,
+        # Each split's (raw RecordBatches, rejects).
+        reads = {
+            "train": (train.record_batches, train.rejects),
+            "eval": (evaluation.record_batches, evaluation.rejects),
+        }
+        if job.validation_pattern:
+            validation = _read(pipeline, job, VALIDATION, column_names)
+            reads[VALIDATION] = (validation.record_batches, validation.rejects)
+        elif job.validation_fraction:
+            reads[VALIDATION] = (train[HOLDOUT_TAG], train[HOLDOUT_REJECTS_TAG])
+        transformed = {}
+        transformed["train"], transform_fn = (
+            reads["train"][0],
             adapter_config,
         ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
             job.preprocessing_fn, output_record_batches=True
         )
-        transformed_eval = (
-            (evaluation.record_batches, adapter_config),
-            transform_fn,
-        ) | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True)
-        for split, transformed, read in (
-            ("train", transformed_train, train),
-            ("eval", transformed_eval, evaluation),
-        ):
+        for split in job.splits[1:]:
+            transformed[split] = (
+                (reads[split][0], adapter_config),
+                transform_fn,
+            ) | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(
+                output_record_batches=True
+            )
+        for split in job.splits:
             label = split.capitalize()
-            _ = transformed | f"Write{label}" >> WriteExamples(out, split)
-            _ = read.rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
+            if job.class_labels and split != "train":
+                _ = reads[split][0] | f"CountUnknown{label}Labels" >> CountUnknownLabels(
+                    split, job.class_labels, adapter_config, transform_fn[0]
+                )
+            _ = transformed[split] | f"Write{label}" >> WriteExamples(out, split)
+            _ = reads[split][1] | f"Write{label}Rejects" >> beam.io.WriteToText(
                 os.path.join(out, "rejects", split), file_name_suffix=".jsonl"
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
@@ -282,8 +324,13 @@ def run(job: TransformJob) -> dict:
         result.wait_until_finish()
     if tf.io.gfile.exists(temp_dir):
         tf.io.gfile.rmtree(temp_dir)
-    stats = _stats(result)
+    stats = _stats(result, job.splits)
     with tf.io.gfile.GFile(stats_path(out), "w") as f:
         json.dump(stats, f, indent=2)
     _check_rejects(stats, job)
+    for (split, label), counts in unknown_label_counts(result).items():
+        classes = tft.TFTransformOutput(out).vocabulary_by_name(label)
+        raise TransformError(
+            unknown_labels_message(split, label, counts, [c.decode() for c in classes])
+        )
     return stats

@@ -9,17 +9,23 @@ signature runs on the warm-up examples and on the same examples with every nulla
 feature absent. A failure names the signature, the absent feature that causes it, the
 transformed feature whose computation fails and the op.
 
-The process is started early (:class:`ServingCheck`), so its TensorFlow import overlaps
-the export's save; it reads one JSON request on stdin and answers one JSON line.
+The process is started once per process that exports (:func:`serving_check`), early,
+so its TensorFlow import overlaps other work; it reads one JSON request per line on
+stdin and answers each with one JSON line.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
+import threading
+import traceback
 from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
@@ -43,10 +49,11 @@ class ExportCheckError(RuntimeError):
 
 
 class ServingCheck:
-    """The check process: start it, then :meth:`run` it on a written export folder.
+    """The check process: it imports TensorFlow once, then checks one export folder per
+    request (each in a graph and session of its own) until it is closed.
 
-    Started at once (its TensorFlow import then overlaps other work); :meth:`close`
-    ends it when no check is needed after all.
+    Use :func:`serving_check` (one per process, started on first use) so its import is
+    paid once and overlaps other work (training, the export's save).
     """
 
     def __init__(self):
@@ -54,36 +61,72 @@ class ServingCheck:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # A file, not a pipe: nobody reads stderr while the check runs, and a full pipe
+        # would stop the process.
+        self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "serving_input.serving_check"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             env=env, text=True,
         )
+        self._lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self._process.poll() is None
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
 
     def run(self, export_dir: str, examples: Sequence[bytes], timeout: float = 600) -> list[dict]:
         """The failures found (empty: the export serves); see :func:`check_export`."""
         request = {"export_dir": export_dir,
                    "examples": [base64.b64encode(e).decode("ascii") for e in examples]}
-        try:
-            out, err = self._process.communicate(json.dumps(request) + "\n", timeout=timeout)
-        except subprocess.TimeoutExpired:
+        with self._lock:
+            try:
+                self._process.stdin.write(json.dumps(request) + "\n")
+                self._process.stdin.flush()
+            except OSError:
+                pass  # the process is gone: said below
+            ready, _, _ = select.select([self._process.stdout], [], [], timeout)
+            line = self._process.stdout.readline() if ready else ""
+        if not line:
+            reason = f"ran over {timeout:.0f} s" if not ready else (
+                f"exited with {self._process.wait()}")
             self.close()
             raise ExportCheckError(
-                f"the serving check of {export_dir} ran over {timeout:.0f} s"
-            ) from None
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if self._process.returncode != 0 or not lines:
-            raise ExportCheckError(
-                f"the serving check of {export_dir} exited with {self._process.returncode}: "
-                + err.strip()[-2000:]
+                f"the serving check of {export_dir} {reason}: {self._stderr_tail()}"
             )
-        return json.loads(lines[-1])["failures"]
+        answer = json.loads(line)
+        if "error" in answer:
+            raise ExportCheckError(f"the serving check of {export_dir} failed: {answer['error']}")
+        return answer["failures"]
 
     def close(self) -> None:
-        """Ends the process if it still runs."""
+        """Ends the process."""
         if self._process.poll() is None:
-            self._process.kill()
-            self._process.communicate()
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._stderr.close()
+
+
+_shared: ServingCheck | None = None
+
+
+def serving_check() -> ServingCheck:
+    """This process's check process, started now if it is not running."""
+    global _shared
+    if _shared is None or not _shared.alive:
+        if _shared is None:
+            atexit.register(lambda: _shared.close() if _shared else None)
+        _shared = ServingCheck()
+    return _shared
 
 
 def describe(failure: Mapping, sources: Mapping[str, Sequence[str]] | None = None) -> str:
@@ -140,15 +183,44 @@ def _feeds(signature_def, rows: list[dict], spec: Mapping, lists: Sequence[str])
     return {info.name: columns[key] for key, info in inputs.items()}
 
 
-def _run(session, signature_def, rows, spec, lists, outputs=None) -> str | None:
-    """None, or the TensorFlow message of the failed run."""
-    fetches = {k: v.name for k, v in signature_def.outputs.items()
-               if outputs is None or k in outputs}
+def _run(session, signature_defs: Mapping, rows, spec, lists, outputs=None) -> str | None:
+    """None, or the TensorFlow message of the failed run of ``signature_defs`` (all in
+    one ``session.run``; ``outputs``: only these outputs)."""
+    feeds, fetches = {}, {}
+    for key, signature_def in signature_defs.items():
+        feeds.update(_feeds(signature_def, rows, spec, lists))
+        fetches.update({f"{key}/{k}": v.name for k, v in signature_def.outputs.items()
+                        if outputs is None or k in outputs})
     try:
-        session.run(fetches, _feeds(signature_def, rows, spec, lists))
+        session.run(fetches, feeds)
     except tf.errors.OpError as err:
         return err.message
     return None
+
+
+def _diagnose(session, graph, signatures, key, what, batch, rows, message, nullable,
+              spec, lists) -> dict:
+    """One failing signature: the failing node and op, the absent feature whose absence
+    alone makes it fail, and the ``transform_features`` output that fails."""
+    signature = {key: signatures[key]}
+    failure = {"signature": key, "examples": f"{what} ({len(batch)})",
+               "message": tf_errors.error_text(message)}
+    node = tf_errors.failing_node(message)
+    if node:
+        failure.update(node=node, op=_op_type(graph, node) or node)
+    if what == ABSENT:
+        failure["absent_feature"] = next(
+            (name for name in nullable if _run(
+                session, signature, [{k: v for k, v in r.items() if k != name} for r in rows],
+                spec, lists)),
+            None)
+    probe = signatures.get(TRANSFORM_FEATURES)
+    if probe is not None:
+        failure["transformed_feature"] = next(
+            (out for out in sorted(probe.outputs)
+             if _run(session, {TRANSFORM_FEATURES: probe}, batch, spec, lists, outputs={out})),
+            None)
+    return failure
 
 
 def _op_type(graph: tf.Graph, node: str) -> str | None:
@@ -186,48 +258,39 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
         message = err.message if isinstance(err, tf.errors.OpError) else str(err)
         return [{"signature": None, "message": tf_errors.error_text(message)}]
     rows = [_row(tf.train.Example.FromString(e), spec) for e in examples]
-    batches = [(WARMUP, rows)]
+    batches = [(WARMUP, rows)] if rows else []  # no examples: the load is the check
     if rows and nullable:
         batches.append((ABSENT, [{k: v for k, v in r.items() if k not in nullable} for r in rows]))
     signatures = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
-    failures = []
-    for key, signature_def in sorted(signatures.items()):
-        for what, batch in batches:
-            message = _run(session, signature_def, batch, spec, lists)
-            if message is None:
-                continue
-            failure = {"signature": key, "examples": f"{what} ({len(batch)})",
-                       "message": tf_errors.error_text(message)}
-            node = tf_errors.failing_node(message)
-            if node:
-                failure.update(node=node, op=_op_type(graph, node) or node)
-            if what == ABSENT:
-                failure["absent_feature"] = next(
-                    (name for name in nullable if _run(
-                        session, signature_def,
-                        [{k: v for k, v in r.items() if k != name} for r in rows], spec, lists)),
-                    None)
-            probe = signatures.get(TRANSFORM_FEATURES)
-            if probe is not None:
-                failure["transformed_feature"] = next(
-                    (out for out in sorted(probe.outputs)
-                     if _run(session, probe, batch, spec, lists, outputs={out})), None)
-            failures.append(failure)
-            break
+    failures: list[dict] = []
+    for what, batch in batches:
+        pending = {k: v for k, v in signatures.items()
+                   if k not in {f["signature"] for f in failures}}
+        # All signatures in one run: one executor to build; one by one only on failure.
+        if not pending or _run(session, pending, batch, spec, lists) is None:
+            continue
+        for key, signature_def in sorted(pending.items()):
+            message = _run(session, {key: signature_def}, batch, spec, lists)
+            if message is not None:
+                failures.append(_diagnose(session, graph, signatures, key, what, batch, rows,
+                                          message, nullable, spec, lists))
     session.close()
     return failures
 
 
 def main() -> int:
-    """Reads one request (``{"export_dir", "examples": [base64]}``) from stdin and
-    prints ``{"failures": [...]}``; an empty stdin (the parent gave up) ends it."""
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 0
-    request = json.loads(line)
-    examples = [base64.b64decode(e) for e in request["examples"]]
-    failures = check_export(request["export_dir"], examples)
-    print(json.dumps({"failures": failures}), flush=True)
+    """Answers each request line (``{"export_dir", "examples": [base64]}``) with
+    ``{"failures": [...]}`` (or ``{"error": ...}``); ends when stdin closes."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            examples = [base64.b64decode(e) for e in request["examples"]]
+            answer = {"failures": check_export(request["export_dir"], examples)}
+        except Exception:  # noqa: BLE001 - said to the parent, which raises it
+            answer = {"error": traceback.format_exc()[-2000:]}
+        print(json.dumps(answer), flush=True)
     return 0
 
 

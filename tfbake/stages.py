@@ -18,6 +18,7 @@ import tf_keras
 import serving_input
 import trainer
 import transform
+from serving_input.serving_check import serving_check
 from tfbake.config import Config, load_object
 from tfbake.model_config import Label
 from transform.labels import transform_label
@@ -387,6 +388,7 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
 def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
     """transform -> train -> export; returns a summary (row counts, metrics, export path)."""
     stats = run_transform(config, beam_args)
+    serving_check()  # the export's check process: its TensorFlow import overlaps training
     model, metrics = run_training(config)
     export_path = run_export(config, model)
     summary = {"transform": stats, "eval_metrics": metrics, "export": export_path,

@@ -22,7 +22,7 @@ from serving_input import ServingInputReceiver
 from serving_input import signatures as sig
 from serving_input.feature_spec import write_raw_feature_spec
 from serving_input.receivers import build_raw_serving_input_fn
-from serving_input.serving_check import ExportCheckError, ServingCheck, check_or_raise
+from serving_input.serving_check import ExportCheckError, check_or_raise, serving_check
 from serving_input.transform_graph import TransformGraph
 from trainer.heads import Head, SignatureSpec
 from trainer.warmup import write_warmup_requests
@@ -224,7 +224,7 @@ def export_saved_model(
     version = _free_version(export_dir_base, version)
     final_dir = os.path.join(export_dir_base, str(version))
     temp_dir = os.path.join(export_dir_base, f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-    check = ServingCheck()  # starts now: its TensorFlow import overlaps the save
+    check = serving_check()  # started now if need be: its TensorFlow import overlaps the save
     try:
         receiver = serving_input_fn()
         transform = ServingTransform(tft_output, list(receiver.feature_spec), label_keys)
@@ -242,6 +242,4 @@ def export_saved_model(
         if tf.io.gfile.exists(temp_dir):
             tf.io.gfile.rmtree(temp_dir)
         raise
-    finally:
-        check.close()
     return final_dir

@@ -41,16 +41,18 @@ def predictions_of(head: Head, logits, postprocess: Postprocess | None = None) -
 
 
 class ServingTransform(tf.Module):
-    """The transform graph as the export serves it: every transformed feature but the
-    labels, computed from the served raw features and nothing else, so no label code
+    """The transform graph as the export serves it: the transformed features computed
+    from the served raw features and nothing else, labels left out, so no label code
     (and no column only a label uses) is part of a serving signature
-    (:class:`serving_input.transform_graph.TransformGraph`).
+    (:class:`serving_input.transform_graph.TransformGraph`). Outputs that need a column
+    a request does not carry (another label's, a ``serving: false`` column's) are
+    training data only and left out too.
 
     Tracks the loaded transform graph, so its tables and vocabulary assets are saved
     with the export, which then needs no transform directory.
 
-    Raises :class:`~serving_input.serving_check.ExportCheckError` when a transformed
-    feature needs a raw column that serving requests do not carry.
+    Raises :class:`~serving_input.serving_check.ExportCheckError` when one of
+    ``model_inputs`` needs a raw column that serving requests do not carry.
     """
 
     def __init__(
@@ -58,26 +60,32 @@ class ServingTransform(tf.Module):
         tft_output: tft.TFTransformOutput,
         raw_features: Sequence[str],
         label_keys: Sequence[str] = (),
+        model_inputs: Sequence[str] = (),
     ):
         super().__init__()
         graph = TransformGraph(tft_output.transform_savedmodel_dir)
-        outputs = {k: v for k, v in graph.outputs.items() if k not in set(label_keys)}
-        try:
-            self._pruned = graph.prune(raw_features, outputs)
-        except ValueError as err:
+        served = set(raw_features)
+        sources = graph.output_sources()
+        unserved = {
+            name: sorted(sources[name] - served) for name in model_inputs
+            if name in sources and not sources[name] <= served
+        }
+        if unserved:
+            needs = "; ".join(f'"{name}" needs {columns}' for name, columns in unserved.items())
             raise ExportCheckError(
-                f"a transformed feature needs a raw column that serving requests do not "
-                f"carry (they carry {sorted(raw_features)}; a label's columns and "
-                f"serving: false features are training data only): {err}"
-            ) from None
+                f"a model input is computed from a raw column that serving requests do not "
+                f"carry (they carry {sorted(served)}; a label's columns and serving: false "
+                f"features are training data only): {needs}"
+            )
+        outputs = {
+            name: value for name, value in graph.outputs.items()
+            if name not in set(label_keys) and sources[name] <= served
+        }
+        self._pruned = graph.prune(served, outputs)
         self.transform_graph = graph.imported
         self.function = self._pruned.function
         # Transformed feature -> the raw features it is computed from.
-        self.sources = {
-            name: sorted(columns)
-            for name, columns in graph.output_sources().items()
-            if name in outputs
-        }
+        self.sources = {name: sorted(sources[name]) for name in outputs}
 
     def __call__(self, raw_features: dict) -> dict:
         return self._pruned(raw_features)
@@ -227,7 +235,9 @@ def export_saved_model(
     check = serving_check()  # started now if need be: its TensorFlow import overlaps the save
     try:
         receiver = serving_input_fn()
-        transform = ServingTransform(tft_output, list(receiver.feature_spec), label_keys)
+        transform = ServingTransform(
+            tft_output, list(receiver.feature_spec), label_keys, model.input_names
+        )
         servable = _Servable(model, transform, head, postprocess)
         functions, methods = _signatures(servable, receiver)
         tf.saved_model.save(servable, temp_dir, signatures=functions)

@@ -101,7 +101,9 @@ def unknown_label_counts(result) -> dict[tuple[str, str], dict]:
 def unknown_labels_message(split: str, label: str, counts: dict, classes: Sequence[str]) -> str:
     """Why the job stops: the ``split`` values of ``label`` that are no training class."""
     ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
-    values = ", ".join(f"{json.dumps(v)} ({n} rows)" for v, n in ordered[:20])
+    values = ", ".join(
+        f"{json.dumps(v)} ({n} row{'' if n == 1 else 's'})" for v, n in ordered[:20]
+    )
     more = f" and {len(ordered) - 20} more" if len(ordered) > 20 else ""
     example = json.dumps(str(ordered[0][0]))
     return (

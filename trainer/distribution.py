@@ -42,7 +42,10 @@ def write_dir(path: str, strategy: tf.distribute.Strategy) -> Iterator[str]:
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
     """Returns once every worker has called it (an all-reduce of one number), e.g. so
-    that the chief has written a file the others are about to read."""
+    that the chief has written a file the others are about to read. A no-op in one
+    process."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
 
     @tf.function  # a collective run eagerly is slow and warns about it
     def all_reduce_one():

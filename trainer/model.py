@@ -176,6 +176,9 @@ class Model:
         midway, started again, resumes from its last finished epoch. With
         ``early_stopping_patience``, stops when ``monitor`` stops improving (its mode,
         min or max, from its name: :func:`monitor_mode`) and restores the best weights.
+        Under a multi-worker strategy every worker calls it; only the chief writes
+        ``model_dir`` (:mod:`trainer.distribution`), and a rerun of all the workers
+        resumes from the chief's backup.
         """
         if not eval_input_fn and monitor.startswith("val_"):
             monitor = monitor.removeprefix("val_")

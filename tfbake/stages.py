@@ -367,8 +367,8 @@ def run_all(
     Not for a multi-worker cluster, whose workers would each run the Beam job: there,
     run the transform once, the training on every worker, then the export.
     """
-    workers = trainer.workers_in_tf_config()
-    if config.training.distribute == "multi_worker_mirrored" and workers > 1:
+    multi_worker = config.training.distribute == "multi_worker_mirrored"
+    if multi_worker and (workers := trainer.workers_in_tf_config()) > 1:
         raise ConfigError(
             f"training.distribute: multi_worker_mirrored on the {workers} workers of "
             "TF_CONFIG: run `tfbake transform` once, `tfbake train` on every worker, "

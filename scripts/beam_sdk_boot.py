@@ -8,12 +8,12 @@ container's boot program it
 
 1. asks the runner for the job's provision info (pipeline options, staged files);
 2. retrieves the staged files into ``<work dir>/staged``: ``--setup_file``'s sdist
-   (``workflow.tar.gz``), ``--extra_package``s (listed in ``extra_packages.txt``),
-   ``--requirements_file`` with the packages the launcher downloaded for it, a saved
-   main session;
-3. installs them with pip into ``<work dir>/site``, offline: the requirements from the
-   staged files alone, the packages without their dependencies, which the worker's
-   environment (this Python, the launcher's) must already hold;
+   (``workflow.tar.gz``), ``--extra_package``s (listed in ``extra_packages.txt``), a
+   saved main session;
+3. installs the packages with pip into ``<work dir>/site``, offline and without their
+   dependencies, which the worker's environment (this Python, the launcher's) already
+   holds; for the same reason a ``--requirements_file`` is not installed (said in the
+   log);
 4. becomes ``python -m apache_beam.runners.worker.sdk_worker_main`` with that folder on
    ``PYTHONPATH`` and the contract's environment, so the worker applies the pipeline
    options and sends its log to the runner (the job's log).
@@ -95,12 +95,12 @@ def pip_install(site_dir: str, args: list[str]) -> None:
 
 
 def install(staged_dir: str, names: list[str], site_dir: str) -> None:
-    """Installs what the launcher staged, in the order Beam's container boot does."""
+    """Installs the staged packages: the extra packages, then the setup file's sdist (the
+    order of Beam's container boot)."""
     if REQUIREMENTS_FILE in names:
-        pip_install(
-            site_dir,
-            ["--find-links", staged_dir, "-r", os.path.join(staged_dir, REQUIREMENTS_FILE)],
-        )
+        # Installed into site_dir, they would shadow the environment's own copies
+        # (TensorFlow...), which this worker shares with the launcher.
+        log(f"{REQUIREMENTS_FILE} is not installed: this worker has the launcher's packages")
     packages = []
     if EXTRA_PACKAGES_FILE in names:
         with open(os.path.join(staged_dir, EXTRA_PACKAGES_FILE)) as f:

@@ -19,7 +19,8 @@ import serving_input
 import trainer
 import transform
 from serving_input.serving_check import serving_check
-from tfbake.config import Config, load_object
+from tfbake import paths
+from tfbake.config import Config, ConfigError, load_object
 from tfbake.model_config import Label
 from transform.labels import transform_label
 from transform.ops.cleaning import clean_strings
@@ -89,9 +90,25 @@ def preprocessing_fn(config: Config):
     return with_labels
 
 
-def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.TransformJob:
-    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section."""
+def transform_job(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> transform.TransformJob:
+    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section.
+
+    On a runner whose workers may be other machines (Dataflow, Flink, Spark, a portable
+    job server), a local data or artifacts path raises
+    :class:`~tfbake.paths.LocalPathError` naming its key, unless
+    ``workers_see_local_files`` (a shared mount, or workers on this machine).
+    """
+    beam_args = [*config.beam_args(), *beam_args]
     validation = config.data.validation
+    if not workers_see_local_files and not transform.workers_on_this_machine(beam_args):
+        read = {"data.train": config.data.train, "data.eval": config.data.eval}
+        if isinstance(validation, str):
+            read["data.validation"] = validation
+        paths.check_workers_can_read(
+            {**read, "artifacts": config.artifacts_dir}, transform.runner_name(beam_args)
+        )
     return transform.TransformJob(
         raw_feature_spec=config.raw_feature_spec(),
         preprocessing_fn=preprocessing_fn(config),
@@ -101,7 +118,7 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
         data_format=config.data.format,
         csv=config.data.csv,
         max_reject_fraction=config.data.max_reject_fraction,
-        beam_args=[*config.beam_args(), *beam_args],
+        beam_args=beam_args,
         list_features=config.list_columns(),
         image_features=config.image_features(),
         class_labels=[label.name for label in config.all_labels if label.kind == "classification"],
@@ -111,9 +128,13 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
     )
 
 
-def run_transform(config: Config, beam_args: Sequence[str] = ()) -> dict:
-    """Runs the Beam job; returns the per-split row counts."""
-    return transform.run(transform_job(config, beam_args))
+def run_transform(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> dict:
+    """Runs the Beam job (:func:`transform_job`); returns the per-split row counts."""
+    return transform.run(
+        transform_job(config, beam_args, workers_see_local_files=workers_see_local_files)
+    )
 
 
 CANNED_MODELS = {
@@ -282,12 +303,15 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
     The validation split (``data.validation``), else the eval split, picks the
     early-stopping epoch; the returned metrics are the eval split's, measured once
     after training. A run killed midway resumes from its last finished epoch when
-    started again.
+    started again. With ``multi_worker_mirrored``, run it on every worker of the
+    ``TF_CONFIG`` cluster: each trains on its share of the records, only the chief
+    writes ``trainer_dir``.
     """
     tf_keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    with distribute_strategy(config).scope():
+    strategy = distribute_strategy(config)
+    with strategy.scope():
         model = build_model(config)
     splits = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
@@ -299,11 +323,12 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
         monitor=stopping.monitor if stopping else "val_loss",
     )
     metrics = model.evaluate(splits["eval"])
-    trainer.write_report(
-        model, history, splits["eval"], config.trainer_dir,
-        validation_split=early_stopping_split(config),
-    )
-    model.keras_model.save_weights(os.path.join(config.trainer_dir, WEIGHTS_FILE))
+    # Every worker reports and saves (both read variables that all workers sync);
+    # only the chief's go to trainer_dir.
+    with trainer.write_dir(config.trainer_dir, strategy) as out_dir:
+        trainer.write_report(model, history, splits["eval"], out_dir,
+                             validation_split=early_stopping_split(config))
+        model.keras_model.save_weights(os.path.join(out_dir, WEIGHTS_FILE))
     return model, metrics
 
 
@@ -385,9 +410,22 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
     )
 
 
-def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
-    """transform -> train -> export; returns a summary (row counts, metrics, export path)."""
-    stats = run_transform(config, beam_args)
+def run_all(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> dict:
+    """transform -> train -> export; returns a summary (row counts, metrics, export path).
+
+    Not for a multi-worker cluster, whose workers would each run the Beam job: there,
+    run the transform once, the training on every worker, then the export.
+    """
+    multi_worker = config.training.distribute == "multi_worker_mirrored"
+    if multi_worker and (workers := trainer.workers_in_tf_config()) > 1:
+        raise ConfigError(
+            f"training.distribute: multi_worker_mirrored on the {workers} workers of "
+            "TF_CONFIG: run `tfbake transform` once, `tfbake train` on every worker, "
+            "then `tfbake export` (`tfbake run` would run the Beam job on every worker)"
+        )
+    stats = run_transform(config, beam_args, workers_see_local_files=workers_see_local_files)
     serving_check()  # the export's check process: its TensorFlow import overlaps training
     model, metrics = run_training(config)
     export_path = run_export(config, model)

@@ -287,4 +287,4 @@ def test_the_validation_split_is_a_file_or_a_fraction(good):
     good["data"]["validation"] = {"fraction": 1.5}
     assert "data.validation" in _error(good)
     good["data"]["validation"] = "missing-*.csv"
-    assert "data.validation: no file matches 'missing-*.csv'" in _error(good)
+    assert "data.validation: no file matches '" in _error(good)

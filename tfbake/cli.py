@@ -112,7 +112,7 @@ def _check(args: argparse.Namespace) -> int:
     from tfbake import check
 
     try:
-        config = load_config(args.config, check_files=False)
+        config = load_config(args.config, check_files=False, check_imports=False)
     except ConfigError as err:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2

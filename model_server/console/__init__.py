@@ -27,6 +27,7 @@ from google.protobuf import json_format
 
 from model_server import errors, export_contract, request_samples
 from model_server.core import ModelSpec, ServerCore
+from model_server.http_server import read_body
 from model_server.servable import Servable
 from serving_input import signatures as sig
 
@@ -47,9 +48,10 @@ class Console:
       grpc_target: ``host:port`` of the server's gRPC API, for the gRPC client code.
     """
 
-    def __init__(self, core: ServerCore, *, grpc_target: str):
+    def __init__(self, core: ServerCore, *, grpc_target: str, body_timeout_ms: int = 60000):
         self.core = core
         self.grpc_target = grpc_target
+        self.body_timeout_s = body_timeout_ms / 1000 if body_timeout_ms > 0 else None
         # (name, version, path) -> description; a loaded version never changes.
         self._descriptions: dict[tuple, dict] = {}
 
@@ -107,7 +109,11 @@ class Console:
         except errors.ServingError as e:
             return _error(e.http_status, e.message)
         try:
-            doc = await request.json()
+            body = await read_body(request, self.body_timeout_s)
+        except TimeoutError:
+            return _error(408, "Request body not received in time")
+        try:
+            doc = json.loads(body)
             signature_name, rows = doc["signature_name"], doc["rows"]
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise TypeError

@@ -233,3 +233,13 @@ def test_metrics_count_requests(http, server):
 
 def test_warmup_was_replayed(server):
     assert "Finished reading 1 warmup records for hpt version 123" in server.stderr()
+
+
+def test_console_prefills_a_tensor_signature_from_the_warmup_requests(http, server):
+    # The warm-up file holds a PredictRequest to serving_default with x = [1.0].
+    doc = http.get(f"{server.rest_url}/console/api/models/hpt/versions/123", timeout=30).json()
+    default = doc["signatures"]["serving_default"]
+    assert (default["form"], default["example_row"]) == ("tensors", {"x": 1.0})
+    assert default["fields"] == [{"name": "x", "dtype": "float32", "shape": [],
+                                  "widget": "number"}]
+    assert doc["signatures"]["classify"]["form"] == "features"  # a tf.Example signature

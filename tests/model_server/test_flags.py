@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import shutil
 import threading
 
@@ -84,6 +85,16 @@ TLS_NAME = "localhost"
 def test_the_parser_knows_every_flag_of_tensorflow_model_server():
     known = {a.dest for a in build_arg_parser()._actions} | {"version"}
     assert set(TF_SERVING_FLAGS) <= known
+
+
+def test_the_docs_table_says_what_becomes_of_every_flag():
+    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "tf_serving.md")
+    with open(docs) as f:
+        rows = [line for line in f if line.startswith("| `--")]
+    documented = {flag for row in rows for flag in re.findall(r"`--([a-z_-]+)", row.split("|")[1])}
+    parsed = {a.option_strings[0][2:] for a in build_arg_parser()._actions
+              if a.option_strings and a.dest != "help"}
+    assert set(TF_SERVING_FLAGS) | parsed <= documented
 
 
 def test_each_flag_parses_alone_and_says_when_it_has_no_effect(tmp_path):

@@ -181,10 +181,11 @@ def every_flag_server(model_dirs, helpers, tmp_path_factory):
                                         "allow_soft_placement: true\n")
     for name in ("platform.config", "thread_pool.config"):
         (tmp / name).write_text("")
-    (tmp / "models.config").write_text(
+    (tmp / "models.config").write_text(  # two models: --num_load_threads=2 loads both at once
         "model_config_list {\n"
         f'  config {{ name: "hpt" base_path: "{model_dirs["hpt"]}" model_platform: "tensorflow"\n'
         '           version_labels { key: "next" value: 99999 } }\n'
+        f'  config {{ name: "hpt_too" base_path: "{model_dirs["hpt"]}" }}\n'
         "}\n")
     flags = [f"--{name}={value.format(tmp=tmp, rest_port=helpers.free_port())}"
              for name, value in TF_SERVING_FLAGS.items() if value is not None]
@@ -215,9 +216,10 @@ def test_every_flag_at_once_starts_a_server_with_a_notice_per_flag_without_effec
     assert "--model_name and --model_base_path are ignored" in log
     assert "only the thread counts of a ConfigProto apply here; ignored: allow_soft_placement" \
         in log
-    r = requests.post(server.rest_url + "/v1/models/hpt:predict", json={"instances": [1.0]},
-                      timeout=30)
-    assert r.json() == {"predictions": [2.5]}
+    for model in ("hpt", "hpt_too"):
+        r = requests.post(f"{server.rest_url}/v1/models/{model}:predict",
+                          json={"instances": [1.0]}, timeout=30)
+        assert r.json() == {"predictions": [2.5]}
 
 
 def test_tls_grpc_with_a_self_signed_certificate_and_plaintext_refused(every_flag_server):
@@ -331,3 +333,31 @@ def test_a_failed_load_is_retried_as_the_flags_say(model_dirs, tmp_path):
         r = requests.post(server.rest_url + "/v1/models/retried:predict",
                           json={"instances": [0.0]}, timeout=30)
         assert r.json() == {"predictions": [1.0]}
+
+
+def test_thread_flags_bound_concurrent_requests(model_dirs, tmp_path, helpers):
+    # Batches wait 0.5 s for more rows: two concurrent requests would share one call.
+    params = tmp_path / "batching.config"
+    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500000 }\n")
+    with model_server.serve(model_dirs["hpt"], model_name="hpt", enable_batching=True,
+                            batching_parameters_file=str(params), rest_api_num_threads=1,
+                            grpc_max_threads=1) as server:
+        metrics = server.server.metrics
+
+        def calls() -> int:
+            return sum(int(float(line.rsplit(" ", 1)[1])) for line in
+                       metrics.page().decode().splitlines()
+                       if line.startswith(":tfbake:serving:model_call_count"))
+
+        before = calls()
+        answers = helpers.run_threads(2, lambda i: requests.post(
+            server.rest_url + "/v1/models/hpt:predict", json={"instances": [float(i)]},
+            timeout=30).json())
+        assert answers == [{"predictions": [2.0]}, {"predictions": [2.5]}]
+        assert calls() - before == 2  # --rest_api_num_threads=1: one after the other
+
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            outcomes = helpers.run_threads(2, lambda i: _predict(channel, 1.0))
+        refused = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+        assert len(refused) == 1  # --grpc_max_threads=1: the second call is refused
+        assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED

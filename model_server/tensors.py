@@ -12,7 +12,6 @@ import math
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow.python.framework import tensor_util
 
 from model_server import errors
 
@@ -62,12 +61,24 @@ def ndarray_from_proto(alias: str, proto, max_bytes: int | None = None) -> np.nd
     return array
 
 
+# The TensorProto field of each dtype's values (tensor.proto; Tensor::AsProtoField);
+# float16 values go in half_val as their bits.
+_TYPED_FIELDS = {
+    np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
+    np.dtype(np.int32): "int_val", np.dtype(np.int16): "int_val", np.dtype(np.int8): "int_val",
+    np.dtype(np.uint8): "int_val", np.dtype(np.uint16): "int_val",
+    np.dtype(np.int64): "int64_val", np.dtype(np.uint32): "uint32_val",
+    np.dtype(np.uint64): "uint64_val", np.dtype(np.bool_): "bool_val",
+    np.dtype(np.float16): "half_val",
+}
+
+
 def tensor_proto(array: np.ndarray, tensor_content: bool = False):
     """A response TensorProto for a numpy array: values in the typed field
     (``float_val``...) as TF Serving writes them, or packed in ``tensor_content``
-    (``--enable_serialization_as_tensor_content``). String arrays stay DT_STRING."""
-    append = tensor_util.GetNumpyAppendFn(array.dtype)
-    if array.dtype.kind in "OSU" or (append is None and not tensor_content):
+    (``--enable_serialization_as_tensor_content``). Strings stay DT_STRING."""
+    field = _TYPED_FIELDS.get(array.dtype)
+    if field is None:  # strings, and the rare dtypes TensorFlow's own encoder knows
         return tf.make_tensor_proto(array)
     proto = tensor_pb2.TensorProto(
         dtype=tf.as_dtype(array.dtype).as_datatype_enum,
@@ -76,7 +87,9 @@ def tensor_proto(array: np.ndarray, tensor_content: bool = False):
     if tensor_content:  # as Tensor::AsProtoTensorContent: the bytes in host order
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
     else:
-        append(proto, array.reshape(-1))
+        flat = array.reshape(-1)
+        getattr(proto, field).extend((flat.view(np.uint16) if field == "half_val" else flat)
+                                     .tolist())
     return proto
 
 

@@ -13,6 +13,7 @@ import shutil
 import threading
 
 import grpc
+import numpy as np
 import pytest
 import requests
 import tensorflow as tf
@@ -26,6 +27,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 import model_server
 from model_server.config import NOT_APPLICABLE, build_arg_parser, parse_flags
 from model_server.manager import StartupError
+from model_server.tensors import tensor_proto
 
 # Every flag of tensorflow_model_server, read from tensorflow/serving's
 # tensorflow_serving/model_servers/main.cc (the flag_list of main()), with a value.
@@ -288,6 +290,20 @@ def test_response_tensors_are_typed_fields_by_default(grpc_channel):
     # As TF Serving without --enable_serialization_as_tensor_content.
     y = _predict(grpc_channel, 4.0).outputs["y"]
     assert list(y.float_val) == [4.0] and not y.tensor_content
+
+
+@pytest.mark.parametrize("array", [
+    np.array([[1.5, -2.0]], np.float32), np.array([1.25], np.float64),
+    np.array([1, -2], np.int32), np.array([-3], np.int8), np.array([200], np.uint8),
+    np.array([2**40], np.int64), np.array([2**63], np.uint64), np.array([True, False]),
+    np.array([1.5], np.float16), np.array([b"a", b"\xff"], object),
+], ids=lambda a: str(a.dtype))
+def test_response_tensors_of_every_dtype_read_back_typed_or_packed(array):
+    for packed in (False, True):
+        proto = tensor_proto(array, packed)
+        assert bool(proto.tensor_content) == (packed and array.dtype != object)
+        back = tf.make_ndarray(proto)
+        assert back.dtype == array.dtype and back.tolist() == array.tolist()
 
 
 def _two_meta_graph_model(path: str) -> None:

@@ -27,6 +27,7 @@ from tensorflow.core.framework import types_pb2
 
 from model_server import request_samples
 from model_server.loader import WARMUP_FILE
+from model_server.request_samples import tensor_shape
 from serving_input import signatures as sig
 
 RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
@@ -57,14 +58,6 @@ def dtype_name(dtype: str) -> str:
         return tf.dtypes.as_dtype(types_pb2.DataType.Value(dtype)).name
     except (ValueError, TypeError):
         return dtype
-
-
-def tensor_shape(info: Mapping) -> list[int] | None:
-    """A metadata TensorInfo's shape (-1 for an unknown dimension), None for unknown rank."""
-    shape = info.get("tensor_shape", {})
-    if shape.get("unknown_rank"):
-        return None
-    return [int(d.get("size", -1)) for d in shape.get("dim", [])]
 
 
 def signature_summary(signature_def: Mapping) -> dict:

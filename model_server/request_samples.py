@@ -106,12 +106,13 @@ def uncallable_reason(signature_def: Mapping) -> str | None:
         return "it has no inputs"
     others = sorted(f"{n} ({i.get('dtype')})" for n, i in inputs.items()
                     if i.get("dtype") not in _JSON_DTYPES)
-    if others and signature_kind(signature_def) is None:
+    if others:
         return "TF Serving's JSON cannot carry the dtype of " + ", ".join(others)
     return None
 
 
-def _shape(info: Mapping) -> list[int] | None:
+def tensor_shape(info: Mapping) -> list[int] | None:
+    """A metadata TensorInfo's shape (-1 for an unknown dimension), None for unknown rank."""
     shape = info.get("tensor_shape", {})
     if shape.get("unknown_rank"):
         return None
@@ -121,13 +122,13 @@ def _shape(info: Mapping) -> list[int] | None:
 def batched(signature_def: Mapping) -> bool:
     """Every input has a leading batch dimension of unknown size: one row per instance
     (REST row format); otherwise a request carries whole tensors (columnar format)."""
-    shapes = [_shape(info) for info in signature_def.get("inputs", {}).values()]
+    shapes = [tensor_shape(info) for info in signature_def.get("inputs", {}).values()]
     return bool(shapes) and all(s and s[0] == -1 for s in shapes)
 
 
 def instance_shape(signature_def: Mapping, name: str) -> list[int] | None:
     """The shape of one row's value of an input (-1: any size; None: any rank)."""
-    shape = _shape(signature_def["inputs"][name])
+    shape = tensor_shape(signature_def["inputs"][name])
     return shape[1:] if shape is not None and batched(signature_def) else shape
 
 
@@ -164,7 +165,7 @@ def _nested_shape(value: Any) -> list[int]:
     return shape
 
 
-def _tensor_leaf(name: str, value: Any, dtype: tf.dtypes.DType) -> Any:
+def _tensor_leaf(value: Any, dtype: tf.dtypes.DType) -> Any:
     """One element as the input's dtype; a form's text is parsed ("2", "true")."""
     if dtype == tf.string:
         if isinstance(value, dict):
@@ -179,17 +180,17 @@ def _tensor_leaf(name: str, value: Any, dtype: tf.dtypes.DType) -> Any:
             try:
                 value = json.loads(text)
             except ValueError:
-                raise ValueError(f"expected a {dtype.name}, got {value!r}") from None
+                raise ValueError(f"expected {dtype.name}, got {value!r}") from None
     if dtype == tf.bool:
         if isinstance(value, bool):
             return value
         raise ValueError(f"expected true or false, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a {dtype.name}, got {value!r}")
+        raise ValueError(f"expected {dtype.name}, got {value!r}")
     if dtype.is_floating:
         return float(value)
     if value != int(value) or not dtype.min <= value <= dtype.max:
-        raise ValueError(f"expected a {dtype.name}, got {value!r}")
+        raise ValueError(f"expected {dtype.name}, got {value!r}")
     return int(value)
 
 
@@ -206,11 +207,11 @@ def tensor_value(signature_def: Mapping, name: str, value: Any) -> Any:
             pass
 
     def typed(v):
-        return [typed(i) for i in v] if isinstance(v, list) else _tensor_leaf(name, v, dtype)
+        return [typed(i) for i in v] if isinstance(v, list) else _tensor_leaf(v, dtype)
 
     try:
         result = typed(value)
-    except (ValueError, TypeError, errors.ServingError) as e:
+    except (ValueError, TypeError, OverflowError, errors.ServingError) as e:
         message = e.message if isinstance(e, errors.ServingError) else str(e)
         raise ValueError(f'Input "{name}" ({dtype.name}): {message}') from None
     got = _nested_shape(result)

@@ -13,14 +13,8 @@ import tensorflow as tf
 
 
 @pytest.fixture
-def page(browser, other_models_served):
-    page = browser.new_page(viewport={"width": 1300, "height": 1100})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(other_models_served[0] + "/")
-    yield page
-    page.close()
-    assert not errors, errors  # no JavaScript error in any state
+def page(console_page, other_models_served):
+    return console_page(other_models_served[0], height=1100)
 
 
 def _open(page, model: str, first_field: str):

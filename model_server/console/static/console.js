@@ -346,8 +346,11 @@ function answerTables(doc) {
   return [];
 }
 
-async function send(body) {
+function showSending() {
   $("#answer").replaceChildren(element("p", { class: "muted", text: "Sending…" }));
+}
+
+async function send(body) {
   const response = await getJson(state.path, {
     method: "POST", headers: { "Content-Type": "application/json" }, body,
   });
@@ -379,9 +382,13 @@ function renderSamples(samples) {
 
 $("#try-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  showSending();  // at once, so no earlier answer stays on screen meanwhile
   if (await buildRequest()) await send($("#json-editor").value);
 });
-$("#send-json").addEventListener("click", () => send($("#json-editor").value));
+$("#send-json").addEventListener("click", () => {
+  showSending();
+  send($("#json-editor").value);
+});
 $("#signature").addEventListener("change", async () => {
   showSignature();
   await buildRequest();

@@ -175,8 +175,8 @@ def inspect(
         examples_from = "placeholders typed by the predict_raw signature (no warm-up examples)"
     else:
         chosen = []
-        examples_from = ("no raw feature contract: requests are built from each signature's "
-                         "input tensors (warm-up requests, else placeholders by dtype and shape)")
+        examples_from = ("each signature's input tensors: its warm-up requests, else "
+                         "placeholders by dtype and shape (no raw feature contract)")
     inputs = {
         name: tensor_rows.get(name, [])[:examples] or [request_samples.placeholder_row(d)]
         for name, d in signature_defs.items()

@@ -23,7 +23,9 @@ STACK = [
 ]
 
 SERVING = [
-    "aiohttp>=3.9,<4",
+    # 3.14 closes a connection that sends no request within keepalive_timeout
+    # (--rest_api_header_timeout_in_ms relies on it).
+    "aiohttp>=3.14,<4",
     "orjson>=3.9",
     "grpcio>=1.60",
     # --enable_grpc_healthcheck_service; 1.85+ needs protobuf 7, outside the stack.

@@ -76,9 +76,13 @@ def _idle(connection) -> bool:
     """
     if connection.transport is None:
         return True
-    if not connection._keepalive and not connection._request_in_progress:
+    try:
+        keepalive, in_progress = connection._keepalive, connection._request_in_progress
+        waiter = connection._waiter
+    except AttributeError:  # an aiohttp without them: its own shutdown decides
         return True
-    waiter = connection._waiter
+    if not keepalive and not in_progress:
+        return True
     return waiter is not None and not waiter.done() and not _unread_bytes(
         connection.transport)
 

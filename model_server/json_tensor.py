@@ -71,9 +71,12 @@ def loads(body: bytes):
         try:
             orjson.dumps(doc)
         except TypeError as invalid:  # also raised for nesting deeper than orjson writes
-            if "surrogate" in str(invalid):  # rapidjson's message, as TF Serving answers
-                raise errors.invalid_argument(
-                    "JSON Parse error: The surrogate pair in string is invalid.") from None
+            if "surrogate" in str(invalid):
+                # orjson's own message has the position when the surrogate was the
+                # first thing it refused; else rapidjson's, as TF Serving answers.
+                where = str(e) if "surrogate" in str(e) else (
+                    "The surrogate pair in string is invalid.")
+                raise errors.invalid_argument(f"JSON Parse error: {where}") from None
     if not isinstance(doc, dict):
         raise _format_error(doc, "Is not object")
     return doc

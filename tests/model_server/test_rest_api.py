@@ -210,6 +210,18 @@ def test_json_parse_error(http, server):
                  startswith="JSON Parse error")
 
 
+def test_text_that_is_not_unicode_is_a_json_parse_error(http, server):
+    # A lone surrogate escape: alone, and after a NaN (read by the second parser).
+    assert_error(post(http, server, f"{HPT}:predict",
+                      b'{"signature_name": "bytes", "instances": ["\\ud800"]}'), 400,
+                 message="JSON Parse error: no low surrogate in string: line 1 column 44 "
+                         "(char 43)")
+    assert_error(post(http, server, f"{HPT}:predict", b'{"instances": [NaN], "a": "\\udc00"}'),
+                 400, message="JSON Parse error: The surrogate pair in string is invalid.")
+    assert_error(post(http, server, f"{HPT}:predict", b'{"instances": ["\xff\xfe"]}'), 400,
+                 startswith="JSON Parse error")
+
+
 def test_graph_error_is_invalid_argument(http, server):
     body = {"signature_name": "classify", "examples": [{"x": "not a float"}]}
     assert_error(post(http, server, f"{HPT}:classify", body), 400)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from model_server import listening_address
+from scripts.beam_portable import portable_runner as start_portable_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 PENGUINS_CONFIG = ROOT / "configs" / "penguins.yaml"
@@ -127,6 +128,15 @@ def python() -> str:
 @pytest.fixture(scope="session")
 def venv_bin() -> str:
     return os.path.dirname(sys.executable)
+
+
+@pytest.fixture(scope="session")
+def portable_runner(tmp_path_factory):
+    """Beam's portable job server (2 SDK workers per job) and an SDK worker pool, both
+    on 127.0.0.1 and in a folder of their own, started by ``scripts/beam_portable.py``
+    and stopped by pid: ``{"beam_args", "job_log", "pool_log", ...}``."""
+    with start_portable_runner(tmp_path_factory.mktemp("portable_runner"), num_workers=2) as r:
+        yield r
 
 
 @pytest.fixture(scope="session")

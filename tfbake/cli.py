@@ -10,7 +10,9 @@
     tfbake inspect EXPORT_DIR_OR_URL [--model NAME]      signatures, features, samples
 
 Unknown ``--flags`` after the config are Beam pipeline options (``--runner``,
-``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...).
+``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...). A
+non-local runner refuses local data and artifacts paths unless
+``--workers_see_local_files``.
 ``tfbake serve`` takes tensorflow_model_server's flags (``--port``,
 ``--rest_api_port``, ``--model_name``, ``--model_base_path``, ``--model_config_file``,
 ``--enable_batching``...); ``--config CONFIG`` fills in the model name and base path
@@ -26,6 +28,7 @@ import sys
 
 from tfbake import stages
 from tfbake.config import ConfigError, load_config
+from tfbake.paths import WORKERS_SEE_LOCAL_FILES, LocalPathError
 from transform import TransformError
 
 COMMANDS = {
@@ -84,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("config", help="the pipeline's YAML config, e.g. configs/penguins.yaml")
         if name in TAKES_BEAM_FLAGS:
+            p.add_argument(
+                WORKERS_SEE_LOCAL_FILES, action="store_true",
+                help="the Beam workers of a non-local runner see this machine's files "
+                "(a shared mount, workers on this machine): allow local data/artifacts paths",
+            )
             p.epilog = "Other --flags are passed to Beam as pipeline options."
     for name, help_text in SERVER_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -192,18 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2
+    local_ok = getattr(args, "workers_see_local_files", False)
     try:
         if args.command == "run":
-            summary = stages.run_all(config, extra)
+            summary = stages.run_all(config, extra, workers_see_local_files=local_ok)
             _print("rows", summary["transform"])
             _print("eval metrics", summary["eval_metrics"])
             print(f"exported: {summary['export']}")
         elif args.command == "transform":
-            _print("rows", stages.run_transform(config, extra))
+            _print("rows", stages.run_transform(config, extra, workers_see_local_files=local_ok))
         elif args.command == "train":
             _print("eval metrics", stages.run_training(config)[1])
         elif args.command == "export":
             print(f"exported: {stages.run_export(config)}")
+    except (ConfigError, LocalPathError) as err:
+        print(f"tfbake {args.command}: {err}", file=sys.stderr)
+        return 2
     except (TransformError, FileNotFoundError) as err:
         print(f"tfbake {args.command}: {err}", file=sys.stderr)
         return 1

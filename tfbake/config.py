@@ -23,6 +23,7 @@ from tfbake.model_config import (
     check_label_and_model,
     label_feature_spec,
 )
+from tfbake.paths import ConfigPath, is_remote
 from transform.csv_source import CsvFormat
 from transform.preprocessing import FeaturePreprocessing, check_compatible
 
@@ -66,8 +67,8 @@ class Data(_Strict):
     """Where the training and eval data are, and how much bad data a job tolerates."""
 
     format: Literal["csv", "tfrecord"] = "csv"
-    train: str
-    eval: str
+    train: ConfigPath
+    eval: ConfigPath
     csv: CsvFormat = Field(default_factory=CsvFormat)
     max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
 
@@ -76,7 +77,7 @@ class Config(_Strict):
     """One pipeline, as declared in ``configs/<name>.yaml``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    artifacts: str | None = None
+    artifacts: ConfigPath | None = None  # None: artifacts/<name>, set when it loads
     data: Data
     features: dict[str, Feature] = Field(min_length=1)
     # One label (`label`), or several, each with its own head (`labels`: multi-head).
@@ -88,6 +89,16 @@ class Config(_Strict):
     training: Training = Field(default_factory=Training)
     export: Export = Field(default_factory=Export)
     beam: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_artifacts(cls, raw: Any) -> Any:
+        # Resolved when the config loads, like every path (tfbake.paths).
+        if isinstance(raw, dict) and raw.get("artifacts") is None and isinstance(
+            raw.get("name"), str
+        ):
+            raw = {**raw, "artifacts": os.path.join("artifacts", raw["name"])}
+        return raw
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -156,7 +167,7 @@ class Config(_Strict):
     # Derived paths: everything a run writes goes under `artifacts`.
     @property
     def artifacts_dir(self) -> str:
-        return self.artifacts or os.path.join("artifacts", self.name)
+        return self.artifacts  # set once validated (_default_artifacts)
 
     @property
     def transform_dir(self) -> str:
@@ -266,7 +277,7 @@ def _format_errors(err: ValidationError) -> str:
 def _check_files(config: Config, source: str) -> None:
     for key in ("train", "eval"):
         pattern = getattr(config.data, key)
-        if not glob.glob(pattern):
+        if not (tf.io.gfile.glob(pattern) if is_remote(pattern) else glob.glob(pattern)):
             raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
 
 

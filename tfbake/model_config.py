@@ -11,6 +11,7 @@ from typing import Literal
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tfbake.paths import ConfigPath
 from trainer.model import monitor_mode
 
 _DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
@@ -160,7 +161,7 @@ class Training(_Strict):
 
 
 class Export(_Strict):
-    dir: str | None = None
+    dir: ConfigPath | None = None
     # Real eval examples written as TF Serving warm-up requests (0: none).
     warmup_examples: int = Field(default=5, ge=0, le=1000)
 

@@ -19,7 +19,8 @@ import tf_keras
 import serving_input
 import trainer
 import transform
-from tfbake.config import Config
+from tfbake import paths
+from tfbake.config import Config, ConfigError
 from tfbake.model_config import Label
 from transform.labels import transform_label
 
@@ -56,8 +57,26 @@ def preprocessing_fn(config: Config):
     return with_labels
 
 
-def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.TransformJob:
-    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section."""
+def transform_job(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> transform.TransformJob:
+    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section.
+
+    On a runner whose workers may be other machines (Dataflow, Flink, Spark, a portable
+    job server), a local data or artifacts path raises
+    :class:`~tfbake.paths.LocalPathError` naming its key, unless
+    ``workers_see_local_files`` (a shared mount, or workers on this machine).
+    """
+    beam_args = [*config.beam_args(), *beam_args]
+    if not workers_see_local_files and not transform.workers_on_this_machine(beam_args):
+        paths.check_workers_can_read(
+            {
+                "data.train": config.data.train,
+                "data.eval": config.data.eval,
+                "artifacts": config.artifacts_dir,
+            },
+            transform.runner_name(beam_args),
+        )
     return transform.TransformJob(
         raw_feature_spec=config.raw_feature_spec(),
         preprocessing_fn=preprocessing_fn(config),
@@ -67,15 +86,19 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
         data_format=config.data.format,
         csv=config.data.csv,
         max_reject_fraction=config.data.max_reject_fraction,
-        beam_args=[*config.beam_args(), *beam_args],
+        beam_args=beam_args,
         list_features=config.list_columns(),
         image_features=config.image_features(),
     )
 
 
-def run_transform(config: Config, beam_args: Sequence[str] = ()) -> dict:
-    """Runs the Beam job; returns the per-split row counts."""
-    return transform.run(transform_job(config, beam_args))
+def run_transform(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> dict:
+    """Runs the Beam job (:func:`transform_job`); returns the per-split row counts."""
+    return transform.run(
+        transform_job(config, beam_args, workers_see_local_files=workers_see_local_files)
+    )
 
 
 CANNED_MODELS = {
@@ -240,12 +263,15 @@ def input_fns(config: Config, tft_output: tft.TFTransformOutput):
 def run_training(config: Config) -> tuple[trainer.Model, dict]:
     """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics.
 
-    A run killed midway resumes from its last finished epoch when started again.
+    A run killed midway resumes from its last finished epoch when started again. With
+    ``multi_worker_mirrored``, run it on every worker of the ``TF_CONFIG`` cluster:
+    each trains on its share of the records, only the chief writes ``trainer_dir``.
     """
     tf_keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    with distribute_strategy(config).scope():
+    strategy = distribute_strategy(config)
+    with strategy.scope():
         model = build_model(config)
     train_fn, eval_fn = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
@@ -257,8 +283,11 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
         monitor=stopping.monitor if stopping else "val_loss",
     )
     metrics = model.evaluate(eval_fn)
-    trainer.write_report(model, history, eval_fn, config.trainer_dir)
-    model.keras_model.save_weights(os.path.join(config.trainer_dir, WEIGHTS_FILE))
+    # Every worker reports and saves (both read variables that all workers sync);
+    # only the chief's go to trainer_dir.
+    with trainer.write_dir(config.trainer_dir, strategy) as out_dir:
+        trainer.write_report(model, history, eval_fn, out_dir)
+        model.keras_model.save_weights(os.path.join(out_dir, WEIGHTS_FILE))
     return model, metrics
 
 
@@ -330,9 +359,22 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
     )
 
 
-def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
-    """transform -> train -> export; returns a summary (row counts, metrics, export path)."""
-    stats = run_transform(config, beam_args)
+def run_all(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> dict:
+    """transform -> train -> export; returns a summary (row counts, metrics, export path).
+
+    Not for a multi-worker cluster, whose workers would each run the Beam job: there,
+    run the transform once, the training on every worker, then the export.
+    """
+    multi_worker = config.training.distribute == "multi_worker_mirrored"
+    if multi_worker and (workers := trainer.workers_in_tf_config()) > 1:
+        raise ConfigError(
+            f"training.distribute: multi_worker_mirrored on the {workers} workers of "
+            "TF_CONFIG: run `tfbake transform` once, `tfbake train` on every worker, "
+            "then `tfbake export` (`tfbake run` would run the Beam job on every worker)"
+        )
+    stats = run_transform(config, beam_args, workers_see_local_files=workers_see_local_files)
     model, metrics = run_training(config)
     export_path = run_export(config, model)
     summary = {"transform": stats, "eval_metrics": metrics, "export": export_path}

@@ -11,6 +11,8 @@
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
+- :func:`write_dir`, :func:`workers_in_tf_config`: multi-worker training (only the
+  chief writes the model folder);
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
   predicted vs actual) as ``report.html`` with PNGs.
 """
@@ -24,6 +26,7 @@ from trainer.canned import (
     LinearRegressor,
 )
 from trainer.class_weights import class_weights
+from trainer.distribution import workers_in_tf_config, write_dir
 from trainer.export import latest_export
 from trainer.heads import (
     ClassificationHead,
@@ -61,5 +64,7 @@ __all__ = [
     "latest_export",
     "make_input_fn",
     "monitor_mode",
+    "workers_in_tf_config",
+    "write_dir",
     "write_report",
 ]

@@ -12,8 +12,10 @@ from transform.pipeline import (
     data_pattern,
     rejects_pattern,
     run,
+    runner_name,
     stats_path,
     transform_fn_dir,
+    workers_on_this_machine,
 )
 from transform.preprocessing import (
     FeaturePreprocessing,
@@ -34,6 +36,8 @@ __all__ = [
     "read_header",
     "rejects_pattern",
     "run",
+    "runner_name",
     "stats_path",
     "transform_fn_dir",
+    "workers_on_this_machine",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 import apache_beam as beam
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.window import GlobalWindows
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
@@ -28,6 +33,7 @@ from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
 from transform.rejects import COUNTER_NAMESPACE
 from transform.tfrecord_source import ReadExamples
 
+_LOG = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
 # Runner names that mean "this machine": run them on the FnApiRunner, so Beam never
 # tries to download the Prism runner (see shared/STACK.md).
@@ -106,9 +112,28 @@ def _read(pipeline, job: TransformJob, split: str, column_names):
     return pipeline | f"Read{label}" >> source
 
 
+def _is_local(runner: str | None) -> bool:
+    return runner is None or runner.lower() in LOCAL_RUNNERS
+
+
+def runner_name(beam_args: Sequence[str]) -> str:
+    """The runner that pipeline flags select (``DirectRunner`` when none is given)."""
+    return PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+
+
+def workers_on_this_machine(beam_args: Sequence[str]) -> bool:
+    """Whether the job's SDK workers surely see this machine's files: a local runner, or
+    a portable one with ``--environment_type=LOOPBACK`` (the workers run in the
+    launching process)."""
+    options = PipelineOptions(list(beam_args))
+    if _is_local(options.view_as(StandardOptions).runner):
+        return True
+    environment = options.view_as(PortableOptions).environment_type or ""
+    return environment.upper() == "LOOPBACK"
+
+
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:
-    runner = options.view_as(StandardOptions).runner
-    if runner is None or runner.lower() in LOCAL_RUNNERS:
+    if _is_local(options.view_as(StandardOptions).runner):
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
 
@@ -131,6 +156,7 @@ class _WriteShards(beam.DoFn):
     def start_bundle(self):
         self._path = None
         self._writer = None
+        self._count = 0
 
     def process(self, examples: list[bytes]):
         if self._writer is None:
@@ -141,10 +167,17 @@ class _WriteShards(beam.DoFn):
         for example in examples:
             write(example)
         self._written.inc(len(examples))
+        self._count += len(examples)
 
     def finish_bundle(self):
         if self._writer is not None:
             self._writer.close()
+            # Which worker wrote what: on a distributed runner, the job's log shows how
+            # the work was spread.
+            _LOG.info(
+                "%s: %d examples -> %s (worker pid %d)",
+                self._split, self._count, self._path, os.getpid(),
+            )
             yield GlobalWindows.windowed_value(self._path)
             self._writer = None
 

@@ -228,6 +228,7 @@ def export_saved_model(
     (:func:`serving_input.feature_spec.write_raw_feature_spec`). ``postprocess`` maps
     the head's predictions (:func:`predictions_of`) in every signature.
     """
+    started = time.time()
     tf.io.gfile.makedirs(export_dir_base)
     version = _free_version(export_dir_base, version)
     final_dir = os.path.join(export_dir_base, str(version))
@@ -252,4 +253,25 @@ def export_saved_model(
         if tf.io.gfile.exists(temp_dir):
             tf.io.gfile.rmtree(temp_dir)
         raise
+    remove_stale_temp_dirs(export_dir_base, started)
     return final_dir
+
+
+def remove_stale_temp_dirs(export_dir_base: str, started: float) -> list[str]:
+    """Removes what killed exports left: hidden ``.tmp-export-*`` folders in which
+    nothing changed since ``started`` (the running export's start), so an export
+    still writing beside this one is left alone. Returns the folders removed."""
+    removed = []
+    for name in tf.io.gfile.listdir(export_dir_base):
+        path = os.path.join(export_dir_base, name.rstrip("/"))
+        if not name.startswith(TEMP_PREFIX) or not tf.io.gfile.isdir(path):
+            continue
+        newest = max(
+            tf.io.gfile.stat(os.path.join(folder, entry)).mtime_nsec / 1e9
+            for folder, subfolders, files in tf.io.gfile.walk(path)
+            for entry in [""] + subfolders + files
+        )
+        if newest < started:
+            tf.io.gfile.rmtree(path)
+            removed.append(path)
+    return removed

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import requests  # noqa: E402
 
 from model_server import export_contract, listening_address, request_samples  # noqa: E402
+from serving_input.feature_spec import read_raw_feature_spec  # noqa: E402
 
 RATIO_LIMIT = 1.05
 
@@ -58,7 +59,7 @@ def requests_to_time(rest: str, export_dir: str) -> dict[str, tuple[str, str]]:
     metadata = requests.get(f"{rest}/v1/models/m/metadata", timeout=30).json()
     signature_defs = {n: d for n, d in metadata["metadata"]["signature_def"]["signature_def"]
                       .items() if not n.startswith("__")}
-    contract = export_contract.read_raw_feature_spec(export_dir)
+    contract = read_raw_feature_spec(export_dir)
     rows = export_contract.example_rows(export_dir, signature_defs, contract, limit=1) or [
         {"bill_length_mm": 40.0, "island": "Biscoe", "year": 2008}]
     dtypes = request_samples.feature_dtypes(signature_defs)

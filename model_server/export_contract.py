@@ -25,13 +25,9 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from model_server import request_samples
-from model_server.loader import WARMUP_FILE
 from model_server.request_samples import tensor_shape
 from serving_input import signatures as sig
-from serving_input.feature_spec import (  # noqa: F401 (read from here by the console and tests)
-    RAW_FEATURE_SPEC_FILE,
-    read_raw_feature_spec,
-)
+from serving_input.export_layout import WARMUP_FILE
 
 
 @dataclasses.dataclass

@@ -6,43 +6,18 @@ import logging
 import os
 
 import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from model_server.metrics import record_warmup
 from model_server.servable import Servable, Signature
 from model_server.tensors import ndarray_from_proto, serialized_examples
+from serving_input.export_layout import SERVE_TAG, WARMUP_FILE, read_signature_defs
 
 log = logging.getLogger(__name__)
 
-SERVE_TAG = "serve"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving's kMaxNumRecords: more warm-up records than this is an error.
 MAX_WARMUP_RECORDS = 1000
 DEFAULT_SIGNATURE = "serving_default"
-
-
-def read_signature_defs(path: str, tags=(SERVE_TAG,)) -> dict:
-    """The SignatureDefs of the MetaGraph tagged exactly ``tags`` (as TF Serving's
-    loader picks it), read from saved_model.pb(txt)."""
-    saved_model = saved_model_pb2.SavedModel()
-    pb = os.path.join(path, "saved_model.pb")
-    if os.path.exists(pb):
-        with open(pb, "rb") as f:
-            saved_model.ParseFromString(f.read())
-    else:
-        with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as f:
-            text_format.Parse(f.read(), saved_model)
-    found = []
-    for meta_graph in saved_model.meta_graphs:
-        if set(meta_graph.meta_info_def.tags) == set(tags):
-            return dict(meta_graph.signature_def)
-        found.append(",".join(sorted(meta_graph.meta_info_def.tags)))
-    raise ValueError(
-        f"SavedModel at {path} has no MetaGraph tagged {','.join(sorted(tags))!r} "
-        f"(--saved_model_tags); its MetaGraphs are tagged {found}"
-    )
 
 
 class SavedModelLoader:

@@ -25,10 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from model_server import errors
-from model_server.loader import SERVE_TAG, SavedModelLoader
+from model_server.loader import SavedModelLoader
 from model_server.servable import Servable
 from model_server.source import BasePathNotFound, FileSystemSource
 from model_server.version_policy import VersionPolicy
+from serving_input.export_layout import SAVED_MODEL_FILES, SERVE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _error_code_name(exc: BaseException) -> str:
 
 
 def _saved_model_stamp(path: str) -> tuple:
-    for name in ("saved_model.pb", "saved_model.pbtxt"):
+    for name in SAVED_MODEL_FILES:
         try:
             st = os.stat(os.path.join(path, name))
             return (path, st.st_mtime_ns, st.st_size)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-log = logging.getLogger(__name__)
+from serving_input.export_layout import SAVED_MODEL_FILES, version_of
 
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+log = logging.getLogger(__name__)
 
 
 class BasePathNotFound(FileNotFoundError):
@@ -41,11 +41,8 @@ class FileSystemSource:
             ) from None
         versions: dict[int, str] = {}
         for name in names:
-            try:
-                version = int(name)
-            except ValueError:
-                continue
-            if version < 0:
+            version = version_of(name)
+            if version is None:
                 continue
             path = os.path.join(self.base_path, name)
             if not any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):

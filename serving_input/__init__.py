@@ -5,33 +5,25 @@
 - :func:`encode_example` / :func:`serialize_examples`: Python rows to ``tf.Example``s,
   typed by the same raw feature spec; :func:`raw_columns`: Python rows to
   ``predict_raw`` inputs (:func:`count_input` names a nullable or list feature's count);
-- :mod:`serving_input.signatures`: the canned-estimator signature names and output keys.
+- :mod:`serving_input.signatures`: the canned-estimator signature names and output keys;
+- :mod:`serving_input.export_layout`: the export folder's file names, tags, input key
+  and version rule, which every writer and reader of an export imports.
+
+Each name is imported on first use: ``import serving_input`` loads no TensorFlow.
 """
 
-from serving_input.feature_spec import FeatureSpec, is_optional, type_name, without
-from serving_input.raw_tensors import raw_columns, raw_feature_spec_of
-from serving_input.receivers import (
-    EXAMPLES_KEY,
-    ServingInputReceiver,
-    build_parsing_serving_input_fn,
-    build_raw_serving_input_fn,
-    count_input,
-)
-from serving_input.tf_example import ExampleEncodingError, encode_example, serialize_examples
+from serving_input.lazy_exports import lazy_exports
 
-__all__ = [
-    "EXAMPLES_KEY",
-    "ExampleEncodingError",
-    "FeatureSpec",
-    "ServingInputReceiver",
-    "build_parsing_serving_input_fn",
-    "build_raw_serving_input_fn",
-    "count_input",
-    "encode_example",
-    "is_optional",
-    "raw_columns",
-    "raw_feature_spec_of",
-    "serialize_examples",
-    "type_name",
-    "without",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".export_layout": ["EXAMPLES_KEY"],
+    ".feature_spec": ["FeatureSpec", "is_optional", "type_name", "without"],
+    ".raw_tensors": ["raw_columns", "raw_feature_spec_of"],
+    ".receivers": [
+        "ServingInputReceiver",
+        "build_parsing_serving_input_fn",
+        "build_raw_serving_input_fn",
+        "count_input",
+    ],
+    ".tf_example": ["ExampleEncodingError", "encode_example", "serialize_examples"],
+})
+__all__ = __dir__()

@@ -13,39 +13,13 @@ import csv
 from collections.abc import Iterable, Mapping, Sequence
 
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving_input.csv_format import CsvFormat
 from serving_input.text_values import (
-    LIST_DELIMITER,
     TEXT_PARSERS,
     bad_text_message,
     parse_list_text,
 )
-
-
-class CsvFormat(BaseModel):
-    """How CSV files are laid out (the config's ``data.csv``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    header: bool = True
-    column_names: list[str] | None = None
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    # Spaces right after a delimiter are not part of the value (", " separators), as
-    # Python csv's skipinitialspace.
-    skipinitialspace: bool = False
-    # A cell is missing when its text, stripped of surrounding whitespace, is one of these.
-    na_values: list[str] = Field(default_factory=lambda: ["", "NA", "?"])
-    # Between the values of a list feature's cell ("a|b"); an NA cell is an empty list.
-    list_delimiter: str = Field(default=LIST_DELIMITER, min_length=1)
-
-    @model_validator(mode="after")
-    def _names_known(self) -> CsvFormat:
-        if not self.header and not self.column_names:
-            raise ValueError("csv.column_names is required when csv.header is false")
-        if self.list_delimiter == self.delimiter:
-            raise ValueError("csv.list_delimiter must differ from csv.delimiter")
-        return self
 
 
 def read_header(path: str, delimiter: str = ",", *, skipinitialspace: bool = False) -> list[str]:

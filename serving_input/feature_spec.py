@@ -13,9 +13,11 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
+from serving_input.export_layout import FEATURE_DTYPES, RAW_FEATURE_SPEC_FILE
+
 FeatureSpec = Mapping[str, "tf.io.FixedLenFeature | tf.io.VarLenFeature"]
 
-_TYPE_NAMES = {tf.float32: "float", tf.int64: "int", tf.string: "string"}
+_TYPE_NAMES = {tf.as_dtype(dtype): name for name, dtype in FEATURE_DTYPES.items()}
 
 
 def type_name(dtype: tf.dtypes.DType) -> str:
@@ -37,11 +39,6 @@ def without(feature_spec: FeatureSpec, keys) -> dict:
     """The spec less some keys (e.g. the labels, which a serving example does not carry)."""
     drop = set(keys)
     return {name: spec for name, spec in feature_spec.items() if name not in drop}
-
-
-# The raw feature contract of an export, beside the warm-up file: a signature shows
-# names and dtypes but not which features may be absent or are lists.
-RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
 
 
 def write_raw_feature_spec(
@@ -77,15 +74,12 @@ def read_raw_feature_spec(export_dir: str) -> dict | None:
         return json.load(f)
 
 
-_DTYPES = {name: dtype for dtype, name in _TYPE_NAMES.items()}
-
-
 def spec_of_contract(contract: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
     """The raw feature spec a contract (:func:`read_raw_feature_spec`) describes, and
     its list features."""
     spec = {}
     for name, entry in contract.items():
-        dtype = _DTYPES[entry["type"]]
+        dtype = tf.as_dtype(FEATURE_DTYPES[entry["type"]])
         if entry["shape"] is None:
             spec[name] = tf.io.VarLenFeature(dtype)
         else:

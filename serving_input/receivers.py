@@ -12,11 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import tensorflow as tf
 
+from serving_input.export_layout import EXAMPLES_KEY
 from serving_input.feature_spec import FeatureSpec
-
-# The receiver key of a parsing serving_input_fn, as Estimator's
-# build_parsing_serving_input_receiver_fn named it.
-EXAMPLES_KEY = "examples"
 
 Features = dict[str, "tf.Tensor | tf.SparseTensor"]
 

@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from serving_input import tf_errors
+from serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG
 from serving_input.feature_spec import read_raw_feature_spec, spec_of_contract
 from serving_input.raw_tensors import raw_columns
-from serving_input.receivers import EXAMPLES_KEY
 from serving_input.signatures import CLASSIFY_INPUTS, TRANSFORM_FEATURES
 from serving_input.tf_example import encode_example
 
@@ -253,7 +253,7 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
     session = tf.compat.v1.Session(graph=graph)
     try:
         with graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], export_dir)
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], export_dir)
     except Exception as err:  # noqa: BLE001 - whatever stops the load is the answer
         message = err.message if isinstance(err, tf.errors.OpError) else str(err)
         return [{"signature": None, "message": tf_errors.error_text(message)}]

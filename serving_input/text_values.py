@@ -51,9 +51,6 @@ def parse_text(name: str, text: str, dtype: tf.dtypes.DType):
         raise ValueError(bad_text_message(name, text, dtype)) from None
 
 
-LIST_DELIMITER = "|"
-
-
 def parse_list_text(name: str, text: str, dtype: tf.dtypes.DType, delimiter: str) -> list:
     """A list feature's values from its cell (``"a|b"``; ``""``: no values); ValueError
     names the feature and the bad item."""

@@ -81,16 +81,18 @@ def serve_config(python: str, config_path, log_dir: Path):
 
 
 @contextlib.contextmanager
-def serve(python: str, server_args: list[str], log_dir: Path):
-    """A real ``tfbake serve`` process with ``server_args`` on free loopback ports.
+def serve(python: str, server_args: list[str], log_dir: Path, *, tfbake: list[str] | None = None):
+    """A real ``tfbake serve`` process with ``server_args`` on free loopback ports
+    (``tfbake``: the command line that runs tfbake, default ``python -m tfbake``).
 
     Yields ``(rest_url, grpc_target)`` as the server prints them; stops it with
     SIGTERM and checks that it exits 0.
     """
     log = log_dir / "server.err"
+    tfbake = tfbake or [python, "-m", "tfbake"]
     with open(log, "w") as err:
         process = subprocess.Popen(
-            [python, "-m", "tfbake", "serve", *server_args, "--port=0", "--rest_api_port=-1"],
+            [*tfbake, "serve", *server_args, "--port=0", "--rest_api_port=-1"],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import serving_input
 from model_server import export_contract
+from serving_input.feature_spec import read_raw_feature_spec
 from tests.conftest import write_config
 from tfbake import cli, stages
 from tfbake.config import load_config
@@ -97,7 +98,7 @@ def test_a_derived_label_trains_on_its_own_classes(derived):
 
 def test_its_source_columns_are_not_part_of_the_served_contract(derived):
     _, _, _, export_dir = derived
-    contract = export_contract.read_raw_feature_spec(export_dir)
+    contract = read_raw_feature_spec(export_dir)
     assert list(contract) == ["x", "color"]
     loaded = tf.saved_model.load(export_dir)
     assert set(loaded.signatures["predict_raw"].structured_input_signature[1]) == {"x", "color"}

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from model_server import listening_address
+from serving_input.export_layout import WARMUP_FILE
 from tfbake import inspect
 
 MODEL = "penguins"
@@ -127,7 +128,7 @@ def _ms(seconds: float) -> str:
 
 def test_the_warmup_file_holds_valid_prediction_logs(export_base):
     (version,) = export_base.iterdir()
-    records = list(tf.data.TFRecordDataset(str(version / inspect.WARMUP_FILE)).as_numpy_iterator())
+    records = list(tf.data.TFRecordDataset(str(version / WARMUP_FILE)).as_numpy_iterator())
     assert records
     kinds = {prediction_log_pb2.PredictionLog.FromString(r).WhichOneof("log_type") for r in records}
     assert kinds <= {"predict_log", "classify_log", "regress_log", "multi_inference_log"}
@@ -135,7 +136,7 @@ def test_the_warmup_file_holds_valid_prediction_logs(export_base):
 
 def test_the_server_replays_the_warmup_file(export_base, warm, cold):
     (version,) = export_base.iterdir()
-    expected = sum(1 for _ in tf.data.TFRecordDataset(str(version / inspect.WARMUP_FILE)))
+    expected = sum(1 for _ in tf.data.TFRecordDataset(str(version / WARMUP_FILE)))
     pattern = (
         re.escape(WARMUP_METRIC)
         + r'\{model_name="penguins",version="'

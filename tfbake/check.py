@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import math
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +37,7 @@ import serving_input
 import trainer
 import transform
 from serving_input import signatures as sig
+from serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG, read_signature_defs
 from tfbake import stages
 from tfbake.config import Config
 
@@ -423,9 +423,11 @@ class _TF1Session:
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
         with self._graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, ["serve"], export_dir)
+            meta_graph = tf.compat.v1.saved_model.loader.load(
+                self._session, [SERVE_TAG], export_dir
+            )
         predict = meta_graph.signature_def[sig.PREDICT]
-        self._input = predict.inputs["examples"].name
+        self._input = predict.inputs[EXAMPLES_KEY].name
         self._outputs = {name: info.name for name, info in predict.outputs.items()}
 
     def predict(self, examples: list[bytes]) -> dict[str, np.ndarray]:
@@ -593,12 +595,7 @@ def check(
 
 
 def _method_name(export_dir: str, key: str) -> str:
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    return saved_model.meta_graphs[0].signature_def[key].method_name
+    return read_signature_defs(export_dir)[key].method_name
 
 
 def _input_key(function) -> str:

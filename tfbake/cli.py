@@ -27,14 +27,13 @@ import json
 import os
 import sys
 
+from tfbake.config import ConfigError, load_config
+from tfbake.paths import WORKERS_SEE_LOCAL_FILES, LocalPathError
 from tfbake.quiet import VERBOSE, tensorflow_import
 
-with tensorflow_import(sys.argv):  # before TensorFlow loads: its start-up logs
-    from serving_input.serving_check import ExportCheckError
-    from tfbake import stages
-    from tfbake.config import ConfigError, load_config
-    from tfbake.paths import WORKERS_SEE_LOCAL_FILES, LocalPathError
-    from transform import TransformError
+# Each command imports its own runtime (Beam and tf_keras for the stages, TensorFlow
+# and gRPC for the server) once its arguments and config have been read: a typo costs
+# no TensorFlow start-up, and `tfbake serve` never loads Beam or tf_keras.
 
 COMMANDS = {
     "run": "transform -> train -> export, in one go",
@@ -109,8 +108,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> int:
     """``tfbake check``: prints the parity report; 1 when anything is over tolerance."""
-    from tfbake import check
-
     try:
         config = load_config(args.config, check_files=False, check_imports=False)
     except ConfigError as err:
@@ -119,6 +116,8 @@ def _check(args: argparse.Namespace) -> int:
     if args.rows is not None and args.rows <= 0:
         print(f"tfbake check: --rows must be a positive number, got {args.rows}", file=sys.stderr)
         return 2
+    with tensorflow_import(sys.argv):
+        from tfbake import check
     try:
         report = check.check(
             config, export_dir=args.export_dir, server=args.server, grpc_target=args.grpc,
@@ -138,8 +137,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     """``tfbake inspect``: prints the description (text or JSON)."""
-    from model_server.client import ServingRequestError
-    from tfbake import inspect
+    with tensorflow_import(sys.argv):
+        from model_server.client import ServingRequestError
+        from tfbake import inspect
 
     if args.serving_docs:
         try:
@@ -164,8 +164,6 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _serve(argv: list[str]) -> int:
     """``tfbake serve``: ``--config CONFIG`` becomes ``--model_name``/``--model_base_path``."""
-    import model_server
-
     if "--config" in argv or any(a.startswith("--config=") for a in argv):
         parser = argparse.ArgumentParser(add_help=False)
         parser.add_argument("--config")
@@ -180,13 +178,16 @@ def _serve(argv: list[str]) -> int:
             f"--model_base_path={os.path.abspath(config.export_dir_base)}",
             *argv,
         ]
-    return model_server.main(argv)
+    with tensorflow_import(sys.argv):
+        from model_server.server import main as serve_main
+    return serve_main(argv)
 
 
 def _predict(argv: list[str]) -> int:
     """``tfbake predict``: ``--config CONFIG`` names the model and says how its CSV
     files are laid out (``data.csv``), so an input CSV is read as the Beam job reads one."""
-    import model_server
+    with tensorflow_import(sys.argv):
+        import model_server
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--config")
@@ -222,10 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         return _inspect(args)
     try:
-        config = load_config(args.config)
+        with tensorflow_import(sys.argv):  # a preprocessing_fn module may import TensorFlow
+            config = load_config(args.config)
     except ConfigError as err:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2
+    with tensorflow_import(sys.argv):
+        from serving_input.serving_check import ExportCheckError
+        from tfbake import stages
+        from transform import TransformError
     local_ok = getattr(args, "workers_see_local_files", False)
     try:
         if args.command == "run":

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-import tensorflow as tf
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from serving_input.csv_format import CsvFormat
+from serving_input.export_layout import FEATURE_DTYPES
+from serving_input.strict_model import StrictModel
 from tfbake.model_config import (
     Export,
     Label,
@@ -26,26 +28,19 @@ from tfbake.model_config import (
     label_feature_spec,
 )
 from tfbake.paths import ConfigPath, is_remote
-from transform.csv_source import CsvFormat
-from transform.ops.cleaning import Cleaning
-from transform.preprocessing import (
+from transform.preprocessing_config import (
+    Cleaning,
     FeaturePreprocessing,
     check_compatible,
     load_preprocessing_fn,
 )
-
-_DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
 
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the key (or file) and what was expected."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Feature(_Strict):
+class Feature(StrictModel):
     """A raw feature: what a training row and a serving ``tf.Example`` carry.
 
     ``list: true``: any number of values, none included (a multi-valued tf.Example
@@ -73,13 +68,13 @@ class Feature(_Strict):
         return self
 
 
-class HeldOut(_Strict):
+class HeldOut(StrictModel):
     """A deterministic fraction of the training records (by a hash of each record)."""
 
     fraction: float = Field(gt=0, lt=1)
 
 
-class Data(_Strict):
+class Data(StrictModel):
     """Where the training, validation and eval data are, and how much bad data a job
     tolerates.
 
@@ -96,7 +91,7 @@ class Data(_Strict):
     max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """One pipeline, as declared in ``configs/<name>.yaml``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -198,7 +193,7 @@ class Config(_Strict):
         try:
             check_compatible(
                 name,
-                _DTYPES[feature.type],
+                feature.type,
                 feature.nullable,
                 ops,
                 is_list=feature.list,
@@ -259,12 +254,15 @@ class Config(_Strict):
         ``VarLenFeature``, so a missing value is absent rather than coerced to 0 or ""
         (which of the two a ``VarLenFeature`` is: :meth:`list_features`).
         """
-        spec = {
-            name: tf.io.VarLenFeature(_DTYPES[f.type])
-            if f.nullable or f.list
-            else tf.io.FixedLenFeature([], _DTYPES[f.type])
-            for name, f in self.features.items()
-        }
+        import tensorflow as tf  # the config itself loads no TensorFlow
+
+        spec = {}
+        for name, f in self.features.items():
+            dtype = tf.as_dtype(FEATURE_DTYPES[f.type])
+            spec[name] = (
+                tf.io.VarLenFeature(dtype) if f.nullable or f.list
+                else tf.io.FixedLenFeature([], dtype)
+            )
         for label in self.all_labels:
             spec.update(label_feature_spec(label))
         return spec
@@ -285,7 +283,7 @@ class Config(_Strict):
     def list_columns(self) -> list[str]:
         """The multi-valued columns of the training data: the list features and the
         multi-label labels (in a CSV cell, their values joined by ``list_delimiter``)."""
-        labels = [label.name for label in self.all_labels if label.kind == "multi_label"]
+        labels = [label.name for label in self.all_labels if label.head_type == "multi_label"]
         return [*self.list_features(), *labels]
 
     def image_features(self) -> dict[str, int]:
@@ -388,7 +386,13 @@ def _check_files(config: Config, source: str) -> None:
         pattern = getattr(config.data, key)
         if not isinstance(pattern, str):
             continue
-        if not (tf.io.gfile.glob(pattern) if is_remote(pattern) else glob.glob(pattern)):
+        if is_remote(pattern):
+            import tensorflow as tf  # gfile reads gs://, hdfs://, s3://
+
+            found = tf.io.gfile.glob(pattern)
+        else:
+            found = glob.glob(pattern)
+        if not found:
             raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
 
 

@@ -21,7 +21,6 @@ import os
 
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow.core.protobuf import saved_model_pb2
 
 from model_server import request_samples
 
@@ -37,8 +36,9 @@ from model_server.export_contract import (  # noqa: F401
     signature_summary,
     warmup_tensor_rows,
 )
-from model_server.loader import WARMUP_FILE
+from serving_input import export_layout
 from serving_input import signatures as sig
+from serving_input.export_layout import WARMUP_FILE
 
 _PLACEHOLDERS = {"float": 0.0, "int": 0, "string": ""}
 
@@ -78,33 +78,27 @@ class ModelDescription:
 
 def resolve_export_dir(path: str) -> str:
     """A version folder as is; an export base: its highest integer-named version."""
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    if any(tf.io.gfile.exists(os.path.join(path, f)) for f in export_layout.SAVED_MODEL_FILES):
         return path
-    versions = [int(n.strip("/")) for n in tf.io.gfile.listdir(path) if n.strip("/").isdigit()] \
-        if tf.io.gfile.isdir(path) else []
-    if not versions:
+    latest = export_layout.latest_version_dir(path)
+    if latest is None:
         raise FileNotFoundError(
             f"{path}: expected a SavedModel folder (with saved_model.pb) or an export base "
             "with integer-named version folders"
         )
-    return os.path.join(path, str(max(versions)))
+    return latest
 
 
 def read_signature_defs(export_dir: str) -> dict[str, dict]:
-    """The export's signature defs (tag ``serve``) as TF Serving's metadata JSON."""
-    saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return {
-                name: json_format.MessageToDict(
-                    signature_def, preserving_proto_field_name=True,
-                    always_print_fields_with_no_presence=True)
-                for name, signature_def in meta_graph.signature_def.items()
-                if not name.startswith("__")  # __saved_model_init_op: not callable
-            }
-    raise ValueError(f"{export_dir}: no meta graph tagged 'serve'")
+    """The export's signature defs (tag ``serve``, as TF Serving loads it) as TF
+    Serving's metadata JSON."""
+    return {
+        name: json_format.MessageToDict(
+            signature_def, preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True)
+        for name, signature_def in export_layout.read_signature_defs(export_dir).items()
+        if not name.startswith("__")  # __saved_model_init_op: not callable
+    }
 
 
 def _model_name_of(export_dir: str) -> str:

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from serving_input.export_layout import FEATURE_DTYPES
+from serving_input.strict_model import StrictModel
 from tfbake.paths import ConfigPath
-from trainer.model import monitor_mode
-from transform.ops.cleaning import Case, Cleaning
-
-_DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from trainer.monitor import monitor_mode
+from transform.preprocessing_config import Case, Cleaning
 
 HeadType = Literal["classification", "multi_label", "regression"]
 
 
-class Label(_Strict):
+class Label(StrictModel):
     """A label column and the head that learns it.
 
     String and int labels are classes (``head: classification``), float labels
@@ -55,7 +49,7 @@ class Label(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Label:
-        kind = self.kind
+        kind = self.head_type
         if self.normalize and kind != "regression":
             raise ValueError(f'label "{self.name}": normalize is for a regression label')
         if (kind == "regression") != (self.type == "float"):
@@ -85,13 +79,13 @@ class Label(_Strict):
         return Cleaning.of(self)
 
     @property
-    def kind(self) -> str:
-        """The head type: the declared one, else from the label's type."""
+    def head_type(self) -> HeadType:
+        """The head that learns the label: the declared one, else from the label's type."""
         return self.head or ("regression" if self.type == "float" else "classification")
 
     @property
     def is_classifier(self) -> bool:
-        return self.kind != "regression"
+        return self.head_type != "regression"
 
 
 ModelType = Literal[
@@ -111,7 +105,7 @@ ModelType = Literal[
 ]
 
 
-class Model(_Strict):
+class Model(StrictModel):
     """The canned model and its hyperparameters (hidden layers only for dnn/wide_deep)."""
 
     type: ModelType = "dnn_classifier"
@@ -152,7 +146,7 @@ class Model(_Strict):
         return self
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(StrictModel):
     # A Keras history key: val_loss, val_accuracy, val_<head>_auc ... (min or max is
     # read from the name).
     monitor: str = "val_loss"
@@ -165,7 +159,7 @@ class EarlyStopping(_Strict):
         return monitor
 
 
-class Training(_Strict):
+class Training(StrictModel):
     epochs: int = Field(default=20, gt=0)
     batch_size: int = Field(default=32, gt=0)
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
@@ -179,7 +173,7 @@ class Training(_Strict):
     distribute: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
 
 
-class Export(_Strict):
+class Export(StrictModel):
     dir: ConfigPath | None = None
     # Real eval examples written as TF Serving warm-up requests (0: none).
     warmup_examples: int = Field(default=5, ge=0, le=1000)
@@ -191,10 +185,12 @@ def label_feature_spec(label: Label) -> dict:
 
     A multi-label label is a list (``VarLenFeature``; no label at all is an empty list).
     """
+    import tensorflow as tf  # the config itself loads no TensorFlow
+
     if label.derived:
         return {}
-    dtype = _DTYPES[label.type]
-    if label.kind == "multi_label":
+    dtype = tf.as_dtype(FEATURE_DTYPES[label.type])
+    if label.head_type == "multi_label":
         return {label.name: tf.io.VarLenFeature(dtype)}
     return {label.name: tf.io.FixedLenFeature([], dtype)}
 

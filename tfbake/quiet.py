@@ -26,8 +26,9 @@ def is_verbose(argv: Sequence[str]) -> bool:
 
 @contextlib.contextmanager
 def tensorflow_import(argv: Sequence[str]) -> Iterator[None]:
-    """Wrap the first import of TensorFlow: quiet unless ``argv`` holds ``--verbose``."""
-    if is_verbose(argv):
+    """Wrap the first import of TensorFlow: quiet unless ``argv`` holds ``--verbose``
+    (nothing to hide once TensorFlow is loaded)."""
+    if is_verbose(argv) or "tensorflow" in sys.modules:
         yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

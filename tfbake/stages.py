@@ -121,7 +121,9 @@ def transform_job(
         beam_args=beam_args,
         list_features=config.list_columns(),
         image_features=config.image_features(),
-        class_labels=[label.name for label in config.all_labels if label.kind == "classification"],
+        class_labels=[
+            label.name for label in config.all_labels if label.head_type == "classification"
+        ],
         validation_pattern=validation if isinstance(validation, str) else None,
         validation_fraction=None if validation is None or isinstance(validation, str)
         else validation.fraction,
@@ -146,11 +148,10 @@ CANNED_MODELS = {
     "wide_deep_regressor": trainer.DNNLinearCombinedRegressor,
     "text_classifier": trainer.TextClassifier,
     "image_classifier": trainer.ImageClassifier,
-    # The head(s) from the label(s): the classifier classes take any head.
-    "dnn": trainer.DNNClassifier,
-    "linear": trainer.LinearClassifier,
-    "wide_deep": trainer.DNNLinearCombinedClassifier,
 }
+# The head(s) from the label(s): each canned body takes any head it is given
+# (:func:`canned_model_type`).
+HEAD_FROM_LABELS = ("dnn", "linear", "wide_deep")
 # The encoder hyperparameters of the text and image classifiers.
 ENCODER_HYPERPARAMETERS = {
     "text_classifier": ("embedding_dim", "encoder", "units", "kernel_size"),
@@ -160,9 +161,9 @@ ENCODER_HYPERPARAMETERS = {
 
 def label_head(label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
     """The head of one configured label."""
-    if label.kind == "multi_label":
+    if label.head_type == "multi_label":
         return trainer.MultiLabelHead(label.classes, threshold=label.threshold)
-    if label.kind == "classification":
+    if label.head_type == "classification":
         return trainer.ClassificationHead(tft_output.vocabulary_by_name(label.name))
     return trainer.RegressionHead(*trainer.label_statistics(tft_output, label.name))
 
@@ -186,7 +187,7 @@ def _class_weights(config: Config, tft_output: tft.TFTransformOutput) -> list[fl
     if weights is None:
         return None
     label = config.all_labels[0]
-    if config.labels is not None or label.kind != "classification":
+    if config.labels is not None or label.head_type != "classification":
         raise ValueError("training.class_weights: only for one single-label classification label")
     return trainer.class_weights(tft_output, label.name, weights)
 
@@ -212,6 +213,17 @@ def _custom_model(config: Config, tft_output: tft.TFTransformOutput, head) -> tr
         loss=load_object(m.loss, "model.loss") if m.loss else None,
         postprocess=load_object(m.postprocess, "model.postprocess") if m.postprocess else None,
     )
+
+
+def canned_model_type(config: Config) -> str:
+    """The canned model of ``model.type``; ``dnn``, ``linear`` and ``wide_deep`` (heads
+    from the labels) are the regressor for one regression label, else the classifier
+    (whose body takes the labels' heads, a multi-head one included)."""
+    kind = config.model.type
+    if kind not in HEAD_FROM_LABELS:
+        return kind
+    regression = config.label is not None and config.label.head_type == "regression"
+    return f"{kind}_{'regressor' if regression else 'classifier'}"
 
 
 def build_model(config: Config) -> trainer.Model:
@@ -250,7 +262,7 @@ def build_model(config: Config) -> trainer.Model:
         )
     if m.type.startswith(("linear", "wide_deep")):
         kwargs.update(linear_features=m.linear_features)
-    model = CANNED_MODELS[m.type](tft_output, _label_key(config), **kwargs)
+    model = CANNED_MODELS[canned_model_type(config)](tft_output, _label_key(config), **kwargs)
     if m.postprocess:
         model.postprocess = load_object(m.postprocess, "model.postprocess")
     return model

@@ -15,56 +15,38 @@
   chief writes the model folder);
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
   predicted vs actual) as ``report.html`` with PNGs.
+
+Each name is imported on first use: ``import trainer`` loads no TensorFlow.
 """
 
-from trainer.canned import (
-    DNNClassifier,
-    DNNLinearCombinedClassifier,
-    DNNLinearCombinedRegressor,
-    DNNRegressor,
-    LinearClassifier,
-    LinearRegressor,
-)
-from trainer.class_weights import class_weights
-from trainer.distribution import workers_in_tf_config, write_dir
-from trainer.export import latest_export
-from trainer.heads import (
-    ClassificationHead,
-    Head,
-    MultiHead,
-    MultiLabelHead,
-    RegressionHead,
-    SignatureSpec,
-)
-from trainer.image_classifier import ImageClassifier
-from trainer.input_fn import make_input_fn
-from trainer.label_normalization import label_statistics
-from trainer.model import Model, monitor_mode
-from trainer.report import write_report
-from trainer.text_classifier import TextClassifier
+from serving_input.lazy_exports import lazy_exports
 
-__all__ = [
-    "ClassificationHead",
-    "DNNClassifier",
-    "DNNLinearCombinedClassifier",
-    "DNNLinearCombinedRegressor",
-    "DNNRegressor",
-    "Head",
-    "ImageClassifier",
-    "LinearClassifier",
-    "LinearRegressor",
-    "Model",
-    "MultiHead",
-    "MultiLabelHead",
-    "RegressionHead",
-    "SignatureSpec",
-    "TextClassifier",
-    "class_weights",
-    "label_statistics",
-    "latest_export",
-    "make_input_fn",
-    "monitor_mode",
-    "workers_in_tf_config",
-    "write_dir",
-    "write_report",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".canned": [
+        "DNNClassifier",
+        "DNNLinearCombinedClassifier",
+        "DNNLinearCombinedRegressor",
+        "DNNRegressor",
+        "LinearClassifier",
+        "LinearRegressor",
+    ],
+    ".class_weights": ["class_weights"],
+    ".distribution": ["workers_in_tf_config", "write_dir"],
+    ".export": ["latest_export"],
+    ".heads": [
+        "ClassificationHead",
+        "Head",
+        "MultiHead",
+        "MultiLabelHead",
+        "RegressionHead",
+        "SignatureSpec",
+    ],
+    ".image_classifier": ["ImageClassifier"],
+    ".input_fn": ["make_input_fn"],
+    ".label_normalization": ["label_statistics"],
+    ".model": ["Model"],
+    ".monitor": ["monitor_mode"],
+    ".report": ["write_report"],
+    ".text_classifier": ["TextClassifier"],
+})
+__all__ = __dir__()

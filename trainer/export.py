@@ -9,10 +9,11 @@ integer-named folder behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -20,6 +21,7 @@ import tf_keras
 
 from serving_input import ServingInputReceiver
 from serving_input import signatures as sig
+from serving_input.export_layout import EXAMPLES_KEY, latest_version_dir
 from serving_input.feature_spec import write_raw_feature_spec
 from serving_input.receivers import build_raw_serving_input_fn
 from serving_input.serving_check import ExportCheckError, check_or_raise, serving_check
@@ -136,7 +138,7 @@ def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[di
         string_batch = tf.TensorSpec([None], tf.string)
 
         def predictions(examples):
-            return servable.predict(parse({"examples": examples}))
+            return servable.predict(parse({EXAMPLES_KEY: examples}))
 
         def signature_fn(spec: SignatureSpec):
             # Taken by keyword, so the signature's input is named by the spec's input key.
@@ -146,8 +148,8 @@ def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[di
             add(spec.key, signature_fn(spec), {spec.input_key: string_batch}, spec.method_name)
         add(
             sig.TRANSFORM_FEATURES,
-            lambda examples: servable.transform(parse({"examples": examples})),
-            {"examples": string_batch},
+            lambda examples: servable.transform(parse({EXAMPLES_KEY: examples})),
+            {EXAMPLES_KEY: string_batch},
             sig.PREDICT_METHOD,
         )
         default = head.default_signature
@@ -190,14 +192,10 @@ def _free_version(export_dir_base: str, version: int | None) -> int:
 
 def latest_export(export_dir_base: str) -> str:
     """The highest integer-named version folder under ``export_dir_base``."""
-    versions = (
-        [int(name) for name in tf.io.gfile.listdir(export_dir_base) if name.strip("/").isdigit()]
-        if tf.io.gfile.isdir(export_dir_base)
-        else []
-    )
-    if not versions:
+    latest = latest_version_dir(export_dir_base)
+    if latest is None:
         raise FileNotFoundError(f"no exported version in {export_dir_base}")
-    return os.path.join(export_dir_base, str(max(versions)))
+    return latest
 
 
 def export_saved_model(
@@ -241,7 +239,8 @@ def export_saved_model(
         )
         servable = _Servable(model, transform, head, postprocess)
         functions, methods = _signatures(servable, receiver)
-        tf.saved_model.save(servable, temp_dir, signatures=functions)
+        with _without_optimizer(model):
+            tf.saved_model.save(servable, temp_dir, signatures=functions)
         _set_method_names(temp_dir, methods)
         write_raw_feature_spec(temp_dir, receiver.feature_spec, feature_annotations)
         if warmup_examples:
@@ -255,6 +254,20 @@ def export_saved_model(
         raise
     remove_stale_temp_dirs(export_dir_base, started)
     return final_dir
+
+
+@contextlib.contextmanager
+def _without_optimizer(model: tf_keras.Model) -> Iterator[None]:
+    """The model without its optimizer while it is saved (as tf_keras' own
+    ``include_optimizer=False``): serving needs no slot variables, and an export
+    holding an optimizer makes every loader import tf_keras to revive it."""
+    optimizer = model.optimizer
+    model.optimizer = None
+    model._delete_tracking("optimizer")
+    try:
+        yield
+    finally:
+        model.optimizer = optimizer
 
 
 def remove_stale_temp_dirs(export_dir_base: str, started: float) -> list[str]:

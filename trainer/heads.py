@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras
 
 from serving_input import signatures as sig
+from serving_input.export_layout import EXAMPLES_KEY
 
 Outputs = dict[str, tf.Tensor]
 
@@ -104,7 +105,7 @@ def _classification_signature(outputs: Callable[[Outputs], Outputs]) -> Signatur
 
 def _predict_signature() -> SignatureSpec:
     # Estimator's parsing receiver fed the predict signature under "examples".
-    return SignatureSpec(sig.PREDICT, sig.PREDICT_METHOD, "examples", _all_predictions)
+    return SignatureSpec(sig.PREDICT, sig.PREDICT_METHOD, EXAMPLES_KEY, _all_predictions)
 
 
 class ClassificationHead(Head):

@@ -17,6 +17,7 @@ from serving_input import ServingInputReceiver
 from trainer import export
 from trainer.distribution import barrier, is_chief, write_dir
 from trainer.heads import ClassificationHead, Head, MultiHead
+from trainer.monitor import monitor_mode
 
 InputFn = Callable[[], tf.data.Dataset]
 
@@ -28,30 +29,11 @@ def as_tft_output(transform_output: str | tft.TFTransformOutput) -> tft.TFTransf
     return tft.TFTransformOutput(transform_output)
 
 
-# Metric names (after "val_" and a head's prefix) that are better when lower / higher.
-_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "mape", "crossentropy")
-_HIGHER_IS_BETTER = ("accuracy", "auc", "precision", "recall")
-
 HISTORY_FILE = "history.csv"
 BACKUP_DIR = "backup"
 # The legacy HDF5 format: the ".weights.h5" one fails to load into a MirroredStrategy
 # model (its metrics' sync-on-read variables).
 BEST_CHECKPOINT = os.path.join("checkpoints", "best.h5")
-
-
-def monitor_mode(monitor: str) -> str:
-    """``"min"`` or ``"max"``: how a monitored metric improves, from its name
-    (``val_loss``, ``val_delayed_auc``, ``rmse`` ...). Keras' own ``auto`` mode
-    takes anything without "acc" for a loss, AUC included."""
-    name = monitor.removeprefix("val_")
-    if name.endswith(_HIGHER_IS_BETTER):
-        return "max"
-    if name.endswith(_LOWER_IS_BETTER):
-        return "min"
-    raise ValueError(
-        f"cannot tell whether {monitor!r} is better lower or higher: monitor a loss, "
-        f"error, mae, mse or rmse (lower) or an accuracy, auc, precision or recall (higher)"
-    )
 
 
 def _best_so_far(history_path: str, monitor: str, mode: str) -> float | None:

@@ -21,8 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving_input import signatures as sig
-
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+from serving_input.export_layout import EXAMPLES_KEY, WARMUP_FILE
 
 
 def _example_input(examples: Sequence[bytes]) -> input_pb2.Input:
@@ -61,7 +60,7 @@ def warmup_logs(
             logs.append(prediction_log_pb2.PredictionLog(**{field: log_class(request=request)}))
         elif key in (sig.PREDICT, sig.TRANSFORM_FEATURES):
             request = predict_pb2.PredictRequest(model_spec=spec)
-            request.inputs["examples"].CopyFrom(tf.make_tensor_proto(list(examples)))
+            request.inputs[EXAMPLES_KEY].CopyFrom(tf.make_tensor_proto(list(examples)))
             logs.append(
                 prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request)

@@ -1,47 +1,32 @@
 """The Beam job: raw CSV / TFRecord -> tf.Transform analyze + transform -> TFRecords.
 
 - :func:`run` (a :class:`TransformJob`): the job itself;
-- :mod:`transform.preprocessing`: the declarative building blocks; a user's
-  ``preprocessing_fn(inputs) -> dict`` is accepted as is.
+- :mod:`transform.preprocessing`: the declarative building blocks (declared in
+  :mod:`transform.preprocessing_config`); a user's ``preprocessing_fn(inputs) -> dict``
+  is accepted as is.
+
+Each name is imported on first use: ``import transform`` loads neither Beam nor
+TensorFlow.
 """
 
-from serving_input.csv_rows import CsvFormat, column_names, read_header
-from transform.csv_source import CsvRowDecoder, csv_records
-from transform.pipeline import (
-    VALIDATION,
-    TransformError,
-    TransformJob,
-    data_pattern,
-    rejects_pattern,
-    run,
-    runner_name,
-    stats_path,
-    transform_fn_dir,
-    workers_on_this_machine,
-)
-from transform.preprocessing import (
-    FeaturePreprocessing,
-    build_preprocessing_fn,
-    load_preprocessing_fn,
-)
+from serving_input.lazy_exports import lazy_exports
 
-__all__ = [
-    "VALIDATION",
-    "CsvFormat",
-    "CsvRowDecoder",
-    "FeaturePreprocessing",
-    "TransformError",
-    "TransformJob",
-    "build_preprocessing_fn",
-    "column_names",
-    "csv_records",
-    "data_pattern",
-    "load_preprocessing_fn",
-    "read_header",
-    "rejects_pattern",
-    "run",
-    "runner_name",
-    "stats_path",
-    "transform_fn_dir",
-    "workers_on_this_machine",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "serving_input.csv_rows": ["CsvFormat", "column_names", "read_header"],
+    ".csv_source": ["CsvRowDecoder", "csv_records"],
+    ".pipeline": [
+        "VALIDATION",
+        "TransformError",
+        "TransformJob",
+        "data_pattern",
+        "rejects_pattern",
+        "run",
+        "runner_name",
+        "stats_path",
+        "transform_fn_dir",
+        "workers_on_this_machine",
+    ],
+    ".preprocessing": ["build_preprocessing_fn"],
+    ".preprocessing_config": ["FeaturePreprocessing", "load_preprocessing_fn"],
+})
+__all__ = __dir__()

@@ -32,6 +32,7 @@ from model_server.core import ModelSpec, ServerCore
 from model_server.http_server import read_body
 from model_server.servable import Servable
 from serving_input import signatures as sig
+from serving_input.feature_spec import read_raw_feature_spec
 
 STATIC_DIR = Path(__file__).parent / "static"
 API = "/console/api"
@@ -159,7 +160,7 @@ def _describe(servable: Servable) -> dict:
         ).get("signature_def", {}).items()
         if not name.startswith("__")
     }
-    contract = export_contract.read_raw_feature_spec(servable.path)
+    contract = read_raw_feature_spec(servable.path)
     rows = export_contract.example_rows(servable.path, signature_defs, contract, limit=20)
     features = export_contract.raw_features(signature_defs, contract)
     for feature in features:

@@ -9,8 +9,8 @@ import os
 import requests
 
 import model_server
-from model_server import export_contract
 from model_server.config import parse_flags
+from serving_input.export_layout import RAW_FEATURE_SPEC_FILE
 
 SPECIES = {"Adelie", "Chinstrap", "Gentoo"}
 
@@ -42,7 +42,7 @@ def test_version_shows_the_exported_contract_and_signatures(served, penguins_run
     rest, _ = served
     doc = requests.get(f"{rest}/console/api/models/penguins/versions/{_version(penguins_run)}",
                        timeout=30).json()
-    contract_file = os.path.join(penguins_run.export_dir, export_contract.RAW_FEATURE_SPEC_FILE)
+    contract_file = os.path.join(penguins_run.export_dir, RAW_FEATURE_SPEC_FILE)
     with open(contract_file) as f:
         assert doc["contract"] == json.load(f)
     assert [f["name"] for f in doc["raw_features"]] == list(doc["contract"])

@@ -9,29 +9,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from pydantic import BaseModel, ConfigDict, Field
 from tensorflow_transform import schema_inference
 
 from transform.ops.missing import densify
-
-
-class Vocabulary(BaseModel):
-    """Values looked up in a vocabulary computed over the training data.
-
-    Unseen values fall into ``num_oov_buckets`` hashed buckets after the vocabulary's
-    ids (with 0 buckets, an unseen value has no id: -1 for a scalar, left out of a list).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    top_k: int | None = Field(default=None, gt=0)
-    frequency_threshold: int | None = Field(default=None, gt=0)
-    num_oov_buckets: int = Field(default=1, ge=0)
-
-    @property
-    def max_size(self) -> int | None:
-        """The most ids there can be (``top_k`` + OOV buckets); None without ``top_k``."""
-        return None if self.top_k is None else self.top_k + self.num_oov_buckets
+from transform.preprocessing_config import Vocabulary
 
 
 def vocabulary_ids(x, vocabulary: Vocabulary, name: str):

@@ -12,57 +12,10 @@ compared after the two).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, model_validator
 
-Case = Literal["lower", "upper"]
-
-
-class Cleaning(BaseModel):
-    """How string values are cleaned (``strip``, ``case``, ``map``); ``None`` leaves a
-    key to the config's ``cleaning`` section (every string feature and string label)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    strip: bool | None = None
-    case: Case | None = None
-    map: dict[str, str] | None = None
-
-    @model_validator(mode="after")
-    def _map_keys_can_match(self) -> Cleaning:
-        for key in self.map or {}:
-            if self.strip and key != key.strip():
-                raise ValueError(f"map key {key!r} never matches: values are stripped first")
-            folded = {"lower": key.lower(), "upper": key.upper()}.get(self.case or "", key)
-            if folded != key:
-                raise ValueError(
-                    f"map key {key!r} never matches: values are {self.case}-cased first"
-                )
-        return self
-
-    def over(self, defaults: Cleaning | None) -> Cleaning:
-        """These keys, the ``defaults`` where unset (validated again: a map key must
-        still be able to match)."""
-        if defaults is None:
-            return self
-        return Cleaning(
-            strip=defaults.strip if self.strip is None else self.strip,
-            case=defaults.case if self.case is None else self.case,
-            map=self.map,
-        )
-
-    @classmethod
-    def of(cls, entry) -> Cleaning:
-        """The ``strip``/``case``/``map`` keys of a config entry (a feature's
-        preprocessing or a label), as declared: checked once merged (:meth:`over`)."""
-        return cls.model_construct(strip=entry.strip, case=entry.case, map=entry.map)
-
-    @property
-    def active(self) -> bool:
-        """Whether this changes any value."""
-        return bool(self.strip or self.case or self.map)
+from transform.preprocessing_config import Cleaning
 
 
 def _clean_values(values: tf.Tensor, cleaning: Cleaning) -> tf.Tensor:

@@ -9,23 +9,12 @@ request with an ``InvalidArgumentError`` naming the feature.
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+
+from transform.preprocessing_config import Image
 
 FORMATS = "PNG/JPEG/GIF/BMP"
-
-
-class Image(BaseModel):
-    """The ``image`` op of an image feature, as declared in YAML."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    height: int = Field(gt=0)
-    width: int = Field(gt=0)
-    # Grayscale or RGB (an alpha channel is dropped).
-    channels: Literal[1, 3] = 3
 
 
 def not_decodable_message(feature: str) -> str:

@@ -11,14 +11,11 @@ gets a ``FixedLenFeature([V])``; ids the vocabulary never fills leave zeros.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
-IdListOutput = Literal["multi_hot", "ids", "bag_of_words", "tfidf"]
-DENSE_OUTPUTS = ("multi_hot", "bag_of_words", "tfidf")
+from transform.preprocessing_config import IdListOutput
 
 
 def _scatter(ids: tf.SparseTensor, values: tf.Tensor, size: int) -> tf.Tensor:

@@ -7,42 +7,12 @@ scale, each analyzer over the training data as the previous step left it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import tensorflow as tf
 import tensorflow_transform as tft
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from transform.ops.categories import most_frequent
 from transform.ops.missing import densify, present
-
-ImputeStrategy = Literal["mean", "median", "most_frequent", "constant"]
-NUMBER_ONLY_IMPUTE = ("mean", "median")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Bucketize(_Strict):
-    """A number turned into a quantile bucket id (a categorical feature)."""
-
-    num_buckets: int = Field(gt=1)
-
-
-class Clip(_Strict):
-    """Values below ``min`` become ``min``, above ``max`` become ``max`` (either optional)."""
-
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Clip:
-        if self.min is None and self.max is None:
-            raise ValueError("clip needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"clip: min {self.min} is above max {self.max}")
-        return self
+from transform.preprocessing_config import NUMBER_ONLY_IMPUTE, Bucketize, Clip, ImputeStrategy
 
 
 def impute(x, strategy: ImputeStrategy | None, value, name: str) -> tf.Tensor:

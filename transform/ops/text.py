@@ -7,60 +7,12 @@ ops in the Beam job and at serving time.
 
 from __future__ import annotations
 
-import re
-from typing import Literal
-
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from transform.ops.categories import Vocabulary, vocabulary_id_lists, vocabulary_size
-from transform.ops.lists import DENSE_OUTPUTS, id_list_output
+from transform.ops.categories import vocabulary_id_lists, vocabulary_size
+from transform.ops.lists import id_list_output
 from transform.ops.missing import densify
-
-
-class Split(BaseModel):
-    """Every match of ``regex`` separates tokens, as whitespace always does (e.g.
-    ``"[^a-z0-9'\\s]+"``: punctuation and symbols separate words too)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    regex: str
-
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, regex: str) -> str:
-        try:
-            re.compile(regex)
-        except re.error as err:
-            raise ValueError(f"split.regex {regex!r} is not a regular expression: {err}") from None
-        return regex
-
-
-class Text(BaseModel):
-    """The ``text`` op of a string feature, as declared in YAML."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    lowercase: bool = True
-    split: Literal["whitespace"] | Split = "whitespace"
-    ngrams: tuple[int, int] | None = None  # [min, max] n-gram widths, e.g. [1, 2]
-    vocabulary: Vocabulary = Field(default_factory=Vocabulary)
-    output: Literal["ids", "bag_of_words", "tfidf"] = "ids"
-    max_tokens: int | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Text:
-        if self.ngrams is not None and not 1 <= self.ngrams[0] <= self.ngrams[1]:
-            raise ValueError(
-                f"ngrams {list(self.ngrams)}: expected [min, max] with 1 <= min <= max"
-            )
-        if (self.output == "ids") != (self.max_tokens is not None):
-            raise ValueError("max_tokens is required with output: ids, and only then")
-        if self.output in DENSE_OUTPUTS and self.vocabulary.top_k is None:
-            raise ValueError(
-                f"output: {self.output} needs vocabulary.top_k (the length of the vector)"
-            )
-        return self
+from transform.preprocessing_config import Split, Text
 
 
 def tokens(text: tf.Tensor, op: Text) -> tf.RaggedTensor:

@@ -16,7 +16,7 @@ import sys
 import tensorflow as tf
 
 from model_server import listening_address
-from tfbake import inspect
+from tfbake import inspection
 
 MODEL = "any_model"
 
@@ -51,10 +51,10 @@ def main() -> None:
                 addresses[kind] = address
             if len(addresses) == 2:
                 break
-        description = inspect.inspect(os.path.join(args.out, "1"), model_name=MODEL,
+        description = inspection.inspect(os.path.join(args.out, "1"), model_name=MODEL,
                                       rest_url=addresses["rest"],
                                       grpc_target=addresses["grpc"])
-        print(inspect.format_text(description))
+        print(inspection.format_text(description))
         curl = next(s for s in description.samples if s.client == "curl")
         print("\n$ (the curl request above)")
         subprocess.run(["bash", "-c", curl.text], check=True)

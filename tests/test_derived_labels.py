@@ -104,9 +104,9 @@ def test_its_source_columns_are_not_part_of_the_served_contract(derived):
     assert set(loaded.signatures["predict_raw"].structured_input_signature[1]) == {"x", "color"}
     for example in export_contract.read_warmup_examples(export_dir):
         assert set(example.features.feature) == {"x", "color"}
-    from tfbake import inspect
+    from tfbake import inspection
 
-    description = inspect.inspect(export_dir)
+    description = inspection.inspect(export_dir)
     assert [f.name for f in description.raw_features] == ["x", "color"]
 
 

@@ -108,11 +108,11 @@ def test_text_output_for_people(penguins_run, venv_bin):
 
 
 def test_a_url_is_read_through_the_metadata_api(served, python, tmp_path):
-    from tfbake import inspect
+    from tfbake import inspection
 
     rest, target = served
     for url in (rest, f"grpc://{target}"):
-        description = inspect.inspect(url, model_name="penguins", rest_url=rest,
+        description = inspection.inspect(url, model_name="penguins", rest_url=rest,
                                       grpc_target=target)
         assert set(description.signature_defs) == SIGNATURES
         nullable = {f.name: f.nullable for f in description.raw_features}

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.other_saved_models import VERSION
-from tfbake import inspect
+from tfbake import inspection
 
 CLIENTS = {"curl", "python-requests", "python-grpc", "javascript-fetch"}
 # What each signature answers for its placeholder row, as text in every client's output
@@ -35,7 +35,7 @@ def _run_sample(sample: dict, python: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def descriptions(other_saved_models, other_models_served):
     rest, target = other_models_served
-    return {name: inspect.inspect(base, model_name=name, rest_url=rest,
+    return {name: inspection.inspect(base, model_name=name, rest_url=rest,
                                   grpc_target=target).to_dict()
             for name, base in other_saved_models.items()}
 
@@ -78,7 +78,7 @@ def test_requests_follow_each_inputs_dtype_and_shape(descriptions):
 
 
 def test_every_signature_is_listed_and_one_json_cannot_carry_is_explained(other_saved_models):
-    text = inspect.format_text(inspect.inspect(other_saved_models["counter"]))
+    text = inspection.format_text(inspection.inspect(other_saved_models["counter"]))
     assert f"model counter, version {VERSION}" in text
     for signature in ("serving_default", "scale", "half"):
         assert f"  {signature}  [tensorflow/serving/predict]" in text

@@ -19,9 +19,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from model_server import listening_address
+from model_server import export_contract, listening_address
 from serving_input.export_layout import WARMUP_FILE
-from tfbake import inspect
 
 MODEL = "penguins"
 STEADY_REQUESTS = 20
@@ -90,8 +89,8 @@ class _Server:
 
 def _body(export_base: Path) -> bytes:
     (version,) = export_base.iterdir()
-    example = inspect.read_warmup_examples(str(version), limit=1)[0]
-    row = inspect.example_to_row(example)
+    example = export_contract.read_warmup_examples(str(version), limit=1)[0]
+    row = export_contract.example_to_row(example)
     return json.dumps({"examples": [row]}).encode()
 
 

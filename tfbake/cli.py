@@ -139,25 +139,25 @@ def _inspect(args: argparse.Namespace) -> int:
     """``tfbake inspect``: prints the description (text or JSON)."""
     with tensorflow_import(sys.argv):
         from model_server.client import ServingRequestError
-        from tfbake import inspect
+        from tfbake import inspection
 
     if args.serving_docs:
         try:
-            print(inspect.serving_docs(args.target, args.model))
+            print(inspection.serving_docs(args.target, args.model))
         except (FileNotFoundError, ValueError) as err:
             print(f"tfbake inspect: {err}", file=sys.stderr)
             return 1
         return 0
     try:
-        description = inspect.inspect(
+        description = inspection.inspect(
             args.target, model_name=args.model, version=args.version,
             rest_url=args.rest_url, grpc_target=args.grpc_target,
         )
     except (FileNotFoundError, ValueError, ServingRequestError) as err:
         print(f"tfbake inspect: {err}", file=sys.stderr)
         return 1
-    text = inspect.format_json(description) if args.format == "json" else (
-        inspect.format_text(description))
+    text = inspection.format_json(description) if args.format == "json" else (
+        inspection.format_text(description))
     print(text)
     return 0
 

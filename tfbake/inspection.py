@@ -23,22 +23,18 @@ import tensorflow as tf
 from google.protobuf import json_format
 
 from model_server import request_samples
-
-# read_warmup_examples and example_to_row stay importable from here, as before the move.
-from model_server.export_contract import (  # noqa: F401
+from model_server.export_contract import (
     RawFeature,
     choose_rows,
     example_rows,
-    example_to_row,
     raw_features,
-    read_raw_feature_spec,
-    read_warmup_examples,
     signature_summary,
     warmup_tensor_rows,
 )
 from serving_input import export_layout
 from serving_input import signatures as sig
 from serving_input.export_layout import WARMUP_FILE
+from serving_input.feature_spec import read_raw_feature_spec
 
 _PLACEHOLDERS = {"float": 0.0, "int": 0, "string": ""}
 

@@ -31,21 +31,16 @@ from tensorflow_serving.apis import (
 import model_server
 import serving_input
 import trainer
-import transform
+from serving_input.raw_rows import read_raw_rows
 from tfbake import stages
 from tfbake.config import load_config
 
 
 def eval_rows(config, count: int) -> tuple[list[dict], list[str]]:
     """``count`` eval rows spread over the file (it is sorted by species), and labels."""
-    decoder = transform.CsvRowDecoder(
-        config.raw_feature_spec(),
-        transform.column_names(config.data.eval, config.data.csv),
-        config.data.csv,
-    )
-    with open(config.data.eval) as f:
-        lines = f.read().splitlines()[1:]
-    rows = [decoder.decode_dict(line) for line in lines[:: max(1, len(lines) // count)][:count]]
+    every = [row for row, _ in read_raw_rows(config.data.eval, config.raw_feature_spec(),
+                                             csv_format=config.data.csv)]
+    rows = every[:: max(1, len(every) // count)][:count]
     return rows, [row.pop(config.label.name) for row in rows]
 
 

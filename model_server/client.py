@@ -37,7 +37,8 @@ from tensorflow_serving.apis import (
 import serving_input
 from model_server.request_samples import raw_spec_of_inputs
 from serving_input import signatures as sig_keys
-from serving_input.csv_rows import CsvFormat, CsvLineDecoder, csv_reader
+from serving_input.csv_format import CsvFormat
+from serving_input.raw_rows import JSONL_SUFFIXES, read_raw_rows
 
 _DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string,
            "DT_DOUBLE": tf.float64, "DT_INT32": tf.int32, "DT_BOOL": tf.bool}
@@ -434,38 +435,6 @@ class Client:
 # ---------------------------------------------------------------------- files
 
 
-def _read_rows(path: str, feature_spec: Mapping, list_features: Sequence[str] = (),
-               csv_format: CsvFormat | None = None) -> Iterator[dict]:
-    """The raw feature values of a JSONL file's objects, or of a CSV file's rows read as
-    the Beam job reads training data (:class:`serving_input.csv_rows.CsvLineDecoder`
-    with ``csv_format``, default the config defaults); other columns are left out."""
-    if path.endswith((".jsonl", ".json", ".ndjson")):
-        with open(path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    row = orjson.loads(line)
-                    yield {k: v for k, v in row.items() if k in feature_spec}
-        return
-    fmt = csv_format or CsvFormat()
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv_reader(f, fmt)  # a quoted field's line breaks stay in its record
-        header = next(reader, []) if fmt.header else None
-        columns = fmt.column_names or header
-        absent = [name for name in feature_spec if name not in columns]
-        required = [n for n in absent if isinstance(feature_spec[n], tf.io.FixedLenFeature)]
-        if required:
-            raise ValueError(f"{path}: no column for required feature(s) {required}")
-        spec = {name: s for name, s in feature_spec.items() if name in columns}
-        decoder = CsvLineDecoder(spec, columns, fmt, [n for n in list_features if n in spec])
-        for fields in reader:
-            if not any(field.strip() for field in fields):
-                continue  # a blank line holds no row
-            try:
-                yield decoder.as_dict(decoder.decode_fields(fields))
-            except ValueError as err:
-                raise ValueError(f"{path} line {reader.line_num}: {err}") from None
-
-
 def _jsonable(value):
     if isinstance(value, np.ndarray):
         return [_jsonable(v) for v in value.tolist()] if value.ndim else _jsonable(value.item())
@@ -521,7 +490,10 @@ def predict_file(
                 bar.update(len(batch))
                 batch.clear()
 
-            for row in _read_rows(input_path, spec, lists, csv_format):
+            data_format = "jsonl" if input_path.endswith(JSONL_SUFFIXES) else "csv"
+            for row, _ in read_raw_rows(input_path, spec, data_format=data_format,
+                                        csv_format=csv_format, list_features=lists,
+                                        bad_rows="raise"):
                 batch.append(row)
                 if len(batch) >= batch_size:
                     flush()

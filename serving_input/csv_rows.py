@@ -10,7 +10,7 @@ decoder (:class:`transform.csv_source.CsvRowDecoder`) extends :class:`CsvLineDec
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -126,3 +126,81 @@ class CsvLineDecoder:
             for name, value in zip(self.feature_names, values)
             if value is not None
         }
+
+
+# Lines and records, split as Beam's text source splits a file and as the Beam job
+# joins a quoted field's lines (transform.csv_source reads byte ranges with them).
+
+
+def split_lines(block: bytes, last: bool) -> Iterator[tuple[str | None, bytes | str]]:
+    """Lines of a block as ``(text, None)``, or ``(None, raw)`` for a line that is not UTF-8.
+
+    Like Beam's text source: split at ``\\n``, a ``\\r`` before it dropped.
+    """
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        pieces = block.split(b"\n")
+        for k, raw in enumerate(pieces):
+            if raw.endswith(b"\r") and not (last and k == len(pieces) - 1):
+                raw = raw[:-1]
+            try:
+                yield raw.decode("utf-8"), None
+            except UnicodeDecodeError:
+                yield None, raw
+        return
+    lines = text.split("\n")
+    if "\r" in text:
+        final = len(lines) - 1
+        lines = [
+            line[:-1] if line.endswith("\r") and not (last and k == final) else line
+            for k, line in enumerate(lines)
+        ]
+    for line in lines:
+        yield line, None
+
+
+def join_records(
+    own: Iterator[tuple[str | None, bytes]],
+    after: Iterator[tuple[str | None, bytes]],
+    inside: bool,
+) -> Iterator[tuple[str | None, bytes]]:
+    """CSV records from lines: a quoted field with line breaks joins its lines into one
+    record (joined with ``\\n``), so no piece of it is read as a row of its own.
+
+    ``inside``: the first lines continue a record of the range before; they are
+    skipped up to the line that closes it. A record open when ``own`` ends is completed
+    from ``after``. A line that is not UTF-8 ends up as ``(None, raw)``.
+    """
+    parts: list[str | None] = []
+    raws: list[bytes] = []
+    for source in (own, after):
+        for line, raw in source:
+            if source is after and not parts:
+                return
+            quotes = (line or "").count('"') % 2
+            if inside:
+                inside = not quotes
+                continue
+            if parts or quotes:
+                parts.append(line)
+                raws.append(raw if line is None else line.encode("utf-8"))
+                if not (len(parts) > 1 and quotes):
+                    continue  # the quoted field is still open
+                line, raw = None, b"\n".join(raws)
+                if None not in parts:
+                    line = "\n".join(parts)
+                parts, raws = [], []
+            yield line, raw
+    if parts:  # a quote left open at the end of the file: the decoder says so
+        yield ("\n".join(parts) if None not in parts else None), b"\n".join(raws)
+
+
+def csv_records(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """``(line number, record)`` of CSV text lines (no line ends), as the Beam job reads
+    them: a quoted field's line breaks keep its lines in one record."""
+    records = join_records(((line, b"") for line in lines), iter(()), inside=False)
+    n = 1
+    for record, _ in records:
+        yield n, record
+        n += record.count("\n") + 1

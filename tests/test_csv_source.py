@@ -16,7 +16,8 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from transform.csv_source import CsvFormat, ReadCsv
+from serving_input.csv_rows import CsvFormat
+from transform.csv_source import ReadCsv
 
 SPEC = {
     "name": tf.io.FixedLenFeature([], tf.string),
@@ -107,3 +108,62 @@ def test_list_cells_are_split_at_the_list_delimiter():
         ("a||b,5", "feature \"tags\": empty item in list 'a||b' (items are joined by '|')"),
     ]
     assert decoder.decode_dict("red|big,1") == {"tags": ["red", "big"], "codes": [1]}
+
+
+def _messy_text(rows: int = 200) -> str:
+    """", " separators, NA spellings with spaces, list cells, quoted line breaks, bad
+    numbers, short lines and a line that is not UTF-8: what raw files hold."""
+    rng = random.Random(5)
+    lines = ["count, name, size, tags"]
+    for i in range(rows):
+        count = rng.choice([str(i)] * 8 + ["1.5", " ?"])
+        name = rng.choice(["plain", '"with, comma"', '"two\nlines"', "NA", " ?", ""])
+        size = rng.choice([f"{rng.uniform(0, 5):.3f}", "?", "abc", " NA"])
+        tags = rng.choice(["a|b", "", "x", "a||b"])
+        lines.append(rng.choice([f"{count}, {name}, {size}, {tags}"] * 20 + [f"{count}, x"]))
+        if i % 40 == 0:
+            lines.append("")  # a blank line holds no row
+    return "\r\n".join(lines) + "\r\n"
+
+
+MESSY_SPEC = {
+    "count": tf.io.FixedLenFeature([], tf.int64),
+    "name": tf.io.VarLenFeature(tf.string),
+    "size": tf.io.VarLenFeature(tf.float32),
+    "tags": tf.io.VarLenFeature(tf.string),
+}
+
+
+def _row(count, name, size, tags) -> tuple:
+    return (count, name or None, None if size is None else round(size, 3), tuple(tags))
+
+
+def test_raw_row_reader_reads_a_file_as_the_beam_job_does(tmp_path):
+    """The reader every non-Beam caller uses (check, warm-up examples, predict_file)
+    and the Beam job's CSV source, on the same messy file: the same rows, the same
+    rejects with the same reasons."""
+    from serving_input.raw_rows import read_raw_rows
+
+    path = tmp_path / "messy.csv"
+    path.write_bytes(_messy_text().encode() + b"7, \xff, 1.0, x\r\n")
+    fmt = CsvFormat(skipinitialspace=True)
+    header = ["count", "name", "size", "tags"]
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        result = pipeline | ReadCsv(str(path), MESSY_SPEC, header, fmt, "train", batch_size=9,
+                                    range_bytes=512, list_features=["tags"])
+        beam_rows = result.record_batches | beam.FlatMap(lambda b: [
+            _row(c[0], n[0].decode() if n else None, s[0] if s else None,
+                 [t.decode() for t in tags])
+            for c, n, s, tags in zip(*b.to_pydict().values())])
+        beam_reasons = result.rejects | beam.Map(lambda r: json.loads(r)["reason"])
+        bad: list[str] = []
+        rows = [
+            _row(r["count"], r.get("name"), r.get("size"), r["tags"])
+            for r, _ in read_raw_rows(str(path), MESSY_SPEC, csv_format=fmt,
+                                      list_features=["tags"],
+                                      bad_rows=lambda source, reason: bad.append(reason))
+        ]
+        assert_that(beam_rows, equal_to(rows), label="SameRows")
+        assert_that(beam_reasons, equal_to(bad), label="SameRejects")
+    assert len(rows) > 50 and len(bad) > 20 and "not valid UTF-8" in bad
+    assert any("\n" in (r[1] or "") for r in rows)  # a quoted line break kept in its row

@@ -38,6 +38,7 @@ import trainer
 import transform
 from serving_input import signatures as sig
 from serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG, read_signature_defs
+from serving_input.raw_rows import read_raw_rows
 from tfbake import stages
 from tfbake.config import Config
 
@@ -343,7 +344,7 @@ def read_transformed_eval(config: Config, tft_output) -> tuple[dict[str, np.ndar
 
 def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
     """The eval rows as raw feature dicts of the served features (labels and
-    ``serving: false`` columns removed), with ``file:line``.
+    ``serving: false`` columns removed), with ``file:line`` (``file#record``).
 
     Rows the Beam job rejects (they are not in its output) are skipped.
     """
@@ -353,44 +354,10 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
     if not files:
         raise CheckError(f"data.eval: no file matches {config.data.eval!r}")
     for path in files:
-        if config.data.format == "tfrecord":
-            for n, record in enumerate(tf.data.TFRecordDataset(path)):
-                example = tf.train.Example.FromString(record.numpy())
-                row = _example_to_row(example, spec)
-                if row is not None:
-                    yield {k: v for k, v in row.items() if k in served}, f"{path}#{n}"
-            continue
-        csv = config.data.csv
-        columns = transform.column_names(path, csv)
-        decoder = transform.CsvRowDecoder(spec, columns, csv, config.list_columns())
-        with open(path, encoding="utf-8", newline="") as f:
-            lines = [line.removesuffix("\r") for line in f.read().split("\n")]
-            for n, line in transform.csv_records(lines):
-                if (csv.header and n == 1) or not line.strip():
-                    continue
-                try:
-                    row = decoder.decode_dict(line)
-                except ValueError:
-                    continue
-                yield {k: v for k, v in row.items() if k in served}, f"{path}:{n}"
-
-
-def _example_to_row(example: tf.train.Example, spec: Mapping) -> dict | None:
-    """A raw tf.Example as a feature dict; None when a required feature is missing."""
-    row = {}
-    for name, feature_spec in spec.items():
-        feature = example.features.feature.get(name)
-        kind = feature.WhichOneof("kind") if feature is not None else None
-        values = list(getattr(feature, kind).value) if kind else []
-        if not values:
-            if isinstance(feature_spec, tf.io.FixedLenFeature):
-                return None
-            continue
-        if isinstance(feature_spec, tf.io.FixedLenFeature) and not feature_spec.shape:
-            row[name] = values[0]
-        else:
-            row[name] = values
-    return row
+        rows = read_raw_rows(path, spec, data_format=config.data.format,
+                             csv_format=config.data.csv, list_features=config.list_columns())
+        for row, source in rows:
+            yield {k: v for k, v in row.items() if k in served}, source
 
 
 # ---------------------------------------------------------------------- the paths

@@ -7,6 +7,7 @@ knows the YAML.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import tf_keras
 import serving_input
 import trainer
 import transform
+from serving_input.raw_rows import read_raw_rows
 from serving_input.serving_check import serving_check
 from tfbake import paths
 from tfbake.config import Config, ConfigError, load_object
@@ -362,8 +364,9 @@ def serving_feature_spec(config: Config) -> dict:
 
 
 def sample_examples(config: Config, count: int) -> list[bytes]:
-    """Up to ``count`` eval rows as serialized serving tf.Examples (the columns a
-    serving request does not carry removed: labels, ``serving: false`` features).
+    """Up to ``count`` eval rows (of the first eval file) as serialized serving
+    tf.Examples (the columns a serving request does not carry removed: labels,
+    ``serving: false`` features).
 
     Rows the Beam job would reject are skipped.
     """
@@ -371,32 +374,14 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
         return []
     spec = serving_feature_spec(config)
     path = sorted(tf.io.gfile.glob(config.data.eval))[0]
-    examples = []
-    if config.data.format == "tfrecord":
-        for record in tf.data.TFRecordDataset(path).take(count):
-            example = tf.train.Example.FromString(record.numpy())
-            for key in set(example.features.feature) - set(spec):
-                del example.features.feature[key]
-            examples.append(example.SerializeToString())
-        return examples
-    csv = config.data.csv
-    columns = transform.column_names(path, csv)
-    decoder = transform.CsvRowDecoder(
-        config.raw_feature_spec(), columns, csv, config.list_columns()
+    rows = read_raw_rows(
+        path, config.raw_feature_spec(), data_format=config.data.format,
+        csv_format=config.data.csv, list_features=config.list_columns(),
     )
-    with tf.io.gfile.GFile(path) as f:
-        lines = [line.removesuffix("\r") for line in f.read().split("\n")]
-    for n, line in transform.csv_records(lines):
-        if (csv.header and n == 1) or not line.strip():
-            continue
-        try:
-            row = decoder.decode_dict(line)
-        except ValueError:
-            continue
+    examples = []
+    for row, _ in itertools.islice(rows, count):
         served = {name: value for name, value in row.items() if name in spec}
         examples.append(serving_input.encode_example(served, spec).SerializeToString())
-        if len(examples) == count:
-            break
     return examples
 
 

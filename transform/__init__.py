@@ -12,8 +12,8 @@ TensorFlow.
 from serving_input.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "serving_input.csv_rows": ["CsvFormat", "column_names", "read_header"],
-    ".csv_source": ["CsvRowDecoder", "csv_records"],
+    "serving_input.csv_rows": ["CsvFormat", "column_names", "csv_records", "read_header"],
+    ".csv_source": ["CsvRowDecoder"],
     ".pipeline": [
         "VALIDATION",
         "TransformError",

@@ -27,11 +27,12 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from serving_input.csv_rows import (  # noqa: F401 (read_header: still importable from here)
+from serving_input.csv_rows import (
     CsvFormat,
     CsvLineDecoder,
     csv_reader,
-    read_header,
+    join_records,
+    split_lines,
 )
 from serving_input.text_values import TEXT_PARSERS
 from transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
@@ -260,38 +261,11 @@ def _blocks_in_range(handle, start: int, end: int | None) -> Iterator[tuple[byte
         pos += cut + 1
 
 
-def _split_lines(block: bytes, last: bool) -> Iterator[tuple[str | None, bytes | str]]:
-    """Lines of a block as ``(text, None)``, or ``(None, raw)`` for a line that is not UTF-8.
-
-    Like Beam's text source: split at ``\\n``, a ``\\r`` before it dropped.
-    """
-    try:
-        text = block.decode("utf-8")
-    except UnicodeDecodeError:
-        pieces = block.split(b"\n")
-        for k, raw in enumerate(pieces):
-            if raw.endswith(b"\r") and not (last and k == len(pieces) - 1):
-                raw = raw[:-1]
-            try:
-                yield raw.decode("utf-8"), None
-            except UnicodeDecodeError:
-                yield None, raw
-        return
-    lines = text.split("\n")
-    if "\r" in text:
-        final = len(lines) - 1
-        lines = [
-            line[:-1] if line.endswith("\r") and not (last and k == final) else line
-            for k, line in enumerate(lines)
-        ]
-    for line in lines:
-        yield line, None
-
-
 def _lines_in_range(handle, start: int, end: int | None) -> Iterator[tuple[str | None, bytes]]:
-    """The lines that start in ``[start, end)`` (see :func:`_split_lines`)."""
+    """The lines that start in ``[start, end)`` (see
+    :func:`~serving_input.csv_rows.split_lines`)."""
     for block, last in _blocks_in_range(handle, start, end):
-        yield from _split_lines(block, last)
+        yield from split_lines(block, last)
 
 
 def _starts_inside_quotes(handle, start: int) -> bool:
@@ -312,52 +286,6 @@ def _starts_inside_quotes(handle, start: int) -> bool:
         if cut >= 0:
             break
     return count % 2 == 1
-
-
-def _records(
-    own: Iterator[tuple[str | None, bytes]],
-    after: Iterator[tuple[str | None, bytes]],
-    inside: bool,
-) -> Iterator[tuple[str | None, bytes]]:
-    """CSV records from lines: a quoted field with line breaks joins its lines into one
-    record (joined with ``\\n``), so no piece of it is read as a row of its own.
-
-    ``inside``: the first lines continue a record of the range before; they are
-    skipped up to the line that closes it. A record open when ``own`` ends is completed
-    from ``after``. A line that is not UTF-8 ends up as ``(None, raw)``.
-    """
-    parts: list[str | None] = []
-    raws: list[bytes] = []
-    for source in (own, after):
-        for line, raw in source:
-            if source is after and not parts:
-                return
-            quotes = (line or "").count('"') % 2
-            if inside:
-                inside = not quotes
-                continue
-            if parts or quotes:
-                parts.append(line)
-                raws.append(raw if line is None else line.encode("utf-8"))
-                if not (len(parts) > 1 and quotes):
-                    continue  # the quoted field is still open
-                line, raw = None, b"\n".join(raws)
-                if None not in parts:
-                    line = "\n".join(parts)
-                parts, raws = [], []
-            yield line, raw
-    if parts:  # a quote left open at the end of the file: the decoder says so
-        yield ("\n".join(parts) if None not in parts else None), b"\n".join(raws)
-
-
-def csv_records(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
-    """``(line number, record)`` of CSV text lines (no line ends), as the Beam job reads
-    them: a quoted field's line breaks keep its lines in one record."""
-    records = _records(((line, b"") for line in lines), iter(()), inside=False)
-    n = 1
-    for record, _ in records:
-        yield n, record
-        n += record.count("\n") + 1
 
 
 class _DecodeCsvRange(beam.DoFn):
@@ -398,7 +326,7 @@ class _DecodeCsvRange(beam.DoFn):
             own = _lines_in_range(handle, start, end)
             # A record still open at the range's end runs on into the next range's lines.
             after = _lines_in_range(following, end, None) if end is not None else iter(())
-            for line, raw in _records(own, after, inside):
+            for line, raw in join_records(own, after, inside):
                 if skip_header:
                     skip_header = False
                     continue

@@ -28,3 +28,13 @@ def shipped_raw_config(config_name: str, data_step: str, source: str, work: str)
     )
     raw["artifacts"] = os.path.join(work, "artifacts")
     return raw
+
+
+def build_penguins_export(work: str) -> str:
+    """The penguins example run for real under ``work``; returns its export base."""
+    from tfbake import stages
+    from tfbake.config import config_from_dict
+
+    config = config_from_dict(shipped_raw_config("penguins", "penguins_data", "penguins_csv", work))
+    stages.run_all(config)
+    return config.export_dir_base

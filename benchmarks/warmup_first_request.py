@@ -28,29 +28,19 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import requests  # noqa: E402
-from _shipped_example import shipped_raw_config  # noqa: E402
+from _shipped_example import build_penguins_export  # noqa: E402
 from console_overhead import server  # noqa: E402
 
 from model_server import export_contract  # noqa: E402
+from serving_input.export_layout import latest_version_dir  # noqa: E402
 
 TARGET_RATIO = 2.0
 IDLE_S = 1.0
 
 
-def build_penguins_export(work: str) -> str:
-    """The penguins example run for real under ``work``; returns its export base."""
-    from tfbake import stages
-    from tfbake.config import config_from_dict
-
-    config = config_from_dict(shipped_raw_config("penguins", "penguins_data", "penguins_csv", work))
-    stages.run_all(config)
-    return config.export_dir_base
-
-
 def classify_body(export_base: str) -> str:
     """One real eval example of the export's warm-up file, as a ``:classify`` body."""
-    version = max((v for v in os.listdir(export_base) if v.isdigit()), key=int)
-    (example,) = export_contract.read_warmup_examples(os.path.join(export_base, version), limit=1)
+    (example,) = export_contract.read_warmup_examples(latest_version_dir(export_base), limit=1)
     return json.dumps({"examples": [export_contract.example_to_row(example)]})
 
 

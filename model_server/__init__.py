@@ -7,8 +7,8 @@ docs/tf_serving.md); ``tfbake serve`` is the same command.
 
 - :func:`main`: the command line (tensorflow_model_server's flags);
 - :func:`serve`: a server in this process, for scripts and tests;
-- :class:`Client`: REST or gRPC, plain dicts / tf.Examples / tensors in;
-- :func:`predict_file` / :func:`cli_predict`: a CSV or JSONL file through a server.
+- :class:`Client`: REST or gRPC (two transports behind one interface), plain dicts /
+  tf.Examples / tensors in (``tfbake predict`` streams a file through it).
 
 The modules follow TF Serving's concepts: :mod:`~model_server.source`,
 :mod:`~model_server.version_policy`, :mod:`~model_server.loader`,
@@ -18,7 +18,7 @@ The modules follow TF Serving's concepts: :mod:`~model_server.source`,
 :mod:`~model_server.batching`, :mod:`~model_server.metrics`.
 """
 
-from model_server.client import Client, cli_predict, predict_file
+from model_server.client import Client
 from model_server.config import ServerOptions
 from model_server.errors import ServingError
 from model_server.server import RunningServer, listening_address, main, serve
@@ -28,9 +28,7 @@ __all__ = [
     "RunningServer",
     "ServerOptions",
     "ServingError",
-    "cli_predict",
     "listening_address",
     "main",
-    "predict_file",
     "serve",
 ]

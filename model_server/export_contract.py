@@ -26,6 +26,7 @@ from tensorflow.core.framework import types_pb2
 
 from model_server import request_samples
 from model_server.request_samples import tensor_shape
+from model_server.tensors import dtype_of
 from serving_input import signatures as sig
 from serving_input.export_layout import WARMUP_FILE
 
@@ -52,7 +53,7 @@ class RawFeature:
 def dtype_name(dtype: str) -> str:
     """``DT_FLOAT`` -> ``float32``."""
     try:
-        return tf.dtypes.as_dtype(types_pb2.DataType.Value(dtype)).name
+        return dtype_of(dtype).name
     except (ValueError, TypeError):
         return dtype
 

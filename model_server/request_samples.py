@@ -41,17 +41,17 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 
 import serving_input
 from model_server import errors, json_tensor
+from model_server.tensors import dtype_of
 from serving_input import signatures as sig
 
 CLIENTS = ("curl", "python-requests", "python-grpc", "javascript-fetch")
 # The dtypes of raw features (a tf.Example's float_list, int64_list, bytes_list).
-_DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string}
+_DTYPES = {name: dtype_of(name) for name in ("DT_FLOAT", "DT_INT64", "DT_STRING")}
 # The dtypes TF Serving's JSON carries (util/json_tensor.cc): any such input can be sent.
-_JSON_DTYPES = {name: tf.as_dtype(types_pb2.DataType.Value(name)) for name in (
+_JSON_DTYPES = {name: dtype_of(name) for name in (
     "DT_FLOAT", "DT_DOUBLE", "DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8",
     "DT_UINT16", "DT_UINT32", "DT_UINT64", "DT_BOOL", "DT_STRING")}
 # TF Serving's name suffix for binary string tensors: shown as a file, placeholder image.

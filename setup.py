@@ -7,7 +7,8 @@ with ``--setup_file ./setup.py``.
 
 from setuptools import find_packages, setup
 
-# The TFX family installs only as a matched set (see shared/STACK.md).
+# The TFX family installs only as a matched set: tensorflow, tf_keras,
+# tensorflow-transform, tfx-bsl and tensorflow-metadata of one release line.
 STACK = [
     "tensorflow>=2.21,<2.22",
     "tf_keras>=2.21,<2.22",

@@ -2,7 +2,8 @@
 
 Each TF Serving API is one method here, working on protocol-neutral values (numpy
 arrays, ``Input`` protos, TF Serving's response protos for status and metadata), and
-every check and message of SERVING_API.md is written here once. The adapters only
+every check and error message of TF Serving's APIs (docs/tf_serving.md) is written
+here once. The adapters only
 translate wire formats and map :class:`~model_server.errors.ServingError` codes.
 """
 

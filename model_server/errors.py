@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from serving_input import tf_errors
 
-# From SERVING_API.md ("HTTP status from the canonical code").
+# The HTTP status TF Serving's REST server answers for each canonical error code.
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,

@@ -1,7 +1,7 @@
 """Signature names, method names and output keys of the canned-estimator export.
 
 From the ``tensorflow/estimator`` sources (``head/*.py``, ``canned/prediction_keys.py``)
-and TF Serving's checks; see shared/STACK.md. Tests and the server import these
+and TF Serving's checks (docs/tf_serving.md). Tests and the server import these
 rather than spelling the strings again.
 """
 

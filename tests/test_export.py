@@ -290,7 +290,8 @@ def test_missing_nullable_features_are_served_as_beam_transformed_them(penguins_
         beam_rows.pop(penguins_run.config.label.name)
         _match_rows({k: v.numpy() for k, v in served.items()}, beam_rows)
     all_rows = sum((_raw_rows(penguins_run.config, s)[0] for s in ("train", "eval")), [])
-    assert sum(len(r) < len(penguins_run.config.features) for r in all_rows) == 11  # DATA.md
+    # The palmerpenguins rows with a missing value.
+    assert sum(len(r) < len(penguins_run.config.features) for r in all_rows) == 11
 
 
 def test_predict_raw_takes_named_features_and_agrees_with_examples(

@@ -1,5 +1,5 @@
 """A multi-head model (a delayed yes/no head, a delay regression head and a multi-label
-head of flight tags, sharing one body: every head type, as issue 5's reference shape)
+head of flight tags, sharing one body: every head type)
 from a CSV config, through Beam, training and export; its signature table and
 per-head signatures, and TF Serving's Classify and Regress over REST (JSON over HTTP)
 and gRPC (the official stubs) on the project's server for it, for a binary classifier
@@ -198,13 +198,14 @@ def _example_input(rows) -> input_pb2.Input:
 
 
 def _rest_examples(rows) -> list[dict]:
-    # Classify's JSON: a float needs a decimal point, an int none (SERVING_API.md).
+    # Classify's JSON: a float needs a decimal point, an int none (TF Serving's JSON).
     return [{"hour": r["hour"], "carrier": r["carrier"], "distance": float(r["distance"])}
             for r in rows]
 
 
 def test_multihead_export_follows_the_estimator_table(run):
-    """STACK.md's multi-head row over a binary, a regression and a multi-label head."""
+    """The canned-estimator multi-head signatures over a binary, a regression and a
+    multi-label head."""
     _, _, _, exports, _ = run
     table = _multi_head_table({
         "delayed": _classifier_table(2),

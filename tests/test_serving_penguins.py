@@ -1,5 +1,5 @@
 """The penguins export behind a real ``tfbake serve`` process: REST and gRPC answer
-exactly what the in-process signature answers (issue 3, acceptance 3)."""
+exactly what the in-process signature answers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``--setup_file ./setup.py`` (issue 6, acceptance 4): the pipeline launched from the repo
+"""``--setup_file ./setup.py``: the pipeline launched from the repo
 root with the flag succeeds on the multi-process local runner, with the preprocessing
 given as a user ``preprocessing_fn: pkg.module:fn`` that the worker processes import.
 The runner flags come after the config on ``tfbake transform``'s command line, as users

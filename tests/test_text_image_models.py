@@ -1,8 +1,7 @@
 """A text classifier and an image classifier, configured by type and hyperparameters
 only, trained on tiny data through the real pipeline (declarative text and image ops,
-Beam -> training -> export) and served by a real ``tfbake serve`` process (issue 4,
-acceptance 2 and the serving half of acceptance 3; issue 5, acceptance 1 for these
-two models).
+Beam -> training -> export) and served by a real ``tfbake serve`` process, with the
+canned-estimator signatures.
 
 Every served answer is compared with the in-process call of the loaded export.
 """
@@ -243,7 +242,7 @@ def test_grpc_classify(name, runs, served):
     assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE
 
 
-# Issue 5, acceptance 1: the canned-estimator signature table (written from STACK.md in
+# The canned-estimator signature table (written from the Estimator sources in
 # tests/trainer/test_canned_signatures.py), plus the project's predict_raw and
 # transform_features over these models' raw and transformed features.
 SIGNATURE_TABLES = {

@@ -1,4 +1,4 @@
-"""Warm-up (issue 6, acceptance 3): the export's ``tf_serving_warmup_requests`` is
+"""Warm-up: the export's ``tf_serving_warmup_requests`` is
 replayed by a real ``tfbake serve`` at load, which takes the model's one-time cost out
 of the first request. How the first request compares with steady state is a figure of
 ``benchmarks/warmup_first_request.py``: at ~2 ms, it moves with the machine's load."""

@@ -1,7 +1,8 @@
 """Heads: the loss, the metrics and the exported outputs of a model's logits.
 
-Output keys and dtypes are those of the canned estimators (see shared/STACK.md and
-:mod:`serving_input.signatures`), so clients written for Estimator exports work as is.
+Output keys and dtypes are those of the canned estimators (tf.estimator's
+``canned/prediction_keys.py`` and ``head/*.py``; :mod:`serving_input.signatures`), so
+clients written for Estimator exports work as is.
 Each head also says which tf.Example-taking signatures the export carries, with their
 method names (:meth:`Head.signatures`): the export writes what the head declares and
 adds only the head-independent ``predict_raw`` and ``transform_features``.

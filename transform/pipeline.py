@@ -1,6 +1,6 @@
 """The Beam job: read -> analyze -> transform -> write, for the train and eval splits.
 
-``artifacts/<name>/transform/`` receives what DESIGN.md lists: the raw ``metadata/``,
+``artifacts/<name>/transform/`` receives the raw ``metadata/``,
 ``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
 ``rejects/{train,eval}-*.jsonl`` and ``stats.json``.
 """
@@ -45,7 +45,8 @@ SPLITS = ("train", "eval")
 # The split that picks the early-stopping epoch, when the job has one.
 VALIDATION = "validation"
 # Runner names that mean "this machine": run them on the FnApiRunner, so Beam never
-# tries to download the Prism runner (see shared/STACK.md).
+# tries to download the Prism runner (since Beam 2.6x the DirectRunner does, and fails
+# slowly offline).
 LOCAL_RUNNERS = (None, "direct", "directrunner", "fnapirunner")
 
 

@@ -1,4 +1,4 @@
-"""REST API of the model server: response bodies as SERVING_API.md documents them.
+"""REST API of the model server: response bodies as TF Serving's REST API writes them.
 
 Expected bodies are written from the contract (y = 0.5 x + 2), not from the server.
 """

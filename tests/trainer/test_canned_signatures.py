@@ -1,8 +1,9 @@
 """Every canned model, with every head type it has, exports the canned-estimator
-signature set of shared/STACK.md, and TF Serving's Classify/Regress rules
-(shared/SERVING_API.md) hold for its classify and regress signatures.
+signature set (tf.estimator's head/*.py and canned/prediction_keys.py), and TF
+Serving's Classify/Regress rules hold for its classify and regress signatures.
 
-The expected tables are written here from STACK.md, not from the code's constants.
+The expected tables are written here from the Estimator sources, not from the code's
+constants.
 The models are exported untrained: the signatures do not depend on the weights.
 """
 
@@ -40,7 +41,7 @@ BATCH = [-1]  # a serving batch of any size
 
 
 def _classifier_table(k: int) -> dict:
-    """STACK.md: binary (k=2) and multi-class classifier signatures."""
+    """Canned estimators: binary (k=2) and multi-class classifier signatures."""
     classify = {
         "method": CLASSIFY,
         "inputs": {"inputs": ("string", BATCH)},
@@ -71,7 +72,7 @@ def _classifier_table(k: int) -> dict:
 
 
 def _regressor_table() -> dict:
-    """STACK.md: regressor signatures."""
+    """Canned estimators: regressor signatures."""
     regression = {
         "method": REGRESS,
         "inputs": {"inputs": ("string", BATCH)},
@@ -112,7 +113,7 @@ def _multi_label_table(k: int) -> dict:
 
 
 def _multi_head_table(heads: dict[str, dict]) -> dict:
-    """STACK.md, multi-head: serving_default = the first head's default; per head
+    """Canned estimators, multi-head: serving_default = the first head's default; per head
     <head> (its default) and <head>/<signature>; a merged predict, keys <head>/<key>."""
     table, merged = {}, {}
     for name, own in heads.items():
@@ -131,7 +132,7 @@ def _multi_head_table(heads: dict[str, dict]) -> dict:
 
 
 def _with_project_signatures(table: dict) -> dict:
-    """DESIGN.md: every export also has predict_raw (named raw features) and
+    """Every export also has predict_raw (named raw features) and
     transform_features (serialized examples -> transformed features)."""
     raw_inputs = {"x": ("float32", BATCH), "color": ("string", BATCH), "count": ("int64", BATCH)}
     transformed = {"x": ("float32", BATCH), "color": ("int64", BATCH), "count": ("float32", BATCH)}
@@ -245,7 +246,7 @@ def _io(tensor_infos) -> dict:
 
 
 def _check_tf_serving_rules(key: str, signature_def) -> None:
-    """SERVING_API.md, "Signatures the server checks"."""
+    """The signatures TF Serving checks before it classifies or regresses."""
     inputs, outputs = signature_def.inputs, signature_def.outputs
     if signature_def.method_name in (CLASSIFY, REGRESS):
         assert list(inputs) == ["inputs"], key

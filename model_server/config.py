@@ -104,19 +104,21 @@ class BatchingOptions:
     max_enqueued_batches: int = 100
     num_batch_threads: int = 4  # TF Serving defaults to the number of CPUs.
     allowed_batch_sizes: tuple[int, ...] = ()
-    pad_variable_length_inputs: bool = False
 
     @classmethod
     def from_proto(cls, params) -> BatchingOptions:
-        """Reads a ``BatchingParameters`` message; unset wrappers keep the defaults."""
+        """Reads a ``BatchingParameters`` message; unset wrappers keep the defaults.
+
+        ``pad_variable_length_inputs`` is read (TF Serving's files set it) and needs
+        nothing here: requests whose inputs differ in shape run one after the other.
+        """
         values = {}
         for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
                      "num_batch_threads"):
             if params.HasField(name):
                 values[name] = getattr(params, name).value
         allowed = tuple(params.allowed_batch_sizes)
-        options = cls(**values, allowed_batch_sizes=allowed,
-                      pad_variable_length_inputs=params.pad_variable_length_inputs)
+        options = cls(**values, allowed_batch_sizes=allowed)
         if allowed and (list(allowed) != sorted(allowed) or allowed[-1] != options.max_batch_size):
             raise ConfigError(
                 "allowed_batch_sizes entries must be increasing and the last one must "

@@ -8,7 +8,7 @@ import os
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
-from model_server.metrics import record_warmup
+from model_server.metrics import Metrics
 from model_server.servable import Servable, Signature
 from model_server.tensors import ndarray_from_proto, serialized_examples
 from serving_input.export_layout import SERVE_TAG, WARMUP_FILE, read_signature_defs
@@ -24,13 +24,14 @@ class SavedModelLoader:
     """Loads one version of one model into a :class:`Servable`."""
 
     def __init__(self, name: str, version: int, path: str, *, warmup: bool = True,
-                 warmup_iterations: int = 1, tags=(SERVE_TAG,)):
+                 warmup_iterations: int = 1, tags=(SERVE_TAG,), metrics: Metrics | None = None):
         self.name = name
         self.version = version
         self.path = path
         self.warmup = warmup
         self.warmup_iterations = max(1, warmup_iterations)
         self.tags = tuple(tags)
+        self.metrics = metrics  # where the warm-up records replayed are counted
 
     def __repr__(self) -> str:
         return f"SavedModelLoader({self.name!r}, {self.version}, {self.path!r})"
@@ -53,7 +54,8 @@ class SavedModelLoader:
         if self.warmup:
             count = replay_warmup(servable, self.warmup_iterations)
             if count:
-                record_warmup(self.name, self.version, count)
+                if self.metrics is not None:
+                    self.metrics.record_warmup(self.name, self.version, count)
                 log.info("Finished reading %d warmup records for %s version %d",
                          count, self.name, self.version)
         return servable

@@ -26,6 +26,7 @@ import grpc
 
 from model_server import errors
 from model_server.loader import SavedModelLoader
+from model_server.metrics import Metrics
 from model_server.servable import Servable
 from model_server.source import BasePathNotFound, FileSystemSource
 from model_server.version_policy import VersionPolicy
@@ -111,13 +112,14 @@ class AspiredVersionsManager:
         max_num_load_retries: int = 0,
         load_retry_interval_s: float = 60.0,
         allow_version_labels_for_unavailable_models: bool = False,
-        on_change: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ):
         """Args are tensorflow_model_server's flags of the same names: warm-up replay
         (each record ``warmup_iterations`` times), the MetaGraph ``tags`` to load,
         models loaded ``num_load_threads`` at a time (0: one after another), each
         failed load retried ``max_num_load_retries`` times ``load_retry_interval_s``
-        apart, and whether a label may name a version not loaded (yet)."""
+        apart, and whether a label may name a version not loaded (yet); ``metrics``
+        counts the warm-up records each load replays."""
         self.enable_warmup = enable_warmup
         self.warmup_iterations = warmup_iterations
         self.poll_wait_seconds = file_system_poll_wait_seconds
@@ -125,9 +127,9 @@ class AspiredVersionsManager:
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval_s = load_retry_interval_s
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self.metrics = metrics
         self._load_pool = (ThreadPoolExecutor(num_load_threads, thread_name_prefix="load")
                            if num_load_threads > 0 else None)
-        self._on_change = on_change
         self._lock = threading.RLock()
         # Guards the snapshots and each model's loaded versions when loads run in
         # parallel (--num_load_threads).
@@ -287,8 +289,6 @@ class AspiredVersionsManager:
             serving = {name: dict(m.loaded) for name, m in self._models.items() if m.loaded}
             latest = {name: versions[max(versions)] for name, versions in serving.items()}
             self._serving, self._latest = serving, latest
-        if self._on_change is not None:
-            self._on_change()
 
     def _reconcile(self, model: _Model) -> str | None:
         """Brings one model to its aspired versions; returns a load problem, if any."""
@@ -318,7 +318,8 @@ class AspiredVersionsManager:
         log.info("Loading servable version {name: %s version: %d} from %s",
                  model.name, version, path)
         loader = SavedModelLoader(model.name, version, path, warmup=self.enable_warmup,
-                                  warmup_iterations=self.warmup_iterations, tags=self.tags)
+                                  warmup_iterations=self.warmup_iterations, tags=self.tags,
+                                  metrics=self.metrics)
         retry = 0
         while True:
             try:

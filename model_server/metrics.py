@@ -41,19 +41,6 @@ WARMUP_REQUESTS = ":tfbake:serving:warmup_request_count"
 _LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(32)) + (float("inf"),)
 
 
-# Warm-up happens in the loader, which has no Metrics of its own: the counts are
-# process-wide (one server per process) and every Metrics page shows them.
-_WARMUP_LOCK = threading.Lock()
-_WARMUP_COUNTS: dict[tuple[str, int], int] = {}
-
-
-def record_warmup(model_name: str, version: int, count: int) -> None:
-    """``count`` warm-up records were replayed when ``model_name`` ``version`` loaded."""
-    with _WARMUP_LOCK:
-        key = (model_name, version)
-        _WARMUP_COUNTS[key] = _WARMUP_COUNTS.get(key, 0) + count
-
-
 class _Counters(Collector):
     def __init__(self):
         self._lock = threading.Lock()
@@ -74,9 +61,6 @@ class _Counters(Collector):
     def collect(self):
         with self._lock:
             values = dict(self._values)
-        with _WARMUP_LOCK:
-            for (name, version), count in _WARMUP_COUNTS.items():
-                values[(WARMUP_REQUESTS, (name, str(version)))] = count
         for name, (doc, label_names) in self._help.items():
             metric = Metric(name, doc, "unknown")
             for (metric_name, labels), value in sorted(values.items()):
@@ -116,6 +100,10 @@ class Metrics:
         """One call into TensorFlow carrying ``requests`` requests."""
         self._counters.add(MODEL_CALLS, (model_name,))
         self._counters.add(BATCHED_REQUESTS, (model_name,), requests)
+
+    def record_warmup(self, model_name: str, version: int, count: int) -> None:
+        """``count`` warm-up records were replayed when ``model_name`` ``version`` loaded."""
+        self._counters.add(WARMUP_REQUESTS, (model_name, str(version)), count)
 
     def page(self) -> bytes:
         """The Prometheus text exposition."""

@@ -63,7 +63,6 @@ class Signature:
             for alias, info in sorted(signature_def.outputs.items())
         }
         self.input_names = frozenset(self.inputs)
-        self.input_index = {alias: i for i, alias in enumerate(self.inputs)}
         self.has_defaults = bool(signature_def.defaults)
         self.debug_string = str(signature_def)
         self._fn = fn

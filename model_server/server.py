@@ -60,6 +60,7 @@ class ModelServer:
             load_retry_interval_s=options.load_retry_interval_micros / 1e6,
             allow_version_labels_for_unavailable_models=(
                 options.allow_version_labels_for_unavailable_models),
+            metrics=self.metrics,
         )
         self.core = ServerCore(
             self.manager,

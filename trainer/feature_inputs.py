@@ -234,8 +234,3 @@ def encode_sparse(
             encoded.append(_as_is(x, feature, f"{feature.name}_wide_flat"))
     return tf_keras.layers.Concatenate(name=name)(encoded)
 
-
-def build_inputs(features: list[TransformedFeature]) -> tuple[dict, tf.Tensor]:
-    """Keras ``Input``s, one per feature, and their DNN encoding (:func:`encode_dense`)."""
-    inputs = make_inputs(features)
-    return inputs, encode_dense(inputs, features)

@@ -171,7 +171,8 @@ def label_head(label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
 
 
 def build_head(config: Config, tft_output: tft.TFTransformOutput) -> trainer.Head:
-    """The label's head, or a :class:`trainer.MultiHead` (one head per label, named after it)."""
+    """The label's head, or a :class:`trainer.MultiHead` (one head per label, named
+    after it)."""
     if config.label is not None:
         return label_head(config.label, tft_output)
     return trainer.MultiHead(

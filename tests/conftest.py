@@ -81,9 +81,11 @@ def serve_config(python: str, config_path, log_dir: Path):
 
 
 @contextlib.contextmanager
-def serve(python: str, server_args: list[str], log_dir: Path, *, tfbake: list[str] | None = None):
+def serve(python: str, server_args: list[str], log_dir: Path, *, tfbake: list[str] | None = None,
+          env: dict | None = None):
     """A real ``tfbake serve`` process with ``server_args`` on free loopback ports
-    (``tfbake``: the command line that runs tfbake, default ``python -m tfbake``).
+    (``tfbake``: the command line that runs tfbake, default ``python -m tfbake``;
+    ``env``: its environment, default this process's).
 
     Yields ``(rest_url, grpc_target)`` as the server prints them; stops it with
     SIGTERM and checks that it exits 0.
@@ -96,6 +98,7 @@ def serve(python: str, server_args: list[str], log_dir: Path, *, tfbake: list[st
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            env=env,
         )
     addresses = {}
     for line in process.stdout:

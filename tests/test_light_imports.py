@@ -3,6 +3,7 @@ a served model loads neither Beam nor tf_keras (the training stack)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from tests.conftest import serve
@@ -39,7 +40,11 @@ def test_reading_a_config_loads_neither_tensorflow_nor_beam(python, penguins_run
 
 def test_served_model_loads_neither_beam_nor_tf_keras(python, penguins_run, tmp_path):
     loaded = tmp_path / "loaded.txt"
-    with serve(python, ["--config", str(penguins_run.config_path)], tmp_path,
+    # A user's shell: this process imported tensorflow_transform, which sets
+    # TF_USE_LEGACY_KERAS=1 for its children, and with it `import tensorflow` itself
+    # loads tf_keras.
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    with serve(python, ["--config", str(penguins_run.config_path)], tmp_path, env=env,
                tfbake=[python, "-c", _LOADED_AT_EXIT, str(loaded)]) as (rest, _):
         import requests
 

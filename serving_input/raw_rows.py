@@ -51,12 +51,14 @@ def read_raw_rows(
     ``ValueError``, or call ``bad_rows(source, reason)`` and go on.
     """
     rows = {"csv": _csv_rows, "tfrecord": _example_rows, "jsonl": _jsonl_rows}[data_format]
-    for row, source, error in rows(path, raw_feature_spec, csv_format or CsvFormat(),
-                                   frozenset(list_features)):
+    for row, n, error in rows(path, raw_feature_spec, csv_format or CsvFormat(),
+                              frozenset(list_features)):
+        source = f"{path}#{n}" if data_format == "tfrecord" else f"{path}:{n}"
         if error is None:
             yield row, source
         elif bad_rows == "raise":
-            raise ValueError(f"{source}: {error}")
+            where = f"record {n}" if data_format == "tfrecord" else f"line {n}"
+            raise ValueError(f"{path} {where}: {error}")
         elif callable(bad_rows):
             bad_rows(source, error)
 
@@ -70,7 +72,10 @@ def _read_bytes(path: str) -> bytes:
     return data
 
 
-def _csv_rows(path, spec, fmt: CsvFormat, lists) -> Iterator[tuple[dict, str, str | None]]:
+# Each reader yields (row, line or record number, why the Beam job would reject it).
+
+
+def _csv_rows(path, spec, fmt: CsvFormat, lists) -> Iterator[tuple[dict, int, str | None]]:
     columns = column_names(path, fmt)
     absent = [name for name in spec if name not in columns]
     required = [n for n in absent if isinstance(spec[n], tf.io.FixedLenFeature)]
@@ -86,17 +91,16 @@ def _csv_rows(path, spec, fmt: CsvFormat, lists) -> Iterator[tuple[dict, str, st
         line, n = n, n + (record or "").count("\n") + 1
         if (fmt.header and line == 1) or (record is not None and not record.strip()):
             continue  # the header; a blank line holds no row
-        source = f"{path}:{line}"
         if record is None:
-            yield {}, source, "not valid UTF-8"
+            yield {}, line, "not valid UTF-8"
             continue
         try:
-            yield decoder.decode_dict(record), source, None
+            yield decoder.decode_dict(record), line, None
         except ValueError as err:
-            yield {}, source, str(err)
+            yield {}, line, str(err)
 
 
-def _example_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, str, str | None]]:
+def _example_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, int, str | None]]:
     for n, record in enumerate(tf.data.TFRecordDataset(path)):
         example = tf.train.Example.FromString(record.numpy())
         row: dict = {}
@@ -112,12 +116,12 @@ def _example_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, str, str | Non
                     break
                 continue
             row[name] = values[0] if required and not feature_spec.shape else values
-        yield row, f"{path}#{n}", error
+        yield row, n, error
 
 
-def _jsonl_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, str, str | None]]:
+def _jsonl_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, int, str | None]]:
     text = _read_bytes(path).decode("utf-8")
     for n, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             row = json.loads(line)
-            yield {k: v for k, v in row.items() if k in spec}, f"{path}:{n}", None
+            yield {k: v for k, v in row.items() if k in spec}, n, None

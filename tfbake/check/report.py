@@ -119,7 +119,7 @@ class CheckReport:
 # ---------------------------------------------------------------------- comparing
 
 
-def differs(got: np.ndarray, want: np.ndarray, tolerance: float) -> np.ndarray:
+def rows_differ(got: np.ndarray, want: np.ndarray, tolerance: float) -> np.ndarray:
     """Per-row (first axis) whether any value is over tolerance; NaN equals NaN."""
     n = len(want)
     got, want = got.reshape(n, -1), want.reshape(n, -1)
@@ -162,7 +162,7 @@ def compare(
             raise CheckError(
                 f"{report.name}: output {name!r} has {len(value)} rows, expected {len(positions)}"
             )
-        differs |= differs(value, want[name], tolerance)
+        differs |= rows_differ(value, want[name], tolerance)
         report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0),
                                         abs_diff(value, want[name]))
     report.differing_rows += int(differs.sum())

@@ -48,7 +48,6 @@ def preprocessing_fn(config: Config):
     features_fn = transform.build_preprocessing_fn(
         serving_feature_spec(config),
         config.preprocessing,
-        label_key=None,
         user_fn=user_fn,
         cleaning=config.cleaning,
     )

@@ -4,7 +4,7 @@ Each entry of the config's ``preprocessing`` section is a
 :class:`~transform.preprocessing_config.FeaturePreprocessing` for one raw feature (or,
 with ``cross``, a new feature crossed from several), declared and checked in
 :mod:`transform.preprocessing_config`. :func:`build_preprocessing_fn` turns the
-entries, the raw feature spec and the label into the ``preprocessing_fn`` that Beam
+entries and the raw feature spec into the ``preprocessing_fn`` that Beam
 analyzes and that the export replays at serving time. The ops themselves live in
 :mod:`transform.ops`, one module per kind of feature. A user's own
 ``preprocessing_fn(inputs) -> dict`` is used as is (:func:`load_preprocessing_fn`).
@@ -17,7 +17,6 @@ from collections.abc import Mapping
 import tensorflow as tf
 
 from serving_input.feature_spec import type_name
-from transform.labels import transform_label
 from transform.ops.categories import (
     hashed_ids,
     vocabulary_id_lists,
@@ -112,19 +111,17 @@ def feature_outputs(x, ops: FeaturePreprocessing, name: str) -> dict[str, tf.Ten
 def build_preprocessing_fn(
     raw_feature_spec: Mapping,
     steps: Mapping[str, FeaturePreprocessing],
-    label_key: str | None = None,
-    classification: bool = True,
     user_fn: PreprocessingFn | None = None,
     cleaning: Cleaning | None = None,
 ) -> PreprocessingFn:
     """Compiles declared steps (and an optional user function) into one ``preprocessing_fn``.
 
-    Every raw feature but the label is transformed, by its declared step or by the
-    default (strings: vocabulary; numbers: as they are); each ``cross`` entry adds a
-    feature of its own. For a classifier the label becomes ids in the label vocabulary
-    (named after the label; its order is the order of the exported ``classes``). With
-    ``user_fn``, its outputs come first and only the declared steps are added, plus
-    the label unless ``user_fn`` made it. String features are cleaned first (their
+    Every column of ``raw_feature_spec`` is transformed as a feature, by its declared
+    step or by the default (strings: vocabulary; numbers: as they are);
+    each ``cross`` entry adds a feature of its own. With ``user_fn``, its outputs come
+    first and only the declared steps are added. The labels are the config's
+    ``preprocessing_fn``'s (:func:`tfbake.stages.preprocessing_fn`, with
+    :func:`transform.labels.transform_label`). String features are cleaned first (their
     entry's ``strip``/``case``/``map``, unset keys from ``cleaning``), so the declared
     steps and ``user_fn`` all see the cleaned values.
     """
@@ -149,7 +146,7 @@ def build_preprocessing_fn(
     cleanings = {
         name: (steps[name].cleaning if name in steps else Cleaning()).over(cleaning)
         for name, feature in spec.items()
-        if feature.dtype == tf.string and name != label_key and name not in crosses
+        if feature.dtype == tf.string and name not in crosses
     }
 
     def preprocessing_fn(inputs: dict) -> dict:
@@ -159,7 +156,7 @@ def build_preprocessing_fn(
         }
         outputs: dict = dict(user_fn(dict(inputs))) if user_fn is not None else {}
         for name, feature in spec.items():
-            if name == label_key or (user_fn is not None and name not in steps):
+            if user_fn is not None and name not in steps:
                 continue
             ops = (steps.get(name) or FeaturePreprocessing()).with_default_treatment(
                 type_name(feature.dtype)
@@ -167,9 +164,6 @@ def build_preprocessing_fn(
             _add(outputs, feature_outputs(inputs[name], ops, name))
         for name, ops in crosses.items():
             _add(outputs, {name: cross_output([inputs[f] for f in ops.cross], ops.hash_buckets)})
-        # A user's function may transform the label itself; otherwise it is done here.
-        if label_key is not None and label_key not in outputs:
-            outputs[label_key] = transform_label(inputs[label_key], label_key, classification)
         return outputs
 
     return preprocessing_fn

@@ -213,12 +213,10 @@ def tft_output(beam_transform, tmp_path_factory):
     """One Beam run for the module: every feature and all three labels transformed."""
     tmp = tmp_path_factory.mktemp("canned_signatures")
     no_oov = FeaturePreprocessing(vocabulary=Vocabulary(num_oov_buckets=0))
-    # `count` is an int without a vocabulary: a number (float32 after the transform).
+    # `count` is an int without a vocabulary: a number (float32 after the transform);
+    # so is the label y.
     preprocessing_fn = transform.build_preprocessing_fn(
-        RAW_FEATURE_SPEC,
-        {"animal": no_oov, "size": no_oov},
-        label_key="y",
-        classification=False,
+        RAW_FEATURE_SPEC, {"animal": no_oov, "size": no_oov}
     )
     return beam_transform(tmp, RAW_FEATURE_SPEC, preprocessing_fn, _rows(40, 0), _rows(10, 1))
 

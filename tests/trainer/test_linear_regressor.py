@@ -31,9 +31,7 @@ RAW_FEATURE_SPEC = {
 }
 SERVING_FEATURE_SPEC = serving_input.without(RAW_FEATURE_SPEC, ["y"])
 # Numbers pass through: x and, unless normalized, the label y.
-PASS_THROUGH = transform.build_preprocessing_fn(
-    RAW_FEATURE_SPEC, {}, label_key="y", classification=False
-)
+PASS_THROUGH = transform.build_preprocessing_fn(RAW_FEATURE_SPEC, {})
 
 
 def _normalizing_preprocessing_fn(inputs: dict) -> dict:

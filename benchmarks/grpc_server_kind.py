@@ -2,8 +2,8 @@
 
 The same ``PredictionService.Predict`` handler, answering a fixed ``PredictResponse``
 without any model work, runs in a server process of each kind; a synchronous grpcio
-stub (as in ``serving_latency.py``) times sequential calls (p50/p99), and 32 clients
-over 8 connections of grpc.aio stubs measure throughput. The model server runs its
+stub (as in ``serving_latency.py``) times sequential calls (p50/p99), and its 32-client
+load (8 connections) measures throughput. The model server runs its
 gRPC and REST front ends on one asyncio loop (the batch scheduler lives there); a
 synchronous server would add a hop onto that loop and back per call, so it would only
 pay if its own per-call cost were lower by more than that hop. Prints one JSON object:
@@ -23,11 +23,8 @@ import time
 
 import grpc
 import numpy as np
+from serving_latency import grpc_throughput
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONCURRENCY = 32
-CONNECTIONS = 8
 
 
 def _response() -> predict_pb2.PredictResponse:
@@ -106,37 +103,13 @@ def sequential(port: int, n: int) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 4)}
 
 
-async def _load(port: int, seconds: float) -> float:
-    request = _request()
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                          options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(CONNECTIONS)]
-    stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
-    count = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def client(stub):
-        nonlocal count
-        while time.perf_counter() < stop_at:
-            await stub.Predict(request)
-            count += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(client(stubs[i % CONNECTIONS]) for i in range(CONCURRENCY)))
-    elapsed = time.perf_counter() - start
-    for channel in channels:
-        await channel.close()
-    return round(count / elapsed, 1)
-
-
 def measure(kind: str, n: int, seconds: float) -> dict:
     process = subprocess.Popen([sys.executable, __file__, "--serve", kind],
                                stdout=subprocess.PIPE, text=True)
     try:
         port = int(process.stdout.readline())
         figures = sequential(port, n)
-        asyncio.run(_load(port, 0.5))
-        figures["throughput_32_clients_rps"] = asyncio.run(_load(port, seconds))
+        figures["throughput_32_clients_rps"] = grpc_throughput(port, _request(), seconds)
         return figures
     finally:
         process.kill()
@@ -179,5 +152,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, REPO)
     sys.exit(main())

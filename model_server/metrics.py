@@ -49,7 +49,7 @@ _COUNTERS = {REQUEST_COUNT, EXAMPLE_COUNT, MODEL_CALLS, BATCHED_REQUESTS, WARMUP
 _LATENCY_BUCKETS = tuple(10 * 1.8**i for i in range(32)) + (float("inf"),)
 
 
-def multiprocess() -> bool:
+def _multiprocess() -> bool:
     """True in a process of a multi-process server (prometheus_client reads the same
     variable when it is imported)."""
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -110,7 +110,7 @@ class Metrics:
         counters = [self._request_count, self._examples, self._model_calls, self._batched,
                     _WARMUP]
         self._worker_requests = None
-        if multiprocess():
+        if _multiprocess():
             # One sample per process (its pid), to see how requests spread.
             self._worker_requests = Gauge(
                 WORKER_REQUESTS, "Requests answered by each server process.",

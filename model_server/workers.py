@@ -73,15 +73,15 @@ class _Worker:
         self._reader.start()
 
     def _read(self, lines: queue.Queue) -> None:
-        from model_server.server import listening_address
+        from model_server.server import GRPC_SOCKET_LISTENING, listening_address
 
         for line in self.process.stdout:
             kind_and_address = listening_address(line)
-            if kind_and_address is None:
+            if kind_and_address is not None:
+                lines.put((self, *kind_and_address))
+            elif not line.startswith(GRPC_SOCKET_LISTENING):  # the parent announces it
                 sys.stdout.write(line)  # anything else a worker prints is passed on
                 sys.stdout.flush()
-            else:
-                lines.put((self, *kind_and_address))
         lines.put((self, None, None))
 
     def signal(self, sig: int) -> None:

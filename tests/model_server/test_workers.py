@@ -202,3 +202,10 @@ def test_sigterm_answers_requests_in_flight_in_every_process_then_exits_0(worker
     # Every request was waiting in a batch when the signal came, and was answered.
     assert results == [(200, True)] * CLIENTS
     assert len(pids) == 2 and not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_num_workers_below_one_is_refused_naming_the_flag():
+    from model_server.config import ConfigError, parse_flags
+
+    with pytest.raises(ConfigError, match="--num_workers must be >= 1, got 0"):
+        parse_flags(["--model_base_path=/m", "--num_workers=0"])

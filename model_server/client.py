@@ -350,9 +350,8 @@ class Client:
 
     @staticmethod
     def _own_rows(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per-token outputs (beside a ``token_count``) as one array per example, each
-        cut at its count: whether the server cut them (this one's REST) or sent them
-        padded (gRPC, TF Serving's REST)."""
+        """Per-token outputs (beside a ``token_count``), sent padded over gRPC, as one
+        array per example cut at its count."""
         for name, counts in token_counts(result).items():
             result[name] = as_rows(cut_rows(result[name], counts))
         return result
@@ -381,11 +380,12 @@ class Client:
         for name in outputs:
             info = signature["outputs"][name]
             dtype = _DTYPES.get(info["dtype"], tf.float32)
-            if name in cuts:  # one list per example, of its own length
-                result[name] = as_rows([_rest_array(row, dtype) for row in values[name]])
+            if name in cuts:  # cut by this server; padded by TF Serving's: cut here
+                result[name] = as_rows([_rest_array(row, dtype)[: int(count)]
+                                        for row, count in zip(values[name], cuts[name])])
             else:
                 result[name] = _rest_array(values[name], dtype)
-        return self._own_rows(result) if cuts else result
+        return result
 
     def _predict_grpc(self, model, version, label, signature_name, chunk, output_filter):
         request = predict_pb2.PredictRequest()

@@ -269,7 +269,13 @@ def _stats(result, splits: Sequence[str]) -> dict:
     counters = result.metrics().query(
         beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
     )["counters"]
-    values = {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
+    # One result per step: a split's rejects are counted where rows are decoded and
+    # where tags are checked against tokens, under the same name.
+    values: dict[str, int] = {}
+    for c in counters:
+        values[c.key.metric.name] = values.get(c.key.metric.name, 0) + (
+            c.committed or c.attempted or 0
+        )
     return {
         split: {
             kind: int(values.get(f"{split}_{kind}", 0)) for kind in ("read", "written", "rejected")

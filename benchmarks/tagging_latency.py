@@ -19,10 +19,7 @@ import json
 import os
 import sys
 import tempfile
-import time
 import urllib.request
-
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -35,7 +32,7 @@ import yaml  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 import serving_input  # noqa: E402
-from benchmarks.serving_latency import Server  # noqa: E402
+from benchmarks.serving_latency import Server, timed  # noqa: E402
 
 BATCHES = (1, 128)
 
@@ -62,17 +59,6 @@ def build_export(work: str, sentences: int) -> tuple[str, list[str]]:
         eval_sentences = [row["sentence"] for row in csv.DictReader(f)]
     print(f"built on {counts}", file=sys.stderr)
     return config.export_dir_base, eval_sentences
-
-
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples) * 1e3)
 
 
 def main() -> None:
@@ -119,7 +105,9 @@ def main() -> None:
                 "rest": rest,
                 "grpc": lambda request=request: stub.Predict(request, timeout=60),
             }
-            measured = {name: median_ms(fn, args.repeats) for name, fn in paths.items()}
+            measured = {
+                name: timed(fn, args.repeats, warmup=3)["p50_ms"] for name, fn in paths.items()
+            }
             figures[f"batch_{n}"] = {
                 name: {"ms_per_request": round(ms, 3), "ms_per_sentence": round(ms / n, 4),
                        "ratio_to_in_process": round(ms / measured["in_process"], 2)}

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 )
 
 from model_server.json_tensor import EXAMPLES
+from model_server.ragged import as_rows, cut_rows, token_counts
 from model_server.tensors import dtype_of
 
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", 2**31 - 1),
@@ -169,8 +170,16 @@ class RestTransport(Transport):
         values = self.request("POST", self._path(spec) + ":predict", body)["outputs"]
         if len(outputs) == 1 or not isinstance(values, dict):
             values = {outputs[0]: values}
-        return {name: _from_json(values[name], signature["outputs"][name]["dtype"])
-                for name in outputs}
+        result = {}
+        cuts = token_counts(values)
+        for name in outputs:
+            dtype = signature["outputs"][name]["dtype"]
+            if name in cuts:  # cut by this server; padded by TF Serving's: cut here
+                result[name] = as_rows([_from_json(row, dtype)[: int(count)]
+                                        for row, count in zip(values[name], cuts[name])])
+            else:
+                result[name] = _from_json(values[name], dtype)
+        return result
 
     def _examples(self, spec: ModelSpec, kind: str, examples) -> list:
         body = {EXAMPLES: [_example_to_json(e) for e in examples]}
@@ -281,7 +290,12 @@ class GrpcTransport(Transport):
         if output_filter:
             request.output_filter.extend(output_filter)
         response = self._call(self._predict.Predict, request)
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        result = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        # Per-token outputs (beside a ``token_count``) come padded: one array per
+        # example, cut at its count.
+        for name, counts in token_counts(result).items():
+            result[name] = as_rows(cut_rows(result[name], counts))
+        return result
 
     def classify(self, spec, examples):
         request = classification_pb2.ClassificationRequest()

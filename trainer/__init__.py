@@ -4,10 +4,11 @@
 - canned models (:class:`LinearClassifier`, :class:`LinearRegressor`,
   :class:`DNNClassifier`, :class:`DNNRegressor`, :class:`DNNLinearCombinedClassifier`,
   :class:`DNNLinearCombinedRegressor`, :class:`TextClassifier`,
-  :class:`ImageClassifier`) and :class:`Model` (a user's own tf_keras model), each
-  with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
+  :class:`ImageClassifier`, :class:`TokenTagger`) and :class:`Model` (a user's own
+  tf_keras model), each with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
 - heads (:class:`ClassificationHead`, :class:`MultiLabelHead`, :class:`RegressionHead`,
-  and :class:`MultiHead` over several): loss, metrics, outputs and the export's signatures;
+  :class:`SequenceTaggingHead`, and :class:`MultiHead` over several): loss, metrics,
+  outputs and the export's signatures;
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
@@ -47,6 +48,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     ".model": ["Model"],
     ".monitor": ["monitor_mode"],
     ".report": ["write_report"],
+    ".sequence_tagging": ["SequenceTaggingHead", "tagging_report"],
     ".text_classifier": ["TextClassifier"],
+    ".token_tagger": ["TokenTagger"],
 })
 __all__ = __dir__()

@@ -34,6 +34,8 @@ from serving_input.csv_rows import CsvFormat, column_names
 from transform.csv_source import ReadCsv, arrow_schema
 from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
 from transform.tfrecord_source import ReadExamples
+from transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
+from transform.token_alignment import KeepAlignedRows, TokenAlignment
 from transform.unknown_labels import (
     CountUnknownLabels,
     unknown_label_counts,
@@ -77,6 +79,8 @@ class TransformJob:
     # files' records (held out before analysis). At most one of the two.
     validation_pattern: str | None = None
     validation_fraction: float | None = None
+    # Sequence-tagging labels whose rows need one tag per token (others are rejects).
+    token_alignments: Sequence[TokenAlignment] = ()
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -266,7 +270,13 @@ def _stats(result, splits: Sequence[str]) -> dict:
     counters = result.metrics().query(
         beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
     )["counters"]
-    values = {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
+    # One result per step: a split's rejects are counted where rows are decoded and
+    # where tags are checked against tokens, under the same name.
+    values: dict[str, int] = {}
+    for c in counters:
+        values[c.key.metric.name] = values.get(c.key.metric.name, 0) + (
+            c.committed or c.attempted or 0
+        )
     return {
         split: {
             kind: int(values.get(f"{split}_{kind}", 0)) for kind in ("read", "written", "rejected")
@@ -324,6 +334,16 @@ def run(job: TransformJob) -> dict:
             reads[VALIDATION] = (validation.record_batches, validation.rejects)
         elif job.validation_fraction:
             reads[VALIDATION] = (train[HOLDOUT_TAG], train[HOLDOUT_REJECTS_TAG])
+        if job.token_alignments:
+            for split, (batches, rejects) in list(reads.items()):
+                label = split.capitalize()
+                aligned = batches | f"Align{label}Tags" >> KeepAlignedRows(
+                    job.token_alignments, split
+                )
+                reads[split] = (
+                    aligned.record_batches,
+                    (rejects, aligned[ALIGNMENT_REJECTS]) | f"{label}Rejects" >> beam.Flatten(),
+                )
         transformed = {}
         transformed["train"], transform_fn = (
             reads["train"][0],

@@ -2,7 +2,9 @@
 
 ``artifacts/<name>/transform/`` receives what DESIGN.md lists: the raw ``metadata/``,
 ``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
-``rejects/{train,eval}-*.jsonl`` and ``stats.json``.
+``rejects/{train,eval}-*.jsonl``, ``stats.json`` and (unless turned off)
+``training_statistics.pb``: per-feature statistics of the raw training data
+(:mod:`transform.statistics`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 from serving_input.csv_rows import CsvFormat, column_names
 from transform.csv_source import ReadCsv, arrow_schema
 from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from transform.statistics import DEFAULT_TOP_K, ComputeStatistics
 from transform.tfrecord_source import ReadExamples
 from transform.unknown_labels import (
     CountUnknownLabels,
@@ -76,6 +79,9 @@ class TransformJob:
     # files' records (held out before analysis). At most one of the two.
     validation_pattern: str | None = None
     validation_fraction: float | None = None
+    # Statistics of the raw training data (and how many top values a string keeps).
+    statistics: bool = True
+    statistics_top_k: int = DEFAULT_TOP_K
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -336,6 +342,10 @@ def run(job: TransformJob) -> dict:
                 transform_fn,
             ) | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(
                 output_record_batches=True
+            )
+        if job.statistics:
+            _ = reads["train"][0] | "TrainStatistics" >> ComputeStatistics(
+                job.raw_feature_spec, out, job.statistics_top_k
             )
         for split in job.splits:
             label = split.capitalize()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import tensorflow as tf
 from prometheus_client import CollectorRegistry
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -20,7 +19,7 @@ from tensorflow_serving.apis import (
 
 from model_server.data_checks import DataCheckCounters, parse_examples
 from model_server.request_log import RequestLog, metadata
-from model_server.tensors import tensor_proto
+from model_server.tensors import input_examples, tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +87,7 @@ class TrafficWatch:
         """A Classify, Regress or MultiInference answer on an ``Input`` of tf.Examples;
         ``results``: one ClassifyResult or RegressResult to log (none for MultiInference)."""
         def run(rules):
-            kind = request_input.WhichOneof("kind")
-            if kind == "example_list":
-                examples = list(request_input.example_list.examples)
-            else:  # each example merged with the context, as the graph sees it
-                lists = request_input.example_list_with_context
-                examples = []
-                for example in lists.examples:
-                    merged = tf.train.Example()
-                    merged.CopyFrom(lists.context)
-                    merged.MergeFrom(example)
-                    examples.append(merged)
+            examples = input_examples(request_input)
             return len(examples), rules.examples(examples)
 
         self._check(servable, run)

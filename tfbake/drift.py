@@ -22,6 +22,7 @@ import dataclasses
 import html
 import io
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -188,7 +189,13 @@ def compare(statistics, examples: list, feature_names: Iterable[str],
 def drift(config, log_dir: str) -> DriftReport:
     """The drift of a config's served traffic, logged in ``log_dir``, from its training
     statistics (the Beam job's ``training_statistics.pb``)."""
-    statistics = read_statistics(statistics_path(config.transform_dir))
+    path = statistics_path(config.transform_dir)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no training statistics at {path}: run `tfbake transform` with "
+            "monitoring.statistics: true"
+        )
+    statistics = read_statistics(path)
     examples = [e for record in read_logs(log_dir) for e in logged_examples(record)]
     monitoring = config.monitoring
     thresholds = {
@@ -197,7 +204,7 @@ def drift(config, log_dir: str) -> DriftReport:
         "missing_rate": monitoring.missing_rate,
         "unseen_rate": monitoring.unseen_rate,
     }
-    names = [n for n in config.raw_feature_spec() if n not in config.label_keys]
+    names = [name for name, feature in config.features.items() if feature.serving]
     return compare(statistics, examples, names, thresholds)
 
 

@@ -10,6 +10,7 @@ version (no answer differs).
 
 import argparse
 import os
+import shutil
 import urllib.request
 
 import model_server
@@ -38,6 +39,7 @@ def main() -> None:
             if row.get("body_mass_g") is not None]
     log_dir = os.path.abspath(os.path.join(args.out, "log"))
     monitoring = os.path.abspath(os.path.join(args.out, "monitoring.config"))
+    shutil.rmtree(log_dir, ignore_errors=True)  # this run's traffic only
     os.makedirs(args.out, exist_ok=True)
     with open(monitoring, "w") as f:
         f.write("prometheus_config { enable: true }\n")

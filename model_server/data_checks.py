@@ -92,7 +92,7 @@ class FeatureChecks:
         self.rules: list[_Rule] = []
         for name, entry in contract.items():
             feature = by_name.get(name)
-            if feature is None or entry.get("image"):
+            if feature is None or entry.get("media"):
                 continue
             common = common_stats(feature)
             is_string = entry["type"] == "string"

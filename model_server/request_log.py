@@ -121,7 +121,10 @@ class RequestLog:
 
     def close(self, timeout: float = 10.0) -> None:
         """Writes what is queued (for at most ``timeout`` seconds) and closes the files."""
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the writer is stuck: its daemon thread ends with the process
+            return
         self._thread.join(timeout)
 
     # ------------------------------------------------------------------ writer thread
@@ -156,8 +159,7 @@ class RequestLog:
         try:
             file = self._files.get(key)
             if file is not None and file.bytes + size > self.max_file_bytes and file.bytes:
-                file.writer.close()
-                file = self._files.pop(key)
+                self._files.pop(key).writer.close()  # rotated: the next record opens a file
                 file = None
             if file is None:
                 if time.monotonic() < self._retry_at:

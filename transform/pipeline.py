@@ -344,8 +344,11 @@ def run(job: TransformJob) -> dict:
                 output_record_batches=True
             )
         if job.statistics:
+            # Encoded images are no values to count or compare.
+            described = {name: spec for name, spec in job.raw_feature_spec.items()
+                         if name not in job.image_features}
             _ = reads["train"][0] | "TrainStatistics" >> ComputeStatistics(
-                job.raw_feature_spec, out, job.statistics_top_k
+                described, out, job.statistics_top_k
             )
         for split in job.splits:
             label = split.capitalize()

@@ -9,9 +9,9 @@ the accumulator is mergeable and bounded in size whatever the data's size:
 - every feature: examples with and without it, values per example (min, max, mean);
 - numbers: min, max, mean, standard deviation, zeros, a ``QUANTILES`` histogram of
   :data:`NUM_QUANTILES` buckets;
-- strings: distinct values (``unique``) and the :attr:`top_k` most frequent with their
-  counts (``top_values`` and ``rank_histogram``): the whole vocabulary when it has at
-  most ``top_k`` values.
+- strings: distinct values (``unique``) and the ``top_k`` most frequent with their
+  counts (``top_values`` and ``rank_histogram``) when that is the whole vocabulary,
+  else the 20 most frequent (free text stays small).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ DEFAULT_TOP_K = 1000
 _QUANTILES_EPS = 0.001
 _MAX_ELEMENTS = 1 << 32
 _KMV_BUCKETS = 4096
+# Top values kept when they are not the whole vocabulary (free text): TFDV's default.
+_TOP_VALUES_OF_OPEN_VOCABULARY = 20
 
 _TYPES = {
     tf.float32: statistics_pb2.FeatureNameStatistics.FLOAT,
@@ -118,7 +120,10 @@ class _Feature:
         if self.is_string:
             common = feature.string_stats.common_stats
             top = self.top.Estimate().to_pylist()
-            feature.string_stats.unique = min(int(self.distinct.Estimate()), self.values)
+            unique = min(int(self.distinct.Estimate()), self.values)
+            feature.string_stats.unique = unique
+            if unique > len(top):  # not a vocabulary: a few values show what it holds
+                top = top[:_TOP_VALUES_OF_OPEN_VOCABULARY]
             for rank, entry in enumerate(top):
                 value = entry["values"].decode("utf-8", "replace")
                 feature.string_stats.top_values.add(value=value, frequency=entry["counts"])

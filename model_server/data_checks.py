@@ -49,7 +49,6 @@ UNSEEN_CATEGORY = "unseen_category"
 OUT_OF_RANGE = "out_of_range"
 MISSING = "missing"
 NOT_FINITE = "not_finite"
-CHECKS = (UNSEEN_CATEGORY, OUT_OF_RANGE, MISSING, NOT_FINITE)
 
 FEATURE_CHECKS = ":tfbake:serving:feature_check"
 CHECKED_EXAMPLES = ":tfbake:serving:checked_example"

@@ -23,6 +23,7 @@ from tfbake.model_config import (
     Export,
     Label,
     Model,
+    Monitoring,
     Training,
     check_label_and_model,
     label_feature_spec,
@@ -108,6 +109,7 @@ class Config(StrictModel):
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     export: Export = Field(default_factory=Export)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     beam: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")

@@ -2,7 +2,9 @@
 
 ``artifacts/<name>/transform/`` receives the raw ``metadata/``,
 ``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
-``rejects/{train,eval}-*.jsonl`` and ``stats.json``.
+``rejects/{train,eval}-*.jsonl``, ``stats.json`` and (unless turned off)
+``training_statistics.pb``: per-feature statistics of the raw training data
+(:mod:`transform.statistics`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 from serving_input.csv_rows import CsvFormat, column_names
 from transform.csv_source import ReadCsv, arrow_schema
 from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from transform.statistics import DEFAULT_TOP_K, ComputeStatistics
 from transform.tfrecord_source import ReadExamples
 from transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
 from transform.token_alignment import KeepAlignedRows, TokenAlignment
@@ -81,6 +84,9 @@ class TransformJob:
     validation_fraction: float | None = None
     # Sequence-tagging labels whose rows need one tag per token (others are rejects).
     token_alignments: Sequence[TokenAlignment] = ()
+    # Statistics of the raw training data (and how many top values a string keeps).
+    statistics: bool = True
+    statistics_top_k: int = DEFAULT_TOP_K
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -357,6 +363,13 @@ def run(job: TransformJob) -> dict:
                 transform_fn,
             ) | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(
                 output_record_batches=True
+            )
+        if job.statistics:
+            # Encoded images are no values to count or compare.
+            described = {name: spec for name, spec in job.raw_feature_spec.items()
+                         if name not in job.image_features}
+            _ = reads["train"][0] | "TrainStatistics" >> ComputeStatistics(
+                described, out, job.statistics_top_k
             )
         for split in job.splits:
             label = split.capitalize()

@@ -219,3 +219,14 @@ def test_lists_and_images_in_the_raw_spec_and_annotations(good):
     assert spec["photo"] == tf.io.FixedLenFeature([], tf.string)
     assert config.feature_annotations() == {"tags": {"list": True}, "photo": {"media": "image"}}
     assert config.list_features() == ["tags"] and config.image_features() == {"photo": 1}
+
+
+def test_training_spans_are_a_list_and_each_must_match_a_file(good, tmp_path):
+    (tmp_path / "day2.csv").write_text("x,c,y\n2.0,b,q\n")
+    good["data"]["train"] = [str(tmp_path / "train.csv"), str(tmp_path / "day2.csv")]
+    assert config_from_dict(good).train_spans == good["data"]["train"]
+    good["data"]["train"].append(str(tmp_path / "day3.csv"))
+    assert f"data.train: no file matches '{tmp_path / 'day3.csv'}'" in _error(good)
+    good["data"]["train"] = []
+    assert "data.train" in _error(good)
+

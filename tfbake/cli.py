@@ -27,6 +27,7 @@ import sys
 from tfbake import stages
 from tfbake.config import ConfigError, load_config
 from transform import TransformError
+from transform.analysis_cache import describe as describe_analysis_cache
 
 COMMANDS = {
     "run": "transform -> train -> export, in one go",
@@ -171,6 +172,12 @@ def _print(title: str, value) -> None:
     print(f"{title}: {json.dumps(value, indent=2, default=str)}")
 
 
+def _print_analysis_cache(config) -> None:
+    report = stages.analysis_cache_report(config)
+    if report:
+        print(describe_analysis_cache(report))
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -196,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             summary = stages.run_all(config, extra)
             _print("rows", summary["transform"])
+            _print_analysis_cache(config)
             _print("eval metrics", summary["eval_metrics"])
             print(f"exported: {summary['export']}")
         elif args.command == "transform":
             _print("rows", stages.run_transform(config, extra))
+            _print_analysis_cache(config)
         elif args.command == "train":
             _print("eval metrics", stages.run_training(config)[1])
         elif args.command == "export":

@@ -66,7 +66,9 @@ class Data(_Strict):
     """Where the training and eval data are, and how much bad data a job tolerates."""
 
     format: Literal["csv", "tfrecord"] = "csv"
-    train: str
+    # One span (a file or a glob) or a list of spans (e.g. one a day): the analysis
+    # cache keeps each span's statistics, so a new span is the only one analyzed.
+    train: str | list[str] = Field(min_length=1)
     eval: str
     csv: CsvFormat = Field(default_factory=CsvFormat)
     max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
@@ -161,6 +163,18 @@ class Config(_Strict):
     @property
     def transform_dir(self) -> str:
         return os.path.join(self.artifacts_dir, "transform")
+
+    @property
+    def analysis_cache_dir(self) -> str:
+        """tf.Transform's analyzer cache, per training span; outside ``transform_dir``,
+        which every run empties."""
+        return os.path.join(self.artifacts_dir, "analysis_cache")
+
+    @property
+    def train_spans(self) -> list[str]:
+        """``data.train`` as a list of spans."""
+        train = self.data.train
+        return [train] if isinstance(train, str) else list(train)
 
     @property
     def trainer_dir(self) -> str:
@@ -264,10 +278,10 @@ def _format_errors(err: ValidationError) -> str:
 
 
 def _check_files(config: Config, source: str) -> None:
-    for key in ("train", "eval"):
-        pattern = getattr(config.data, key)
+    patterns = [("data.train", p) for p in config.train_spans] + [("data.eval", config.data.eval)]
+    for key, pattern in patterns:
         if not glob.glob(pattern):
-            raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
+            raise ConfigError(f"{source}: {key}: no file matches {pattern!r}")
 
 
 def load_config(path: str | os.PathLike, *, check_files: bool = True) -> Config:

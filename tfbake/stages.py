@@ -61,7 +61,7 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
     return transform.TransformJob(
         raw_feature_spec=config.raw_feature_spec(),
         preprocessing_fn=preprocessing_fn(config),
-        train_pattern=config.data.train,
+        train_pattern=config.train_spans,
         eval_pattern=config.data.eval,
         output_dir=config.transform_dir,
         data_format=config.data.format,
@@ -70,12 +70,22 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
         beam_args=[*config.beam_args(), *beam_args],
         list_features=config.list_columns(),
         image_features=config.image_features(),
+        analysis_cache_dir=config.analysis_cache_dir,
     )
 
 
 def run_transform(config: Config, beam_args: Sequence[str] = ()) -> dict:
     """Runs the Beam job; returns the per-split row counts."""
     return transform.run(transform_job(config, beam_args))
+
+
+def analysis_cache_report(config: Config) -> dict | None:
+    """What the analysis cache did in the last Beam job (``analysis_cache.json``)."""
+    path = transform.analysis_cache_report_path(config.transform_dir)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 CANNED_MODELS = {
@@ -335,7 +345,12 @@ def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
     stats = run_transform(config, beam_args)
     model, metrics = run_training(config)
     export_path = run_export(config, model)
-    summary = {"transform": stats, "eval_metrics": metrics, "export": export_path}
+    summary = {
+        "transform": stats,
+        "analysis_cache": analysis_cache_report(config),
+        "eval_metrics": metrics,
+        "export": export_path,
+    }
     with tf.io.gfile.GFile(os.path.join(config.artifacts_dir, "run.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -9,6 +9,7 @@ from transform.csv_source import CsvFormat, CsvRowDecoder, csv_records, read_hea
 from transform.pipeline import (
     TransformError,
     TransformJob,
+    analysis_cache_report_path,
     data_pattern,
     rejects_pattern,
     run,
@@ -27,6 +28,7 @@ __all__ = [
     "FeaturePreprocessing",
     "TransformError",
     "TransformJob",
+    "analysis_cache_report_path",
     "build_preprocessing_fn",
     "csv_records",
     "data_pattern",

@@ -11,7 +11,6 @@ import dataclasses
 import glob
 import json
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import apache_beam as beam
@@ -19,13 +18,16 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.window import GlobalWindows
+from tensorflow_transform.beam.common import METRICS_NAMESPACE as TFT_METRICS_NAMESPACE
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
+from transform.analysis_cache import AnalysisCache
+from transform.beam_overhead import memoize_dofn_specs, pipeline_options
 from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
 from transform.rejects import COUNTER_NAMESPACE
+from transform.tfrecord_shards import WriteTFRecordShards
 from transform.tfrecord_source import ReadExamples
 
 SPLITS = ("train", "eval")
@@ -44,7 +46,9 @@ class TransformJob:
 
     raw_feature_spec: Mapping
     preprocessing_fn: Callable[[dict], dict]
-    train_pattern: str
+    # One span (a file or a glob), or several (e.g. one a day): each is analyzed and
+    # cached on its own (see analysis_cache_dir).
+    train_pattern: str | Sequence[str]
     eval_pattern: str
     output_dir: str
     data_format: str = "csv"
@@ -55,6 +59,15 @@ class TransformJob:
     # nullable values, and which features hold encoded images (name -> channels).
     list_features: Sequence[str] = ()
     image_features: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # tf.Transform's analyzer cache, per training span (transform.analysis_cache); it
+    # must outlive output_dir, which each run empties. None: no cache.
+    analysis_cache_dir: str | None = None
+
+    @property
+    def train_spans(self) -> list[str]:
+        """The training spans' patterns, in order."""
+        pattern = self.train_pattern
+        return [pattern] if isinstance(pattern, str) else list(pattern)
 
 
 # The layout of a transform output directory.
@@ -75,13 +88,19 @@ def stats_path(output_dir: str) -> str:
     return os.path.join(output_dir, "stats.json")
 
 
+def analysis_cache_report_path(output_dir: str) -> str:
+    """What the analysis cache did in the last run: each span, analyzed or read back."""
+    return os.path.join(output_dir, "analysis_cache.json")
+
+
 def _column_names(job: TransformJob) -> list[str]:
     if job.csv.column_names:
         names = list(job.csv.column_names)
     else:
-        files = sorted(glob.glob(job.train_pattern)) or sorted(tf.io.gfile.glob(job.train_pattern))
+        pattern = job.train_spans[0]
+        files = sorted(glob.glob(pattern)) or sorted(tf.io.gfile.glob(pattern))
         if not files:
-            raise TransformError(f"no file matches {job.train_pattern!r}")
+            raise TransformError(f"no file matches {pattern!r}")
         names = read_header(files[0], job.csv.delimiter)
     missing = [name for name in job.raw_feature_spec if name not in names]
     if missing:
@@ -89,9 +108,7 @@ def _column_names(job: TransformJob) -> list[str]:
     return names
 
 
-def _read(pipeline, job: TransformJob, split: str, column_names):
-    pattern = job.train_pattern if split == "train" else job.eval_pattern
-    label = split.capitalize()
+def _read(pipeline, job: TransformJob, split: str, pattern: str, column_names, label: str):
     if job.data_format == "csv":
         source = ReadCsv(
             pattern,
@@ -103,7 +120,22 @@ def _read(pipeline, job: TransformJob, split: str, column_names):
         )
     else:
         source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features)
-    return pipeline | f"Read{label}" >> source
+    return pipeline | label >> source
+
+
+def _reader(job: TransformJob, column_names) -> str:
+    """How the training files are read: part of each span's cache key."""
+    return json.dumps(
+        {
+            "format": job.data_format,
+            "csv": job.csv.model_dump() if job.data_format == "csv" else None,
+            "columns": column_names,
+            "raw_feature_spec": {k: repr(v) for k, v in sorted(job.raw_feature_spec.items())},
+            "lists": sorted(job.list_features),
+            "images": dict(sorted(job.image_features.items())),
+        },
+        sort_keys=True,
+    )
 
 
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -111,60 +143,6 @@ def _pipeline(options: PipelineOptions) -> beam.Pipeline:
     if runner is None or runner.lower() in LOCAL_RUNNERS:
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
-
-
-class _WriteShards(beam.DoFn):
-    """Batches of serialized examples -> one gzip TFRecord file per bundle, in ``temp_dir``.
-
-    TensorFlow's writer compresses and checksums in C++; Beam's ``WriteToTFRecord``
-    does both in Python, one element per record. Yields the file written.
-    """
-
-    def __init__(self, temp_dir: str, split: str):
-        self._temp_dir = temp_dir
-        self._split = split
-
-    def setup(self):
-        self._written = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"{self._split}_written")
-        self._options = tf.io.TFRecordOptions(compression_type="GZIP")
-
-    def start_bundle(self):
-        self._path = None
-        self._writer = None
-
-    def process(self, examples: list[bytes]):
-        if self._writer is None:
-            tf.io.gfile.makedirs(self._temp_dir)
-            self._path = os.path.join(self._temp_dir, f"{uuid.uuid4().hex}.tfrecord.gz")
-            self._writer = tf.io.TFRecordWriter(self._path, self._options)
-        write = self._writer.write
-        for example in examples:
-            write(example)
-        self._written.inc(len(examples))
-
-    def finish_bundle(self):
-        if self._writer is not None:
-            self._writer.close()
-            yield GlobalWindows.windowed_value(self._path)
-            self._writer = None
-
-
-def _name_shards(temp_files: list[str], prefix: str, temp_dir: str) -> list[str]:
-    """Moves the bundles' files to ``<prefix>-SSSSS-of-NNNNN.tfrecord.gz`` (at least one)."""
-    temp_files = sorted(temp_files)
-    if not temp_files:  # no rows: one empty file, as WriteToTFRecord writes
-        tf.io.gfile.makedirs(temp_dir)
-        empty = os.path.join(temp_dir, "empty.tfrecord.gz")
-        tf.io.TFRecordWriter(empty, tf.io.TFRecordOptions(compression_type="GZIP")).close()
-        temp_files = [empty]
-    tf.io.gfile.makedirs(os.path.dirname(prefix))
-    names = []
-    for i, path in enumerate(temp_files):
-        name = f"{prefix}-{i:05d}-of-{len(temp_files):05d}.tfrecord.gz"
-        tf.io.gfile.rename(path, name, overwrite=True)
-        names.append(name)
-    tf.io.gfile.rmtree(temp_dir)
-    return names
 
 
 class WriteExamples(beam.PTransform):
@@ -188,32 +166,60 @@ class WriteExamples(beam.PTransform):
         encoder = metadata.deferred_metadata | "Encoder" >> beam.Map(
             lambda m: example_coder.RecordBatchToExamplesEncoder(m.schema)
         )
-        temp_dir = os.path.join(self._output_dir, ".write", self._split)
         prefix = os.path.join(self._output_dir, "data", self._split)
         return (
             transformed
             # Each element is (RecordBatch, passthrough features); the latter are unused.
             | "Encode"
             >> beam.Map(
-                lambda batch, coder: coder.encode(batch[0]), coder=beam.pvalue.AsSingleton(encoder)
+                lambda batch, coder: (prefix, coder.encode(batch[0])),
+                coder=beam.pvalue.AsSingleton(encoder),
             )
-            | "WriteShards" >> beam.ParDo(_WriteShards(temp_dir, self._split))
-            | "Gather" >> beam.combiners.ToList()
-            | "NameShards" >> beam.Map(_name_shards, prefix, temp_dir)
+            | "WriteShards"
+            >> WriteTFRecordShards(
+                [prefix],
+                os.path.join(self._output_dir, ".write", self._split),
+                suffix=".tfrecord.gz",
+                counter=(COUNTER_NAMESPACE, f"{self._split}_written"),
+            )
         )
 
 
-def _stats(result) -> dict:
-    counters = result.metrics().query(
-        beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
-    )["counters"]
-    values = {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
+def _counter_totals(result, namespace: str) -> dict[tuple[str, str], int]:
+    """(step, counter name) -> value, of the job's counters in ``namespace``."""
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(namespace))
     return {
-        split: {
-            kind: int(values.get(f"{split}_{kind}", 0)) for kind in ("read", "written", "rejected")
-        }
+        (c.key.step, c.key.metric.name): int(c.committed or c.attempted or 0)
+        for c in counters["counters"]
+    }
+
+
+def _stats(result) -> dict:
+    values: dict[str, int] = {}
+    for (_, name), value in _counter_totals(result, COUNTER_NAMESPACE).items():
+        values[name] = values.get(name, 0) + value  # a split read in several spans
+    return {
+        split: {kind: values.get(f"{split}_{kind}", 0) for kind in ("read", "written", "rejected")}
         for split in SPLITS
     }
+
+
+def _analyzed_spans(result, span_keys: Sequence[str]) -> list[str]:
+    """The spans whose rows went through tf.Transform's analysis (not all from cache).
+
+    tf.Transform counts the rows each analysis graph takes (``num_instances``), per
+    step; a span's step is ``[AnalysisIndex<i>]`` (i: its place among the sorted keys);
+    a step without one reads every span (an analyzer of a later phase, not cached).
+    """
+    steps = [
+        step
+        for (step, name), value in _counter_totals(result, TFT_METRICS_NAMESPACE).items()
+        if name == "num_instances" and value and "ApplySavedModel[Phase" in step
+    ]
+    if any("[AnalysisIndex" not in step for step in steps):  # a later phase: all data
+        return list(span_keys)
+    ordered = sorted(span_keys)
+    return [key for i, key in enumerate(ordered) if any(f"[AnalysisIndex{i}]" in s for s in steps)]
 
 
 def _check_rejects(stats: dict, job: TransformJob) -> None:
@@ -232,7 +238,9 @@ def _check_rejects(stats: dict, job: TransformJob) -> None:
 def run(job: TransformJob) -> dict:
     """Runs the Beam job and returns the per-split row counts written to ``stats.json``.
 
-    Raises :class:`TransformError` when a split's rejects exceed
+    With ``job.analysis_cache_dir``, each training span's analyzer results are read
+    from and written to the cache, and ``analysis_cache.json`` says which spans were
+    analyzed. Raises :class:`TransformError` when a split's rejects exceed
     ``job.max_reject_fraction`` (``stats.json`` is written first, to show why).
     """
     out = job.output_dir
@@ -247,29 +255,64 @@ def run(job: TransformJob) -> dict:
         arrow_schema(job.raw_feature_spec),
         tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
     )
-    options = PipelineOptions(list(job.beam_args))
+    spans = job.train_spans
+    cache = None
+    if job.analysis_cache_dir:
+        try:
+            cache = AnalysisCache.for_spans(
+                job.analysis_cache_dir,
+                spans,
+                _reader(job, column_names),
+                job.preprocessing_fn,
+                tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs(),
+            )
+        except ValueError as err:  # a span matches no file or repeats another
+            raise TransformError(f"data.train: {err}") from None
+        span_keys = [cache.spans[pattern] for pattern in spans]
+    else:
+        span_keys = [tft_beam.analyzer_cache.DatasetKey(f"span-{i}") for i in range(len(spans))]
+    memoize_dofn_specs()
+    options = pipeline_options(job.beam_args)
     temp_dir = os.path.join(out, ".tmp")
     pipeline = _pipeline(options)
     with tft_beam.Context(temp_dir=temp_dir):
-        train = _read(pipeline, job, "train", column_names)
-        evaluation = _read(pipeline, job, "eval", column_names)
-        transformed_train, transform_fn = (
-            train.record_batches,
+        reads = [
+            _read(
+                pipeline,
+                job,
+                "train",
+                pattern,
+                column_names,
+                "ReadTrain" if len(spans) == 1 else f"ReadTrain[{i}]",
+            )
+            for i, pattern in enumerate(spans)
+        ]
+        evaluation = _read(pipeline, job, "eval", job.eval_pattern, column_names, "ReadEval")
+        transform_fn, output_cache = (
+            {key: read.record_batches for key, read in zip(span_keys, reads)},
+            cache.read(pipeline) if cache else None,
             adapter_config,
-        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            job.preprocessing_fn, output_record_batches=True
+        ) | "AnalyzeTrain" >> tft_beam.AnalyzeDatasetWithCache(job.preprocessing_fn)
+        if cache:
+            cache.write(output_cache, pipeline)
+        train_batches, train_rejects = (
+            (reads[0].record_batches, reads[0].rejects)
+            if len(reads) == 1
+            else (
+                [r.record_batches for r in reads] | "FlattenTrain" >> beam.Flatten(),
+                [r.rejects for r in reads] | "FlattenTrainRejects" >> beam.Flatten(),
+            )
         )
-        transformed_eval = (
-            (evaluation.record_batches, adapter_config),
-            transform_fn,
-        ) | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True)
-        for split, transformed, read in (
-            ("train", transformed_train, train),
-            ("eval", transformed_eval, evaluation),
-        ):
+        transformed = {
+            split: ((batches, adapter_config), transform_fn)
+            | f"Transform{split.capitalize()}"
+            >> tft_beam.TransformDataset(output_record_batches=True)
+            for split, batches in (("train", train_batches), ("eval", evaluation.record_batches))
+        }
+        for split, rejects in (("train", train_rejects), ("eval", evaluation.rejects)):
             label = split.capitalize()
-            _ = transformed | f"Write{label}" >> WriteExamples(out, split)
-            _ = read.rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
+            _ = transformed[split] | f"Write{label}" >> WriteExamples(out, split)
+            _ = rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
                 os.path.join(out, "rejects", split), file_name_suffix=".jsonl"
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
@@ -282,6 +325,11 @@ def run(job: TransformJob) -> dict:
         result.wait_until_finish()
     if tf.io.gfile.exists(temp_dir):
         tf.io.gfile.rmtree(temp_dir)
+    if cache:
+        cache.commit()
+        report = cache.report(_analyzed_spans(result, [k.key for k in span_keys]))
+        with tf.io.gfile.GFile(analysis_cache_report_path(out), "w") as f:
+            json.dump(report, f, indent=2)
     stats = _stats(result)
     with tf.io.gfile.GFile(stats_path(out), "w") as f:
         json.dump(stats, f, indent=2)

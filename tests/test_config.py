@@ -230,3 +230,13 @@ def test_training_spans_are_a_list_and_each_must_match_a_file(good, tmp_path):
     good["data"]["train"] = []
     assert "data.train" in _error(good)
 
+
+def test_warm_start_from_a_folder_that_holds_no_model_is_named(good, tmp_path):
+    from tfbake import stages
+
+    config = config_from_dict({**good, "training": {"warm_start": str(tmp_path)}})
+    with pytest.raises(ConfigError) as err:
+        stages.previous_model(config, config.training.warm_start)
+    message = str(err.value)
+    assert message.startswith("training.warm_start:") and "saved_model.pb" in message
+    assert "trainer/model.weights.h5" in message

@@ -26,6 +26,7 @@ import sys
 
 from tfbake import stages
 from tfbake.config import ConfigError, load_config
+from trainer import WarmStartReport
 from transform import TransformError
 from transform.analysis_cache import describe as describe_analysis_cache
 
@@ -178,6 +179,12 @@ def _print_analysis_cache(config) -> None:
         print(describe_analysis_cache(report))
 
 
+def _print_warm_start(config) -> None:
+    report = stages.warm_start_report(config)
+    if report:
+        print(WarmStartReport(**report).summary())
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -204,15 +211,21 @@ def main(argv: list[str] | None = None) -> int:
             summary = stages.run_all(config, extra)
             _print("rows", summary["transform"])
             _print_analysis_cache(config)
+            _print_warm_start(config)
             _print("eval metrics", summary["eval_metrics"])
             print(f"exported: {summary['export']}")
         elif args.command == "transform":
             _print("rows", stages.run_transform(config, extra))
             _print_analysis_cache(config)
         elif args.command == "train":
-            _print("eval metrics", stages.run_training(config)[1])
+            metrics = stages.run_training(config)[1]
+            _print_warm_start(config)
+            _print("eval metrics", metrics)
         elif args.command == "export":
             print(f"exported: {stages.run_export(config)}")
+    except ConfigError as err:
+        print(f"tfbake {args.command}: {err}", file=sys.stderr)
+        return 2
     except (TransformError, FileNotFoundError) as err:
         print(f"tfbake {args.command}: {err}", file=sys.stderr)
         return 1

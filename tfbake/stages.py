@@ -19,7 +19,7 @@ import tf_keras
 import serving_input
 import trainer
 import transform
-from tfbake.config import Config
+from tfbake.config import Config, ConfigError
 from tfbake.model_config import Label
 from transform.labels import transform_label
 
@@ -247,16 +247,62 @@ def input_fns(config: Config, tft_output: tft.TFTransformOutput):
     return train, evaluation
 
 
+def previous_model(config: Config, source: str) -> trainer.PreviousModel:
+    """``training.warm_start``'s model: an export version folder, an export folder (its
+    latest version) or a previous run's artifacts folder (its trained weights in the
+    model as now configured, built over that run's transform output)."""
+    if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
+        return trainer.PreviousModel.from_export(source)
+    weights = os.path.join(source, "trainer", WEIGHTS_FILE)
+    if tf.io.gfile.exists(weights):
+        previous = config.model_copy(update={"artifacts": source})
+        try:
+            model = load_trained_model(previous)
+        except (ValueError, tf.errors.OpError) as err:
+            raise ConfigError(
+                f"training.warm_start: the weights of {source} do not fit the model as now "
+                f"configured ({err}); warm-start from that run's export instead"
+            ) from None
+        assets = os.path.join(transform.transform_fn_dir(previous.transform_dir), "assets")
+        return trainer.PreviousModel.from_keras(model.keras_model, assets, source)
+    try:
+        return trainer.PreviousModel.from_export(trainer.latest_export(source))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"training.warm_start: {source!r} is not an export (saved_model.pb), an export "
+            f"folder (version folders) or a run's artifacts folder (trainer/{WEIGHTS_FILE})"
+        ) from None
+
+
+def warm_start_report(config: Config) -> dict | None:
+    """What the last training's warm start did (``trainer/warm_start.json``), if any."""
+    path = os.path.join(config.trainer_dir, trainer.WARM_START_REPORT)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
 def run_training(config: Config) -> tuple[trainer.Model, dict]:
     """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics.
 
-    A run killed midway resumes from its last finished epoch when started again.
+    With ``training.warm_start``, the model starts from the previous model's weights
+    (``trainer/warm_start.json`` says which were remapped, copied or left fresh). A run
+    killed midway resumes from its last finished epoch when started again.
     """
     tf_keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
+    previous = (
+        previous_model(config, config.training.warm_start) if config.training.warm_start else None
+    )
     with distribute_strategy(config).scope():
         model = build_model(config)
+        report_path = os.path.join(config.trainer_dir, trainer.WARM_START_REPORT)
+        if tf.io.gfile.exists(report_path):
+            tf.io.gfile.remove(report_path)  # an earlier run's
+        if previous is not None:
+            trainer.warm_start(model, previous).write(config.trainer_dir)
     train_fn, eval_fn = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
     history = model.train(
@@ -348,6 +394,7 @@ def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
     summary = {
         "transform": stats,
         "analysis_cache": analysis_cache_report(config),
+        "warm_start": warm_start_report(config),
         "eval_metrics": metrics,
         "export": export_path,
     }

@@ -11,6 +11,8 @@
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
+- :func:`warm_start`: a new model initialized from a previous one (:class:`PreviousModel`),
+  embedding and linear rows remapped by vocabulary token;
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
   predicted vs actual) as ``report.html`` with PNGs.
 """
@@ -39,8 +41,10 @@ from trainer.label_normalization import label_statistics
 from trainer.model import Model, monitor_mode
 from trainer.report import write_report
 from trainer.text_classifier import TextClassifier
+from trainer.warm_start import WARM_START_REPORT, PreviousModel, WarmStartReport, warm_start
 
 __all__ = [
+    "WARM_START_REPORT",
     "ClassificationHead",
     "DNNClassifier",
     "DNNLinearCombinedClassifier",
@@ -53,13 +57,16 @@ __all__ = [
     "Model",
     "MultiHead",
     "MultiLabelHead",
+    "PreviousModel",
     "RegressionHead",
     "SignatureSpec",
     "TextClassifier",
+    "WarmStartReport",
     "class_weights",
     "label_statistics",
     "latest_export",
     "make_input_fn",
     "monitor_mode",
+    "warm_start",
     "write_report",
 ]

@@ -122,25 +122,52 @@ class _AnalyzerFingerprints(nodes.Visitor):
         pass
 
 
-def analyzer_fingerprints(
+@dataclasses.dataclass(frozen=True)
+class TracedAnalyzers:
+    """How tf.Transform is to trace a ``preprocessing_fn`` (``tf_compat_v1``: once, into
+    a TF1 graph that every analysis phase and the ``transform_fn`` are cut from; else
+    once per phase, as a ``tf.function``) and each cacheable analyzer's fingerprint (by
+    label) in that graph."""
+
+    tf_compat_v1: bool
+    fingerprints: dict[str, str]
+
+
+def trace_analyzers(
     preprocessing_fn: Callable[[dict], dict], type_specs: Mapping[str, tf.TypeSpec]
-) -> dict[str, str]:
-    """Cacheable analyzer label -> a fingerprint of everything that feeds it: the traced
-    graph from the raw inputs to the analyzer (op types, attributes, constants, the
-    inputs' names) and the analyzer's own settings."""
-    with tempfile.TemporaryDirectory() as temp_dir:
-        graph, inputs, _ = impl_helper.trace_preprocessing_function(
-            preprocessing_fn, type_specs, use_tf_compat_v1=False, base_temp_dir=temp_dir
-        )
-    sinks = graph.get_collection(analyzer_nodes.ALL_REPLACEMENTS)
+) -> TracedAnalyzers:
+    """Traces ``preprocessing_fn`` as tf.Transform will, in TF1 graph mode when the
+    function allows it (one trace instead of one per phase, and SavedModels written
+    from the graph instead of traced again), else as a ``tf.function``. A fingerprint
+    covers everything that feeds its analyzer: the traced graph from the raw inputs to
+    it (op types, attributes, constants, the inputs' names) and its own settings."""
+    try:
+        graph, inputs = _trace(preprocessing_fn, type_specs, tf_compat_v1=True)
+        tf_compat_v1 = True
+    except Exception:  # noqa: BLE001 - TF2-only code (tf.function, Keras layers...)
+        logging.info("preprocessing_fn does not trace in TF1 graph mode; tracing it in TF2")
+        graph, inputs = _trace(preprocessing_fn, type_specs, tf_compat_v1=False)
+        tf_compat_v1 = False
+    # Every analyzer of a fresh trace is still to be computed: a replacement to make.
+    sinks = graph.get_collection(analyzer_nodes.TENSOR_REPLACEMENTS)
     graph_analyzer = graph_tools.InitializableGraphAnalyzer(
         graph, inputs, [(sink.tensor, False) for sink in sinks], _strong_path
     )
-    visitor = _AnalyzerFingerprints(graph_analyzer, f"tft {tft.__version__}".encode())
+    salt = f"tft {tft.__version__} tf1 {tf_compat_v1}".encode()
+    visitor = _AnalyzerFingerprints(graph_analyzer, salt)
     traverser = nodes.Traverser(visitor)
-    for sink in sinks:
-        traverser.visit_value_node(sink.future)
-    return visitor.by_label
+    with graph.as_default():
+        for sink in sinks:
+            traverser.visit_value_node(sink.future)
+    return TracedAnalyzers(tf_compat_v1, visitor.by_label)
+
+
+def _trace(preprocessing_fn, type_specs, *, tf_compat_v1: bool):
+    with tempfile.TemporaryDirectory() as temp_dir:
+        graph, inputs, _ = impl_helper.trace_preprocessing_function(
+            preprocessing_fn, type_specs, use_tf_compat_v1=tf_compat_v1, base_temp_dir=temp_dir
+        )
+    return graph, inputs
 
 
 def _entry_label(entry_key: bytes) -> str:
@@ -175,7 +202,7 @@ class AnalysisCache:
 
     cache_dir: str
     spans: dict[str, tft_beam.analyzer_cache.DatasetKey]
-    fingerprints: dict[str, str]
+    traced: TracedAnalyzers
     entries_read: dict[str, int] = dataclasses.field(default_factory=dict)
     entries_written: dict[str, list[bytes]] = dataclasses.field(default_factory=dict)
 
@@ -185,17 +212,21 @@ class AnalysisCache:
         cache_dir: str,
         patterns: Sequence[str],
         reader: str,
-        preprocessing_fn: Callable[[dict], dict],
-        type_specs: Mapping[str, tf.TypeSpec],
+        traced: TracedAnalyzers,
     ) -> AnalysisCache:
-        """The cache at ``cache_dir`` for training spans ``patterns`` read as ``reader``."""
+        """The cache at ``cache_dir`` for training spans ``patterns`` read as ``reader``,
+        of the analyzers ``traced``."""
         spans = {}
         for pattern in patterns:
             key = tft_beam.analyzer_cache.DatasetKey(span_key(pattern, reader))
             if key in spans.values():
-                raise ValueError(f"data.train: span {pattern!r} holds the same data as another")
+                raise ValueError(f"span {pattern!r} holds the same data as another span")
             spans[pattern] = key
-        return cls(cache_dir, spans, analyzer_fingerprints(preprocessing_fn, type_specs))
+        return cls(cache_dir, spans, traced)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return self.traced.fingerprints
 
     def _span_dir(self, key) -> str:
         return os.path.join(self.cache_dir, key.key)
@@ -326,9 +357,8 @@ def describe(report: Mapping) -> str:
     analyzed = [s["span"] for s in spans if s["analyzed"]]
     if not analyzed:
         return f"analysis cache: all {len(spans)} span(s) from the cache, none analyzed"
-    return (
-        f"analysis cache: {len(analyzed)} of {len(spans)} span(s) analyzed: "
-        + ", ".join(analyzed)
+    return f"analysis cache: {len(analyzed)} of {len(spans)} span(s) analyzed: " + ", ".join(
+        analyzed
     )
 
 

@@ -23,7 +23,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-from transform.analysis_cache import AnalysisCache
+from transform.analysis_cache import AnalysisCache, trace_analyzers
 from transform.beam_overhead import memoize_dofn_specs, pipeline_options
 from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
 from transform.rejects import COUNTER_NAMESPACE
@@ -256,15 +256,14 @@ def run(job: TransformJob) -> dict:
         tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
     )
     spans = job.train_spans
+    traced = trace_analyzers(
+        job.preprocessing_fn, tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs()
+    )
     cache = None
     if job.analysis_cache_dir:
         try:
             cache = AnalysisCache.for_spans(
-                job.analysis_cache_dir,
-                spans,
-                _reader(job, column_names),
-                job.preprocessing_fn,
-                tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs(),
+                job.analysis_cache_dir, spans, _reader(job, column_names), traced
             )
         except ValueError as err:  # a span matches no file or repeats another
             raise TransformError(f"data.train: {err}") from None
@@ -275,7 +274,7 @@ def run(job: TransformJob) -> dict:
     options = pipeline_options(job.beam_args)
     temp_dir = os.path.join(out, ".tmp")
     pipeline = _pipeline(options)
-    with tft_beam.Context(temp_dir=temp_dir):
+    with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1):
         reads = [
             _read(
                 pipeline,

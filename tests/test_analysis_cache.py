@@ -25,6 +25,7 @@ import tensorflow_transform as tft
 import transform
 from tfbake import stages
 from tfbake.config import config_from_dict
+from transform.analysis_cache import trace_analyzers
 
 HEADER = "x,n,c,y"
 FN_MODULE = "span_cache_fns"
@@ -195,3 +196,18 @@ def test_a_changed_preprocessing_fn_body_under_the_same_name_misses(runs):
     mean = runs["n"].mean()
     np.testing.assert_allclose(runs["changed_fn"].column("n_stat"), mean + 2.0, rtol=1e-6)
     np.testing.assert_allclose(runs["rerun"].column("n_stat"), mean * 2.0, rtol=1e-6)
+
+
+def _tf2_only_fn(inputs):
+    # TF2-only code, as e.g. a Keras layer that needs a tf.function around it.
+    if not tf.inside_function():
+        raise RuntimeError("needs a tf.function")
+    return {"n_z": tft.scale_to_z_score(tf.cast(inputs["n"], tf.float32))}
+
+
+def test_a_function_that_only_traces_in_tf2_is_traced_as_a_tf_function():
+    specs = {"n": tf.TensorSpec([None], tf.int64)}
+    traced = trace_analyzers(_tf2_only_fn, specs)
+    assert not traced.tf_compat_v1 and len(traced.fingerprints) == 1
+    tf1 = trace_analyzers(lambda inputs: {"n_z": tft.scale_to_z_score(inputs["n"])}, specs)
+    assert tf1.tf_compat_v1 and len(tf1.fingerprints) == 1

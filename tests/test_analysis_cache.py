@@ -1,10 +1,12 @@
 """The analysis cache over training spans, on small spans made here.
 
-Five real Beam runs share one cache: day 1 alone (cold); days 1 and 2 (day 1 from the
-cache); days 1 and 2 again (all from the cache); days 1 and 2 without a cache (the
-reference full run); and days 1 and 2 after the user's ``preprocessing_fn`` changed its
-body under the same name (``x * 2.0`` -> ``x + 2.0``: tf.Transform's own cache key is
-the same for both, so without the analyzer fingerprint the stale mean would be reused).
+Six jobs share one cache, five of them real Beam runs: day 1 alone (cold); days 1 and 2
+(day 1 from the cache); the same again (nothing changed: the output is kept, no Beam
+run); days 1 and 2 with other eval data (every statistic from the cache, the data
+transformed again); days 1 and 2 without a cache (the reference full run); and days 1
+and 2 after the user's ``preprocessing_fn`` changed its body under the same name
+(``x * 2.0`` -> ``x + 2.0``: tf.Transform's own cache key is the same for both, so
+without the analyzer fingerprint the stale mean would be reused).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import transform
 from tfbake import stages
 from tfbake.config import config_from_dict
 from transform.analysis_cache import trace_analyzers
+from transform.job_record import JobRecord
 
 HEADER = "x,n,c,y"
 FN_MODULE = "span_cache_fns"
@@ -79,10 +82,11 @@ def _output(config) -> Output:
     tft_output = tft.TFTransformOutput(out)
     spec = tft_output.transformed_feature_spec()
     files = {}
-    for sub in ("assets", "variables"):
-        for path in glob.glob(os.path.join(transform.transform_fn_dir(out), sub, "*")):
+    transform_fn = transform.transform_fn_dir(out)
+    for path in glob.glob(os.path.join(transform_fn, "**"), recursive=True):
+        if os.path.isfile(path):
             with open(path, "rb") as f:
-                files[f"{sub}/{os.path.basename(path)}"] = f.read()
+                files[os.path.relpath(path, transform_fn)] = f.read()
     records = tf.data.TFRecordDataset(
         glob.glob(transform.data_pattern(out, "train")), compression_type="GZIP"
     )
@@ -102,14 +106,14 @@ def runs(tmp_path_factory):
     _write_fn(tmp, "*")
     sys.path.insert(0, str(tmp))
 
-    def config(*names):
+    def config(*names, evaluation="day1"):
         return config_from_dict(
             {
                 "name": "spans",
                 "artifacts": str(tmp / "artifacts"),
                 "data": {
                     "train": [str(tmp / f"{d}.csv") for d in names],
-                    "eval": str(tmp / "day1.csv"),
+                    "eval": str(tmp / f"{evaluation}.csv"),
                 },
                 "features": {
                     "x": {"type": "float", "nullable": True},
@@ -134,7 +138,10 @@ def runs(tmp_path_factory):
         stages.run_transform(both)
         result["added_day2"] = _output(both)
         stages.run_transform(both)
-        result["rerun"] = _output(both)
+        result["unchanged"] = _output(both)
+        other_eval = config("day1", "day2", evaluation="day2")
+        stages.run_transform(other_eval)
+        result["other_eval"] = _output(other_eval)
         transform.run(dataclasses.replace(stages.transform_job(both), analysis_cache_dir=None))
         result["full"] = _output(both)
         _write_fn(tmp, "+")
@@ -171,15 +178,28 @@ def test_a_new_span_from_the_cache_equals_a_full_run(runs):
     np.testing.assert_allclose(cached.rows, full.rows, rtol=1e-6, atol=1e-6)
 
 
-def test_an_unchanged_rerun_reads_everything_from_the_cache_and_writes_the_same(runs):
-    """saved_model.pb differs between runs only by TensorFlow's function names (a
+def test_an_unchanged_rerun_keeps_the_output_byte_for_byte(runs):
+    before, rerun = runs["added_day2"], runs["unchanged"]
+    assert rerun.report["up_to_date"]
+    assert not any(s["analyzed"] or s["entries_written"] for s in _spans(rerun).values())
+    assert rerun.files == before.files and rerun.files["saved_model.pb"]
+    np.testing.assert_array_equal(rerun.rows, before.rows)
+
+
+def test_a_rerun_on_the_same_training_spans_analyzes_nothing_and_writes_the_same(runs):
+    """Other eval data: the job runs, every statistic comes from the cache. Its
+    saved_model.pb differs from the last one only by TensorFlow's function names (a
     process-wide counter), so the transform_fn's vocabularies and variables are compared
-    as bytes and its result on the data exactly."""
-    before, rerun = runs["added_day2"], runs["rerun"]
+    as bytes and its result on the training data exactly."""
+    before, rerun = runs["added_day2"], runs["other_eval"]
     spans = _spans(rerun)
-    assert not any(s["analyzed"] for s in spans.values())
-    assert not any(s["entries_written"] for s in spans.values())
-    assert rerun.files == before.files
+    assert not rerun.report["up_to_date"]
+    assert not any(s["analyzed"] or s["entries_written"] for s in spans.values())
+    for name, span in spans.items():
+        cached = _spans(before)[name]  # what the cache held after that run
+        assert span["entries_read"] == cached["entries_read"] + cached["entries_written"], name
+    content = {k: v for k, v in before.files.items() if k.startswith(("assets/", "variables/"))}
+    assert content and all(rerun.files[k] == v for k, v in content.items())
     np.testing.assert_array_equal(rerun.rows, before.rows)
 
 
@@ -188,14 +208,14 @@ def test_a_changed_preprocessing_fn_body_under_the_same_name_misses(runs):
     them apart, so only that analyzer runs again, over every span, and the result is the
     new mean."""
     spans = _spans(runs["changed_fn"])
-    before = _spans(runs["rerun"])
+    before = _spans(runs["other_eval"])
     for name, span in spans.items():
         assert span["analyzed"], name
         assert span["entries_written"] == 1, name  # the n_stat mean, nothing else
         assert span["entries_read"] == before[name]["entries_read"] - 1, name
     mean = runs["n"].mean()
     np.testing.assert_allclose(runs["changed_fn"].column("n_stat"), mean + 2.0, rtol=1e-6)
-    np.testing.assert_allclose(runs["rerun"].column("n_stat"), mean * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(runs["other_eval"].column("n_stat"), mean * 2.0, rtol=1e-6)
 
 
 def _tf2_only_fn(inputs):
@@ -211,3 +231,17 @@ def test_a_function_that_only_traces_in_tf2_is_traced_as_a_tf_function():
     assert not traced.tf_compat_v1 and len(traced.fingerprints) == 1
     tf1 = trace_analyzers(lambda inputs: {"n_z": tft.scale_to_z_score(inputs["n"])}, specs)
     assert tf1.tf_compat_v1 and len(tf1.fingerprints) == 1
+
+
+def test_an_output_with_a_file_missing_or_changed_is_not_up_to_date(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-00000-of-00001.tfrecord.gz").write_bytes(b"rows")
+    (tmp_path / "stats.json").write_text("{}")
+    record = JobRecord.of({"graph": "g", "train": ["span-1"]})
+    record.write(str(tmp_path))
+    assert record.matches(str(tmp_path))
+    assert not JobRecord.of({"graph": "g", "train": ["span-2"]}).matches(str(tmp_path))
+    (tmp_path / "data" / "train-00000-of-00001.tfrecord.gz").write_bytes(b"other rows")
+    assert not record.matches(str(tmp_path))
+    (tmp_path / "data" / "train-00000-of-00001.tfrecord.gz").unlink()
+    assert not record.matches(str(tmp_path))

@@ -131,6 +131,9 @@ class TracedAnalyzers:
 
     tf_compat_v1: bool
     fingerprints: dict[str, str]
+    # SHA-256 of the whole TF1 graph (deterministic); None for a TF2 trace, whose
+    # graph holds temporary paths and process-wide function names.
+    graph_fingerprint: str | None = None
 
 
 def trace_analyzers(
@@ -159,7 +162,12 @@ def trace_analyzers(
     with graph.as_default():
         for sink in sinks:
             traverser.visit_value_node(sink.future)
-    return TracedAnalyzers(tf_compat_v1, visitor.by_label)
+    graph_fingerprint = (
+        hashlib.sha256(graph.as_graph_def().SerializeToString(deterministic=True)).hexdigest()
+        if tf_compat_v1
+        else None
+    )
+    return TracedAnalyzers(tf_compat_v1, visitor.by_label, graph_fingerprint)
 
 
 def _trace(preprocessing_fn, type_specs, *, tf_compat_v1: bool):
@@ -298,8 +306,9 @@ class AnalysisCache:
                 json.dump(recorded, f, indent=1, sort_keys=True)
             _delete_unlisted(span_dir, _read_manifest(span_dir).values())
 
-    def report(self, analyzed_spans: Iterable[str]) -> dict:
-        """What the cache did, for ``analysis_cache.json`` and the log."""
+    def report(self, analyzed_spans: Iterable[str], *, up_to_date: bool = False) -> dict:
+        """What the cache did, for ``analysis_cache.json`` and the log; ``up_to_date``:
+        the job kept its previous output (nothing it depends on changed)."""
         analyzed = set(analyzed_spans)
         spans = [
             {
@@ -311,15 +320,9 @@ class AnalysisCache:
             }
             for pattern, key in self.spans.items()
         ]
-        names = [s["span"] for s in spans if s["analyzed"]]
-        logging.info(
-            "analysis cache %s: %d of %d span(s) analyzed%s",
-            self.cache_dir,
-            len(names),
-            len(spans),
-            f" ({', '.join(names)})" if names else "",
-        )
-        return {"cache_dir": self.cache_dir, "spans": spans}
+        report = {"cache_dir": self.cache_dir, "up_to_date": up_to_date, "spans": spans}
+        logging.info("%s", describe(report))
+        return report
 
 
 class _BatchedSink:
@@ -355,6 +358,11 @@ def describe(report: Mapping) -> str:
     """One line about an ``analysis_cache.json`` report, for the console."""
     spans = report["spans"]
     analyzed = [s["span"] for s in spans if s["analyzed"]]
+    if report.get("up_to_date"):
+        return (
+            "analysis cache: nothing the output depends on changed since the last run; "
+            "its output is kept (nothing analyzed or transformed)"
+        )
     if not analyzed:
         return f"analysis cache: all {len(spans)} span(s) from the cache, none analyzed"
     return f"analysis cache: {len(analyzed)} of {len(spans)} span(s) analyzed: " + ", ".join(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import apache_beam as beam
 import tensorflow as tf
+import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -23,9 +24,10 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-from transform.analysis_cache import AnalysisCache, trace_analyzers
+from transform.analysis_cache import AnalysisCache, TracedAnalyzers, span_key, trace_analyzers
 from transform.beam_overhead import memoize_dofn_specs, pipeline_options
 from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
+from transform.job_record import JobRecord, code_fingerprint
 from transform.rejects import COUNTER_NAMESPACE
 from transform.tfrecord_shards import WriteTFRecordShards
 from transform.tfrecord_source import ReadExamples
@@ -235,18 +237,56 @@ def _check_rejects(stats: dict, job: TransformJob) -> None:
             )
 
 
+def _cache_and_record(job: TransformJob, column_names, traced: TracedAnalyzers):
+    """The job's analysis cache and the record of its inputs (both None without a
+    cache dir; the record None also when the graph has no stable fingerprint)."""
+    if not job.analysis_cache_dir:
+        return None, None
+    reader = _reader(job, column_names)
+    try:
+        cache = AnalysisCache.for_spans(job.analysis_cache_dir, job.train_spans, reader, traced)
+        eval_key = span_key(job.eval_pattern, reader)
+    except ValueError as err:  # a span matches no file or repeats another
+        raise TransformError(f"data.train: {err}") from None
+    if traced.graph_fingerprint is None:
+        return cache, None
+    record = JobRecord.of(
+        {
+            "graph": traced.graph_fingerprint,
+            "train": [cache.spans[pattern].key for pattern in job.train_spans],
+            "eval": eval_key,
+            "code": code_fingerprint(),
+            "versions": [tf.__version__, tft.__version__, beam.__version__],
+        }
+    )
+    return cache, record
+
+
+def _write_json(path: str, value) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(value, f, indent=2)
+
+
+def _kept(job: TransformJob, cache: AnalysisCache) -> dict:
+    """The stats of the previous, up-to-date output, which is kept."""
+    _write_json(analysis_cache_report_path(job.output_dir), cache.report([], up_to_date=True))
+    with tf.io.gfile.GFile(stats_path(job.output_dir)) as f:
+        stats = json.load(f)
+    _check_rejects(stats, job)
+    return stats
+
+
 def run(job: TransformJob) -> dict:
     """Runs the Beam job and returns the per-split row counts written to ``stats.json``.
 
     With ``job.analysis_cache_dir``, each training span's analyzer results are read
     from and written to the cache, and ``analysis_cache.json`` says which spans were
-    analyzed. Raises :class:`TransformError` when a split's rejects exceed
+    analyzed; when nothing the output depends on changed since the last run (spans,
+    eval data, the traced graph, this code: ``transform.job_record``), the output is
+    kept as it is. Raises :class:`TransformError` when a split's rejects exceed
     ``job.max_reject_fraction`` (``stats.json`` is written first, to show why).
     """
     out = job.output_dir
-    if tf.io.gfile.exists(out):
-        tf.io.gfile.rmtree(out)  # stale shards of an earlier run would be read as data
-    tf.io.gfile.makedirs(out)
     column_names = _column_names(job) if job.data_format == "csv" else None
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec(dict(job.raw_feature_spec))
@@ -255,25 +295,24 @@ def run(job: TransformJob) -> dict:
         arrow_schema(job.raw_feature_spec),
         tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
     )
-    spans = job.train_spans
     traced = trace_analyzers(
         job.preprocessing_fn, tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs()
     )
-    cache = None
-    if job.analysis_cache_dir:
-        try:
-            cache = AnalysisCache.for_spans(
-                job.analysis_cache_dir, spans, _reader(job, column_names), traced
-            )
-        except ValueError as err:  # a span matches no file or repeats another
-            raise TransformError(f"data.train: {err}") from None
-        span_keys = [cache.spans[pattern] for pattern in spans]
-    else:
-        span_keys = [tft_beam.analyzer_cache.DatasetKey(f"span-{i}") for i in range(len(spans))]
+    cache, record = _cache_and_record(job, column_names, traced)
+    if record is not None and record.matches(out):
+        return _kept(job, cache)
+    if tf.io.gfile.exists(out):
+        tf.io.gfile.rmtree(out)  # stale shards of an earlier run would be read as data
+    tf.io.gfile.makedirs(out)
+    spans = job.train_spans
+    span_keys = (
+        [cache.spans[pattern] for pattern in spans]
+        if cache
+        else [tft_beam.analyzer_cache.DatasetKey(f"span-{i}") for i in range(len(spans))]
+    )
     memoize_dofn_specs()
-    options = pipeline_options(job.beam_args)
     temp_dir = os.path.join(out, ".tmp")
-    pipeline = _pipeline(options)
+    pipeline = _pipeline(pipeline_options(job.beam_args))
     with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1):
         reads = [
             _read(
@@ -327,10 +366,10 @@ def run(job: TransformJob) -> dict:
     if cache:
         cache.commit()
         report = cache.report(_analyzed_spans(result, [k.key for k in span_keys]))
-        with tf.io.gfile.GFile(analysis_cache_report_path(out), "w") as f:
-            json.dump(report, f, indent=2)
+        _write_json(analysis_cache_report_path(out), report)
     stats = _stats(result)
-    with tf.io.gfile.GFile(stats_path(out), "w") as f:
-        json.dump(stats, f, indent=2)
+    _write_json(stats_path(out), stats)
+    if record is not None:
+        record.write(out, reports=(os.path.basename(analysis_cache_report_path(out)),))
     _check_rejects(stats, job)
     return stats

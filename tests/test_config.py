@@ -240,3 +240,6 @@ def test_warm_start_from_a_folder_that_holds_no_model_is_named(good, tmp_path):
     message = str(err.value)
     assert message.startswith("training.warm_start:") and "saved_model.pb" in message
     assert "trainer/model.weights.h5" in message
+    # A run's own folder: its transform output is replaced before training starts.
+    with pytest.raises(ConfigError, match="this run's own folder; warm-start from its export"):
+        stages.previous_model(config, config.artifacts_dir)

@@ -254,6 +254,12 @@ def previous_model(config: Config, source: str) -> trainer.PreviousModel:
     if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
         return trainer.PreviousModel.from_export(source)
     weights = os.path.join(source, "trainer", WEIGHTS_FILE)
+    if os.path.abspath(source) == os.path.abspath(config.artifacts_dir):
+        # Its transform output is this run's by now: the old vocabularies are gone.
+        raise ConfigError(
+            f"training.warm_start: {source!r} is this run's own folder; warm-start from "
+            f"its export ({config.export_dir_base}), which keeps the previous vocabularies"
+        )
     if tf.io.gfile.exists(weights):
         previous = config.model_copy(update={"artifacts": source})
         try:

@@ -245,3 +245,23 @@ def test_an_output_with_a_file_missing_or_changed_is_not_up_to_date(tmp_path):
     assert not record.matches(str(tmp_path))
     (tmp_path / "data" / "train-00000-of-00001.tfrecord.gz").unlink()
     assert not record.matches(str(tmp_path))
+
+
+def test_a_span_whose_header_differs_is_named(tmp_path):
+    (tmp_path / "day1.csv").write_text(HEADER + "\n1.0,1,a,p\n")
+    (tmp_path / "day2.csv").write_text("n,x,c,y\n1,1.0,a,p\n")
+    config = config_from_dict(
+        {
+            "name": "headers",
+            "artifacts": str(tmp_path / "artifacts"),
+            "data": {
+                "train": [str(tmp_path / "day1.csv"), str(tmp_path / "day2.csv")],
+                "eval": str(tmp_path / "day1.csv"),
+            },
+            "features": {"x": {"type": "float"}, "n": {"type": "int"}, "c": {"type": "string"}},
+            "label": {"name": "y"},
+        }
+    )
+    with pytest.raises(transform.TransformError, match="day2.csv: the header") as err:
+        stages.run_transform(config)
+    assert "every training span needs the same columns" in str(err.value)

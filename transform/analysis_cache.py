@@ -11,9 +11,9 @@ covers the ops' attributes and the graph's shape but not the ops' types, so
   are read (format, CSV settings, raw feature spec), so changed data, a changed reader
   or a changed raw schema is a new span;
 - each cache entry is read only when the *analyzer fingerprint* it was written with
-  equals the current one (:func:`analyzer_fingerprints`: tf.Transform's own path hash
-  with each op's type added, plus the tf.Transform version). The fingerprints live
-  beside tf.Transform's manifest, in ``ANALYZER_KEYS_FILE``.
+  equals the current one (:func:`trace_analyzers`: tf.Transform's own path hash with
+  each op's type added, plus the tf.Transform version). The fingerprints live beside
+  tf.Transform's manifest, in ``FINGERPRINTS_FILE``.
 
 A change to one feature's preprocessing thus re-runs that feature's analyzers only, and
 a change after the analyzers (what is done with a mean, not what it is a mean of)
@@ -42,9 +42,8 @@ from tensorflow_transform import analyzer_nodes, graph_tools, impl_helper, nodes
 
 from transform.tfrecord_shards import WriteTFRecordShards
 
-ANALYZER_KEYS_FILE = "tfbake_analyzer_fingerprints.json"
+FINGERPRINTS_FILE = "tfbake_analyzer_fingerprints.json"
 _MANIFEST = "MANIFEST"
-_METADATA = "METADATA"
 # tf.Transform's cache entry key: a version prefix, the analyzer's label, "-", and the
 # SHA-1 digest of its graph path.
 _ENTRY_PREFIX = tft_beam.analyzer_cache.make_cache_entry_key("")
@@ -70,12 +69,13 @@ def span_files(pattern: str) -> list[str]:
 
 
 def span_key(pattern: str, reader: str) -> str:
-    """A span's ``DatasetKey`` name: SHA-256 of its files' bytes (in path order) and of
-    ``reader`` (how the files are read). A renamed file keeps its key; an edited one, a
-    file added to a glob or another reader gets a new one."""
+    """A span's ``DatasetKey`` name: SHA-256 of its files' contents (each file's SHA-256,
+    in sorted order: the rows, whatever the files are called) and of ``reader`` (how
+    the files are read). Renamed files keep the key; an edited one, a file added to a
+    glob or another reader make a new one."""
     h = hashlib.sha256(reader.encode())
-    for path in span_files(pattern):
-        h.update(_file_digest(path))
+    for digest in sorted(_file_digest(path) for path in span_files(pattern)):
+        h.update(digest)
     return f"span-{h.hexdigest()[:40]}"
 
 
@@ -240,7 +240,7 @@ class AnalysisCache:
         return os.path.join(self.cache_dir, key.key)
 
     def _recorded(self, key) -> dict[str, str]:
-        path = os.path.join(self._span_dir(key), ANALYZER_KEYS_FILE)
+        path = os.path.join(self._span_dir(key), FINGERPRINTS_FILE)
         if not tf.io.gfile.exists(path):
             return {}
         with tf.io.gfile.GFile(path) as f:
@@ -302,7 +302,7 @@ class AnalysisCache:
             recorded = self._recorded(key)
             recorded.update({e.hex(): self.fingerprints[_entry_label(e)] for e in entries})
             span_dir = self._span_dir(key)
-            with tf.io.gfile.GFile(os.path.join(span_dir, ANALYZER_KEYS_FILE), "w") as f:
+            with tf.io.gfile.GFile(os.path.join(span_dir, FINGERPRINTS_FILE), "w") as f:
                 json.dump(recorded, f, indent=1, sort_keys=True)
             _delete_unlisted(span_dir, _read_manifest(span_dir).values())
 

@@ -96,14 +96,24 @@ def analysis_cache_report_path(output_dir: str) -> str:
 
 
 def _column_names(job: TransformJob) -> list[str]:
+    """The CSV columns: declared, or the header of the first span's first file (every
+    other span's first file must have the same header)."""
     if job.csv.column_names:
         names = list(job.csv.column_names)
     else:
-        pattern = job.train_spans[0]
-        files = sorted(glob.glob(pattern)) or sorted(tf.io.gfile.glob(pattern))
-        if not files:
-            raise TransformError(f"no file matches {pattern!r}")
-        names = read_header(files[0], job.csv.delimiter)
+        headers = {}
+        for pattern in job.train_spans:
+            files = sorted(glob.glob(pattern)) or sorted(tf.io.gfile.glob(pattern))
+            if not files:
+                raise TransformError(f"no file matches {pattern!r}")
+            headers[files[0]] = read_header(files[0], job.csv.delimiter)
+        (first, names), *others = headers.items()
+        for path, header in others:
+            if header != names:
+                raise TransformError(
+                    f"{path}: the header {header} differs from {first}'s {names}; "
+                    "every training span needs the same columns"
+                )
     missing = [name for name in job.raw_feature_spec if name not in names]
     if missing:
         raise TransformError(f"feature(s) {missing} are not CSV columns; the columns are {names}")

@@ -69,12 +69,12 @@ def runs(tmp_path_factory):
     second_cities = [f"c{i:02d}" for i in range(3, 33)]  # lost c00-c02, gained c30-c32
     for name, cities, seed in (("first", first_cities, 1), ("second", second_cities, 2)):
         (tmp / f"{name}_train.csv").write_text(
-            "\n".join([HEADER, *_rows(cities, 3000 if name == "first" else 400, seed)]) + "\n"
+            "\n".join([HEADER, *_rows(cities, 1500 if name == "first" else 400, seed)]) + "\n"
         )
         (tmp / f"{name}_eval.csv").write_text(
             "\n".join([HEADER, *_rows(cities, 600, seed + 10)]) + "\n"
         )
-    first = _config(tmp, "first", epochs=8)
+    first = _config(tmp, "first", epochs=5)
     stages.run_transform(first)
     stages.run_training(first)
     second = _config(tmp, "second", epochs=1, warm_start=first.artifacts_dir)
@@ -129,3 +129,13 @@ def test_the_warm_started_first_epoch_beats_a_cold_start(runs):
     assert stages.warm_start_report(cold_config) is None
     # Seen: warm 0.08, cold 0.57 after one epoch of 400 rows (seeded, deterministic).
     assert warm["loss"] < 0.5 * cold["loss"], (warm, cold)
+
+
+def test_an_export_gives_the_same_previous_model_as_its_run(runs):
+    first, second = runs
+    from_run = stages.previous_model(second, first.artifacts_dir)
+    from_export = stages.previous_model(second, stages.run_export(first))
+    assert sorted(from_export.weights) == sorted(from_run.weights)
+    for name, value in from_run.weights.items():
+        np.testing.assert_array_equal(from_export.weights[name], value, err_msg=name)
+    assert from_export.vocabulary("city") == from_run.vocabulary("city")

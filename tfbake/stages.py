@@ -252,7 +252,7 @@ def previous_model(config: Config, source: str) -> trainer.PreviousModel:
     latest version) or a previous run's artifacts folder (its trained weights in the
     model as now configured, built over that run's transform output)."""
     if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
-        return trainer.PreviousModel.from_export(source)
+        return _export_model(source)
     weights = os.path.join(source, "trainer", WEIGHTS_FILE)
     if os.path.abspath(source) == os.path.abspath(config.artifacts_dir):
         # Its transform output is this run's by now: the old vocabularies are gone.
@@ -272,12 +272,20 @@ def previous_model(config: Config, source: str) -> trainer.PreviousModel:
         assets = os.path.join(transform.transform_fn_dir(previous.transform_dir), "assets")
         return trainer.PreviousModel.from_keras(model.keras_model, assets, source)
     try:
-        return trainer.PreviousModel.from_export(trainer.latest_export(source))
+        latest = trainer.latest_export(source)
     except FileNotFoundError:
         raise ConfigError(
             f"training.warm_start: {source!r} is not an export (saved_model.pb), an export "
             f"folder (version folders) or a run's artifacts folder (trainer/{WEIGHTS_FILE})"
         ) from None
+    return _export_model(latest)
+
+
+def _export_model(export_dir: str) -> trainer.PreviousModel:
+    try:
+        return trainer.PreviousModel.from_export(export_dir)
+    except ValueError as err:
+        raise ConfigError(f"training.warm_start: {err}") from None
 
 
 def warm_start_report(config: Config) -> dict | None:

@@ -171,7 +171,10 @@ def _history_layer(tensor):
 
 
 def _layer_inputs(layer) -> list:
-    inputs = layer.input
+    try:
+        inputs = layer.input
+    except (AttributeError, RuntimeError):  # a layer shared by several inputs
+        return []
     return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
 
@@ -185,7 +188,10 @@ def _source_feature(tensor) -> tuple[str | None, bool]:
             names.add(layer.name)
             continue
         embedded |= isinstance(layer, tf_keras.layers.Embedding)
-        stack.extend(_layer_inputs(layer))
+        inputs = _layer_inputs(layer)
+        if not inputs:
+            return None, embedded
+        stack.extend(inputs)
     return (names.pop() if len(names) == 1 else None), embedded
 
 
@@ -231,8 +237,11 @@ def _feature_axis(tensor, features, vocabularies: _Vocabularies) -> _Axis:
 def _input_axis(layer, features, vocabularies: _Vocabularies) -> _Axis | None:
     """The axis of the rows of a layer's first weight: an Embedding's ids, or the
     encodings a Dense layer's input concatenates; None for other layers."""
+    inputs = _layer_inputs(layer)
+    if len(inputs) != 1:
+        return None
     if isinstance(layer, tf_keras.layers.Embedding):
-        name, _ = _source_feature(layer.input)
+        name, _ = _source_feature(inputs[0])
         feature = features.get(name)
         tokens = vocabularies(name)
         if feature is None or feature.num_ids is None or tokens is None:
@@ -241,10 +250,8 @@ def _input_axis(layer, features, vocabularies: _Vocabularies) -> _Axis | None:
         return _token_axis(name, tokens, offset, feature.num_ids)
     if not isinstance(layer, tf_keras.layers.Dense):
         return None
-    source = _history_layer(layer.input)
-    parts = (
-        _layer_inputs(source) if isinstance(source, tf_keras.layers.Concatenate) else [layer.input]
-    )
+    source = _history_layer(inputs[0])
+    parts = _layer_inputs(source) if isinstance(source, tf_keras.layers.Concatenate) else inputs
     return _joined([_feature_axis(part, features, vocabularies) for part in parts])
 
 

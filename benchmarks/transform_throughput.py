@@ -183,10 +183,12 @@ def adapter_config_of(spec) -> tensor_adapter.TensorAdapterConfig:
     )
 
 
-# 1. The whole job, analyzing every row (its analysis cache emptied first).
+# 1. The whole job, analyzing every row (its analysis cache and last output removed
+# first: an unchanged job would keep its output).
 def whole_job(config, mode_args: list[str], *, cached: bool = False) -> tuple[Clock, dict]:
     if not cached:
         shutil.rmtree(config.analysis_cache_dir, ignore_errors=True)
+        shutil.rmtree(config.transform_dir, ignore_errors=True)
     job = stages.transform_job(config, mode_args)
     with Clock() as clock:
         stats = transform.run(job)

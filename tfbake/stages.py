@@ -307,16 +307,15 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
     tf_keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    previous = (
-        previous_model(config, config.training.warm_start) if config.training.warm_start else None
-    )
     with distribute_strategy(config).scope():
         model = build_model(config)
-        report_path = os.path.join(config.trainer_dir, trainer.WARM_START_REPORT)
-        if tf.io.gfile.exists(report_path):
-            tf.io.gfile.remove(report_path)  # an earlier run's
-        if previous is not None:
-            trainer.warm_start(model, previous).write(config.trainer_dir)
+    report_path = os.path.join(config.trainer_dir, trainer.WARM_START_REPORT)
+    if tf.io.gfile.exists(report_path):
+        tf.io.gfile.remove(report_path)  # an earlier run's
+    if config.training.warm_start:
+        # After the new model: its fresh rows are those a cold start gets.
+        previous = previous_model(config, config.training.warm_start)
+        trainer.warm_start(model, previous).write(config.trainer_dir)
     train_fn, eval_fn = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
     history = model.train(

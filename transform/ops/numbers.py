@@ -63,13 +63,6 @@ def _fill(x: tf.SparseTensor, strategy: ImputeStrategy, value, name: str) -> tf.
     return tf.constant(value, dtype=x.dtype)
 
 
-def impute(x, strategy: ImputeStrategy | None, value, name: str) -> tf.Tensor:
-    """A dense [batch] tensor: ``x`` itself, or a nullable ``x`` with its gaps filled."""
-    if not isinstance(x, tf.SparseTensor):
-        return x
-    return tf.where(present(x), densify(x, tf.zeros([], x.dtype)), _fill(x, strategy, value, name))
-
-
 @dataclasses.dataclass(frozen=True)
 class ImputedNumber:
     """A nullable number with its gaps filled, kept in parts: the dense column and what it
@@ -91,7 +84,9 @@ class ImputedNumber:
         return ImputedNumber(fn(self.dense), fn(self.values), fn(self.fill), self.missing)
 
 
-def imputed_number(x, strategy: ImputeStrategy | None, value, name: str):
+def imputed_number(
+    x, strategy: ImputeStrategy | None, value, name: str
+) -> tf.Tensor | ImputedNumber:
     """:func:`impute` for a number that is scaled next: an :class:`ImputedNumber` for a
     nullable ``x``, ``x`` itself for a required one."""
     if not isinstance(x, tf.SparseTensor):
@@ -100,6 +95,12 @@ def imputed_number(x, strategy: ImputeStrategy | None, value, name: str):
     is_present = present(x)
     dense = tf.where(is_present, densify(x, tf.zeros([], x.dtype)), fill)
     return ImputedNumber(dense, x.values, fill, tf.logical_not(is_present))
+
+
+def impute(x, strategy: ImputeStrategy | None, value, name: str) -> tf.Tensor:
+    """A dense [batch] tensor: ``x`` itself, or a nullable ``x`` with its gaps filled."""
+    number = imputed_number(x, strategy, value, name)
+    return number.dense if isinstance(number, ImputedNumber) else number
 
 
 def _counts(x: ImputedNumber, name: str) -> tuple[tf.Tensor, tf.Tensor]:
@@ -153,7 +154,7 @@ def _min_max(x, name: str) -> tf.Tensor:
 
 
 def number_outputs(
-    x,
+    x: tf.Tensor | ImputedNumber,
     name: str,
     *,
     clip: Clip | None = None,

@@ -65,8 +65,8 @@ def _write_fn(directory, op: str) -> None:
 
 @dataclasses.dataclass
 class Output:
-    """What one run left: the cache report, the vocabularies and variables (bytes), and
-    the transformed training rows (columns in name order), sorted."""
+    """What one run left: the cache report, the transform_fn's files (path -> bytes),
+    and the transformed training rows (columns in name order), sorted."""
 
     report: dict | None
     files: dict[str, bytes]

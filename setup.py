@@ -23,9 +23,13 @@ STACK = [
 ]
 
 SERVING = [
-    "aiohttp>=3.9,<4",
+    # 3.14 closes a connection that sends no request within keepalive_timeout
+    # (--rest_api_header_timeout_in_ms relies on it).
+    "aiohttp>=3.14,<4",
     "orjson>=3.9",
     "grpcio>=1.60",
+    # --enable_grpc_healthcheck_service; 1.85+ needs protobuf 7, outside the stack.
+    "grpcio-health-checking>=1.60,<1.85",
     "prometheus-client>=0.20",
 ]
 
@@ -42,6 +46,8 @@ TEST = [
     "ruff>=0.5",
     # The web console's browser tests drive Debian's chromium (no browser download).
     "playwright>=1.40",
+    # A self-signed certificate for the TLS (--ssl_config_file) test.
+    "cryptography>=41",
 ]
 
 setup(

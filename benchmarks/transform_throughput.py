@@ -20,7 +20,11 @@ Measures, on this machine:
 3. its limit without Beam: the same ``transform_fn`` (``transform_features_layer``)
    over the same CSV in plain tf.data (``TextLineDataset`` + ``tf.io.decode_csv``,
    NA handling, rows with a missing label dropped as the job rejects them), encoded
-   with tfx_bsl's ``RecordBatchToExamplesEncoder`` and written as gzip TFRecords.
+   with tfx_bsl's ``RecordBatchToExamplesEncoder`` and written as gzip TFRecords;
+4. the whole job on Beam's portable runner (``scripts/beam_portable.py``: the job
+   server with 2 SDK workers, each a process of the worker pool), the protocol of
+   Flink, Spark and Dataflow, beside the FnApiRunner figures of 1 (CPU time: the
+   launcher's only, the SDK workers are the pool's children).
 
 Data: train = every row of flights.csv (or the first ``--rows``); eval = the first
 ``--eval-rows`` rows of the same file (a small slice, so the job's eval branch is
@@ -183,12 +187,17 @@ def adapter_config_of(spec) -> tensor_adapter.TensorAdapterConfig:
     )
 
 
-# 1. The whole job, analyzing every row (its analysis cache and last output removed
-# first: an unchanged job would keep its output).
+def forget_last_run(config) -> None:
+    """Removes the job's analysis cache and last output: an unchanged job would keep its
+    output, and a job with a cache would read its statistics back."""
+    shutil.rmtree(config.analysis_cache_dir, ignore_errors=True)
+    shutil.rmtree(config.transform_dir, ignore_errors=True)
+
+
+# 1. The whole job, analyzing every row (see forget_last_run).
 def whole_job(config, mode_args: list[str], *, cached: bool = False) -> tuple[Clock, dict]:
     if not cached:
-        shutil.rmtree(config.analysis_cache_dir, ignore_errors=True)
-        shutil.rmtree(config.transform_dir, ignore_errors=True)
+        forget_last_run(config)
     job = stages.transform_job(config, mode_args)
     with Clock() as clock:
         stats = transform.run(job)
@@ -421,6 +430,29 @@ def tfdata_pass(config, tft_dir: str, out_path: str, batch_size: int = 8192) -> 
     return clock, written
 
 
+# 4. The whole job on the portable runner, its SDK workers in other processes.
+def portable_job(config, work: Path, repeats: int, num_workers: int = 2) -> dict:
+    from scripts.beam_portable import portable_runner
+
+    (work / "portable").mkdir()
+    clocks, stats = [], None
+    with portable_runner(work / "portable", num_workers=num_workers) as runner:
+        for i in range(repeats):
+            forget_last_run(config)
+            # The workers run on this machine: they read its files.
+            job = stages.transform_job(config, runner["beam_args"], workers_see_local_files=True)
+            with Clock() as clock:
+                stats = transform.run(job)
+            clocks.append(clock)
+            log(f"job[portable_{num_workers}] #{i + 1}: {clock.wall:.1f} s {stats}")
+    result = summary(clocks, stats["train"]["read"])
+    # The workers' CPU time is not ours to count (they are the pool's children).
+    for key in ("cpu_s", "median_cpu_s", "rows_per_cpu_s"):
+        result.pop(key)
+    result["launcher_cpu_s"] = [round(c.cpu_s, 2) for c in clocks]
+    return {**result, "stats": stats}
+
+
 def summary(clocks: list[Clock], rows: int) -> dict:
     """Wall and CPU seconds of the repeats, their medians, and rows/s of the median wall."""
     wall = statistics.median(c.wall for c in clocks)
@@ -467,6 +499,12 @@ def main(argv=None) -> dict:
     )
     parser.add_argument(
         "--cache-repeats", type=int, default=2, help="uncached + cached reruns of the job"
+    )
+    parser.add_argument(
+        "--portable-repeats",
+        type=int,
+        default=1,
+        help="repeats of the whole job on the portable runner (2 SDK workers); 0 skips it",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--one-job", nargs=2, metavar=("KIND", "CONFIG"), help=argparse.SUPPRESS)
@@ -603,6 +641,11 @@ def main(argv=None) -> dict:
             raise SystemExit(f"tf.data wrote {limit_written} examples, the job {written}")
         limit = summary(clocks, read)
 
+        # 4. The whole job on the portable runner, beside the FnApiRunner's.
+        portable = None
+        if args.portable_repeats:
+            portable = portable_job(config, work, args.portable_repeats)
+
         ratio = passes[best_pass]["rows_per_s"] / limit["rows_per_s"]
         result = {
             "benchmark": "transform_throughput",
@@ -623,6 +666,13 @@ def main(argv=None) -> dict:
             "whole_job_rows_per_s_vs_stock": throughput,
             "whole_job_fixed_cost": fixed,
             "rerun_with_analysis_cache": rerun,
+            "whole_job_portable_2": portable,
+            "ratio_portable_2_over_fnapi": {
+                mode: round(portable["rows_per_s"] / jobs[mode]["rows_per_s"], 3)
+                for mode in jobs
+            }
+            if portable
+            else None,
             "transform_pass": passes,
             "transform_pass_best_mode": best_pass,
             "transform_pass_rows_per_s": passes[best_pass]["rows_per_s"],
@@ -647,6 +697,7 @@ def main(argv=None) -> dict:
                 "fixed_cost_fresh_processes": args.fixed_cost_repeats,
                 "stock_whole_job": args.stock_job_repeats,
                 "cache_reruns": args.cache_repeats,
+                "whole_job_portable_2": args.portable_repeats,
             },
             "machine": {
                 "cpu_count": os.cpu_count(),

@@ -40,7 +40,7 @@ def eval_rows(config, count: int) -> tuple[list[dict], list[str]]:
     """``count`` eval rows spread over the file (it is sorted by species), and labels."""
     decoder = transform.CsvRowDecoder(
         config.raw_feature_spec(),
-        transform.read_header(config.data.eval, config.data.csv.delimiter),
+        transform.column_names(config.data.eval, config.data.csv),
         config.data.csv,
     )
     with open(config.data.eval) as f:

@@ -1,8 +1,9 @@
 """A TensorFlow Serving-compatible model server and its client.
 
 ``python -m model_server --model_name=m --model_base_path=/models/m --rest_api_port=8501``
-serves an export folder of integer-named SavedModel versions over TF Serving's REST
-and gRPC APIs (see shared/SERVING_API.md); ``tfbake serve`` is the same command.
+serves an export folder of integer-named SavedModel versions (or any SavedModel) over
+TF Serving's REST and gRPC APIs, with every flag of ``tensorflow_model_server`` (see
+docs/tf_serving.md); ``tfbake serve`` is the same command.
 
 - :func:`main`: the command line (tensorflow_model_server's flags);
 - :func:`serve`: a server in this process, for scripts and tests;
@@ -13,6 +14,7 @@ The modules follow TF Serving's concepts: :mod:`~model_server.source`,
 :mod:`~model_server.version_policy`, :mod:`~model_server.loader`,
 :mod:`~model_server.manager`, :mod:`~model_server.core` (one request-handling core),
 :mod:`~model_server.rest` and :mod:`~model_server.grpc_service` (thin adapters),
+:mod:`~model_server.http_server` (timeouts, draining on SIGTERM),
 :mod:`~model_server.batching`, :mod:`~model_server.metrics`.
 """
 

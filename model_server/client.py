@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import http.client
 import json
 import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
 
 import grpc
 import numpy as np
@@ -37,8 +35,9 @@ from tensorflow_serving.apis import (
 )
 
 import serving_input
+from model_server.request_samples import raw_spec_of_inputs
 from serving_input import signatures as sig_keys
-from serving_input.text_values import parse_text
+from serving_input.csv_rows import CsvFormat, CsvLineDecoder, csv_reader
 
 _DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string,
            "DT_DOUBLE": tf.float64, "DT_INT32": tf.int32, "DT_BOOL": tf.bool}
@@ -250,19 +249,19 @@ class Client:
         return self._signatures[key]
 
     def raw_feature_spec(self, model: str) -> dict:
-        """The raw feature spec: as given, or read from the ``predict_raw`` signature.
-
-        Nullability is not visible in a signature, so every feature is taken as a
-        ``VarLenFeature`` (optional; lists allowed).
-        """
+        """The raw feature spec: as given, or read from the ``predict_raw`` signature
+        (:func:`serving_input.raw_feature_spec_of`: a feature sent with a count is a
+        ``VarLenFeature``, nullable or a list; any other is required)."""
         if self.feature_spec is not None:
             return self.feature_spec
         if model not in self._specs:
-            inputs = self.signature(model, sig_keys.PREDICT_RAW)["inputs"]
-            self._specs[model] = {
-                name: tf.io.VarLenFeature(_DTYPES[info["dtype"]]) for name, info in inputs.items()
-            }
+            signature = self.signature(model, sig_keys.PREDICT_RAW)
+            self._specs[model] = raw_spec_of_inputs(signature["inputs"])[0]
         return self._specs[model]
+
+    def list_features(self, model: str) -> list[str]:
+        """The list features of the ``predict_raw`` signature (values of rank 2)."""
+        return raw_spec_of_inputs(self.signature(model, sig_keys.PREDICT_RAW)["inputs"])[1]
 
     # ------------------------------------------------------------------ inputs
 
@@ -300,31 +299,10 @@ class Client:
             array = np.empty(len(rows), dtype=object)
             array[:] = self._serialized(model, rows)
             return {name: array}
-        # Dict rows for a raw signature (one input per feature): columns, with the
-        # missing-value markers of build_raw_serving_input_fn (NaN, "").
-        columns = {}
-        for name, info in infos.items():
-            dtype = _DTYPES[info["dtype"]]
-            values = []
-            for i, row in enumerate(rows):
-                value = row.get(name)
-                if value is None:
-                    if dtype == tf.string:
-                        value = b""
-                    elif dtype.is_floating:
-                        value = float("nan")
-                    else:
-                        raise ValueError(f'Missing value for int input "{name}" in row {i}')
-                elif dtype == tf.string and isinstance(value, str):
-                    value = value.encode("utf-8")
-                values.append(value)
-            if dtype == tf.string:
-                array = np.empty(len(values), dtype=object)
-                array[:] = values
-            else:
-                array = np.asarray(values, dtype=dtype.as_numpy_dtype)
-            columns[name] = array
-        return columns
+        # Dict rows for a raw signature (one input per feature, a count beside each
+        # nullable or list feature): serving_input.raw_columns.
+        spec, lists = raw_spec_of_inputs(infos)
+        return serving_input.raw_columns(rows, spec, lists)
 
     # ------------------------------------------------------------------ predict
 
@@ -456,15 +434,11 @@ class Client:
 # ---------------------------------------------------------------------- files
 
 
-def _typed(name: str, value: str | None, spec) -> Any:
-    """A CSV cell typed by its feature spec, read as the Beam job reads training CSV;
-    empty or NA is missing."""
-    if value is None or value == "" or value == "NA":
-        return None
-    return parse_text(name, value, spec.dtype)
-
-
-def _read_rows(path: str, feature_spec: Mapping) -> Iterator[dict]:
+def _read_rows(path: str, feature_spec: Mapping, list_features: Sequence[str] = (),
+               csv_format: CsvFormat | None = None) -> Iterator[dict]:
+    """The raw feature values of a JSONL file's objects, or of a CSV file's rows read as
+    the Beam job reads training data (:class:`serving_input.csv_rows.CsvLineDecoder`
+    with ``csv_format``, default the config defaults); other columns are left out."""
     if path.endswith((".jsonl", ".json", ".ndjson")):
         with open(path, "rb") as f:
             for line in f:
@@ -472,13 +446,22 @@ def _read_rows(path: str, feature_spec: Mapping) -> Iterator[dict]:
                     row = orjson.loads(line)
                     yield {k: v for k, v in row.items() if k in feature_spec}
         return
+    fmt = csv_format or CsvFormat()
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
+        reader = csv_reader(f, fmt)  # a quoted field's line breaks stay in its record
+        header = next(reader, []) if fmt.header else None
+        columns = fmt.column_names or header
+        absent = [name for name in feature_spec if name not in columns]
+        required = [n for n in absent if isinstance(feature_spec[n], tf.io.FixedLenFeature)]
+        if required:
+            raise ValueError(f"{path}: no column for required feature(s) {required}")
+        spec = {name: s for name, s in feature_spec.items() if name in columns}
+        decoder = CsvLineDecoder(spec, columns, fmt, [n for n in list_features if n in spec])
+        for fields in reader:
+            if not any(field.strip() for field in fields):
+                continue  # a blank line holds no row
             try:
-                yield {
-                    k: _typed(k, v, feature_spec[k]) for k, v in row.items() if k in feature_spec
-                }
+                yield decoder.as_dict(decoder.decode_fields(fields))
             except ValueError as err:
                 raise ValueError(f"{path} line {reader.line_num}: {err}") from None
 
@@ -506,17 +489,21 @@ def predict_file(
     batch_size: int = 128,
     feature_spec: Mapping | None = None,
     progress: bool = True,
+    csv_format: CsvFormat | None = None,
 ) -> int:
     """Streams a CSV or JSONL file of raw rows through a server; writes JSONL results.
 
     Each output line is the signature's outputs for one input row (name -> value;
-    strings as text). Columns that are not raw features (a label) are dropped.
-    Returns the number of rows written.
+    strings as text). Columns that are not raw features (a label) are dropped. A CSV
+    file is read as the Beam job reads training data laid out as ``csv_format`` (a
+    config's ``data.csv``; default the config defaults). Returns the number of rows
+    written.
     """
     from tqdm import tqdm
 
     client = Client(server, protocol, batch_size=batch_size, feature_spec=feature_spec)
     spec = client.raw_feature_spec(model)
+    lists = [] if feature_spec is not None else client.list_features(model)
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
     written = 0
     try:
@@ -534,7 +521,7 @@ def predict_file(
                 bar.update(len(batch))
                 batch.clear()
 
-            for row in _read_rows(input_path, spec):
+            for row in _read_rows(input_path, spec, lists, csv_format):
                 batch.append(row)
                 if len(batch) >= batch_size:
                     flush()
@@ -547,8 +534,9 @@ def predict_file(
     return written
 
 
-def cli_predict(argv: list[str] | None = None) -> int:
-    """``tfbake predict --server URL --model NAME --input FILE [--protocol grpc] ...``."""
+def cli_predict(argv: list[str] | None = None, csv_format: CsvFormat | None = None) -> int:
+    """``tfbake predict --server URL --model NAME --input FILE [--protocol grpc] ...``;
+    ``csv_format``: how a CSV input file is laid out (``tfbake predict --config``)."""
     p = argparse.ArgumentParser(prog="tfbake predict",
                                 description="Send a CSV/JSONL file to a model server.")
     p.add_argument("--server", required=True, help="http://host:8501 (REST) or host:8500 (gRPC)")
@@ -562,7 +550,7 @@ def cli_predict(argv: list[str] | None = None) -> int:
     try:
         predict_file(args.server, args.model, args.input, args.output,
                      protocol=args.protocol, signature_name=args.signature,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, csv_format=csv_format)
     except (ServingRequestError, ValueError, OSError) as e:
         print(f"tfbake predict: {e}", file=sys.stderr)
         return 1

@@ -1,10 +1,11 @@
 """tensorflow_model_server's flags and text-proto configuration files.
 
 ``ModelServerConfig`` comes from ``tensorflow-serving-api``. ``BatchingParameters``
-(``session_bundle_config.proto``) and ``MonitoringConfig`` (``monitoring_config.proto``)
-are not shipped in that package, so their descriptors are rebuilt here, field for
-field and number for number, in a private descriptor pool; the text files a user
-already has for the real binary therefore parse unchanged.
+(``session_bundle_config.proto``), ``MonitoringConfig`` (``monitoring_config.proto``)
+and ``SSLConfig`` (``ssl_config.proto``) are not shipped in that package, so their
+descriptors are rebuilt here, field for field and number for number, in a private
+descriptor pool; the text files a user already has for the real binary therefore parse
+unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _WRAPPER_FIELDS = {
 
 
 def _build_protos():
-    """BatchingParameters and MonitoringConfig, as in tensorflow/serving's .proto files."""
+    """BatchingParameters, MonitoringConfig and SSLConfig, as in tensorflow/serving's
+    .proto files."""
     pool = descriptor_pool.DescriptorPool()
     wrappers = descriptor_pb2.FileDescriptorProto()
     wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
@@ -72,18 +74,18 @@ def _build_protos():
         name="prometheus_config", number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_MESSAGE,
         type_name=".tensorflow.serving.PrometheusConfig",
     )
+    ssl = file.message_type.add(name="SSLConfig")
+    for number, name in enumerate(["server_key", "server_cert", "custom_ca"], start=1):
+        ssl.field.add(name=name, number=number, label=F.LABEL_OPTIONAL, type=F.TYPE_STRING)
+    ssl.field.add(name="client_verify", number=4, label=F.LABEL_OPTIONAL, type=F.TYPE_BOOL)
     pool.Add(file)
-    return (
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-        ),
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-        ),
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{n}"))
+        for n in ("BatchingParameters", "MonitoringConfig", "SSLConfig")
     )
 
 
-BatchingParameters, MonitoringConfig = _build_protos()
+BatchingParameters, MonitoringConfig, SSLConfig = _build_protos()
 
 # PrometheusExporter::kPrometheusPath.
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
@@ -127,9 +129,14 @@ class BatchingOptions:
 
 @dataclasses.dataclass
 class ServerOptions:
-    """Everything the server is started with; mirrors tensorflow_model_server's flags."""
+    """Everything the server is started with; mirrors tensorflow_model_server's flags.
+
+    Defaults are TF Serving's except where a comment says otherwise; the flags that
+    cannot apply here are kept in ``ignored_flags`` (see :data:`NOT_APPLICABLE`).
+    """
 
     port: int = 8500
+    grpc_socket_path: str = ""
     rest_api_port: int = 0
     host: str = "127.0.0.1"
     model_name: str = "default"
@@ -140,22 +147,55 @@ class ServerOptions:
     enable_batching: bool = False
     batching_parameters_file: str | None = None
     rest_api_timeout_in_ms: int = 30000
+    # REST requests decoded and run at once; 0 (TF Serving: 4 per CPU) is no bound,
+    # since REST runs on one event loop and model calls on their own threads.
+    rest_api_num_threads: int = 0
+    rest_api_enable_cors_support: bool = False
     monitoring_config_file: str | None = None
     enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
     enable_signature_method_name_check: bool = False
-    rest_api_max_body_bytes: int = 64 * 1024 * 1024
-    # Threads that run TensorFlow calls when batching is off.
+    allow_version_labels_for_unavailable_models: bool = False
+    saved_model_tags: str = "serve"
+    num_load_threads: int = 0
+    # TF Serving retries a failed load 5 times, a minute apart; tfbake does not by
+    # default (a version whose folder changes is loaded again anyway).
+    max_num_load_retries: int = 0
+    load_retry_interval_micros: int = 60_000_000
+    # Threads that run TensorFlow calls when batching is off (0: two per CPU); also
+    # TensorFlow's intra- and inter-op threads unless those are given.
     tensorflow_session_parallelism: int = 0
-    # The web console at / on the REST port (a tfbake extension; --no-console).
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_config_file: str | None = None
+    ssl_config_file: str | None = None
+    use_alts_credentials: bool = False
+    grpc_channel_arguments: str = ""
+    # gRPC calls in progress at once, more are refused with RESOURCE_EXHAUSTED;
+    # 0 (TF Serving: 4 threads per CPU) is no bound.
+    grpc_max_threads: int = 0
+    enable_grpc_healthcheck_service: bool = False
+    enable_serialization_as_tensor_content: bool = False
+    # tfbake extensions.
+    rest_api_max_body_bytes: int = 64 * 1024 * 1024
+    # A request tensor whose decoded size would exceed this is refused before it is
+    # built (None: the REST body limit).
+    max_request_tensor_bytes: int | None = None
+    # A connection that has not sent a whole request head this long after it opened
+    # (or after its previous answer) is closed; so is a body not received in time.
+    rest_api_header_timeout_in_ms: int = 30000
+    rest_api_body_timeout_in_ms: int = 60000
+    # How long requests received before SIGTERM may take to be answered.
+    shutdown_grace_period_in_ms: int = 30000
+    # The web console at / on the REST port (--no-console).
     console: bool = True
+    # Flags of tensorflow_model_server that cannot apply here: name -> value given.
+    ignored_flags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def model_server_config(self) -> model_server_config_pb2.ModelServerConfig:
         """The ModelServerConfig named by the flags (config file, or one model)."""
         if self.model_config_file:
-            if self.model_base_path:
-                raise ConfigError(
-                    "--model_config_file and --model_base_path are mutually exclusive"
-                )
+            # As tensorflow_model_server: --model_name and --model_base_path are ignored.
             return read_model_server_config(self.model_config_file)
         if not self.model_base_path:
             raise ConfigError(
@@ -168,6 +208,54 @@ class ServerOptions:
         model.base_path = self.model_base_path
         model.model_platform = "tensorflow"
         return config
+
+    def check(self) -> None:
+        """The combinations tensorflow_model_server refuses at start-up."""
+        if self.use_alts_credentials and self.ssl_config_file:
+            raise ConfigError(
+                "Either use_alts_credentials must be false or ssl_config_file must be empty."
+            )
+        if self.batching_parameters_file and not self.enable_batching:
+            raise ConfigError(
+                "--batching_parameters_file is set without setting --enable_batching to true."
+            )
+        if min(self.tensorflow_session_parallelism, self.tensorflow_intra_op_parallelism,
+               self.tensorflow_inter_op_parallelism) > 0:
+            raise ConfigError(
+                "Either configure --tensorflow_session_parallelism or "
+                "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) "
+                "separately. You cannot configure all."
+            )
+        if not self.tags():
+            raise ConfigError("--saved_model_tags names no tag")
+        self.grpc_arguments()  # parses, or says what is wrong
+
+    def tags(self) -> tuple[str, ...]:
+        """``--saved_model_tags`` as a tuple (the MetaGraph to load has exactly these)."""
+        return tuple(t.strip() for t in self.saved_model_tags.split(",") if t.strip())
+
+    def tensor_limit(self) -> int:
+        """The largest request tensor, in bytes, decoded for a request."""
+        if self.max_request_tensor_bytes is not None:
+            return self.max_request_tensor_bytes
+        return self.rest_api_max_body_bytes
+
+    def grpc_arguments(self) -> list[tuple[str, int | str]]:
+        """``--grpc_channel_arguments`` (``key=value,...``) as gRPC server options; a
+        value that parses as an integer is passed as one, as tensorflow_model_server
+        does."""
+        arguments = []
+        for item in filter(None, (i.strip() for i in self.grpc_channel_arguments.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(
+                    f"--grpc_channel_arguments: expected key=value, got {item!r}"
+                )
+            try:
+                arguments.append((key, int(value)))
+            except ValueError:
+                arguments.append((key, value))
+        return arguments
 
     def batching_options(self) -> BatchingOptions | None:
         """The batching options, or None when batching is off."""
@@ -187,6 +275,40 @@ class ServerOptions:
         if not config.prometheus_config.enable:
             return None
         return config.prometheus_config.path or DEFAULT_PROMETHEUS_PATH
+
+    def ssl_config(self):
+        """The ``SSLConfig`` of ``--ssl_config_file``, or None."""
+        if not self.ssl_config_file:
+            return None
+        config = SSLConfig()
+        _parse_text_file(self.ssl_config_file, config)
+        if not config.server_key or not config.server_cert:
+            raise ConfigError(
+                f"{self.ssl_config_file}: SSLConfig needs server_key and server_cert "
+                "(the PEM texts themselves, not file names)"
+            )
+        return config
+
+    def session_config(self):
+        """The ``ConfigProto`` of ``--tensorflow_session_config_file``, or None."""
+        if not self.tensorflow_session_config_file:
+            return None
+        from tensorflow.core.protobuf import config_pb2
+
+        config = config_pb2.ConfigProto()
+        _parse_text_file(self.tensorflow_session_config_file, config)
+        return config
+
+    def notices(self) -> list[str]:
+        """One line per given flag that has no effect here, saying why."""
+        lines = [
+            f"--{name}={value} has no effect here: {NOT_APPLICABLE[name]}"
+            for name, value in sorted(self.ignored_flags.items())
+        ]
+        if self.model_config_file and (self.model_base_path or self.model_name != "default"):
+            lines.append("--model_name and --model_base_path are ignored: "
+                         "--model_config_file names the models")
+        return lines
 
 
 def _parse_text_file(path: str, message) -> None:
@@ -224,6 +346,33 @@ def check_model_server_config(config: model_server_config_pb2.ModelServerConfig)
             raise ConfigError(f"Model {model.name} has no base_path")
 
 
+# tensorflow_model_server's flags that cannot apply to this server: accepted (so a
+# command line written for the real binary works unchanged) with a one-line notice.
+NOT_APPLICABLE = {
+    "enable_per_model_batching_parameters":
+        "batching parameters are the server's (--batching_parameters_file) for every model",
+    "num_unload_threads": "unloading a version drops a reference; no thread pool is needed",
+    "flush_filesystem_caches": "there are no file system caches to flush",
+    "platform_config_file": "only the TensorFlow SavedModel platform is served, "
+                            "configured by the other flags",
+    "per_process_gpu_memory_fraction": "TensorFlow's default GPU memory allocation is used",
+    "remove_unused_fields_from_bundle_metagraph": "the MetaGraph is not kept after loading",
+    "prefer_tflite_model": "there is no TensorFlow Lite runtime; the SavedModel is served "
+                           "(as tensorflow_model_server does when there is no model.tflite)",
+    "num_tflite_pools": "there is no TensorFlow Lite runtime",
+    "num_tflite_interpreters_per_pool": "there is no TensorFlow Lite runtime",
+    "xla_cpu_compilation_enabled": "XLA follows TensorFlow's defaults "
+                                   "(functions marked jit_compile are compiled)",
+    "xla_gpu_compilation_enabled": "XLA follows TensorFlow's defaults "
+                                   "(functions marked jit_compile are compiled)",
+    "enable_profiler": "no profiler service is registered on the gRPC port",
+    "thread_pool_factory_config_file": "model calls run on --tensorflow_session_parallelism "
+                                       "threads",
+    "mixed_precision": "the SavedModel runs in the precision it was saved with",
+    "skip_initialize_tpu": "there is no TPU support",
+}
+
+
 def _bool_flag(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "t"):
@@ -233,45 +382,112 @@ def _bool_flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _version_text() -> str:
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return (f"TensorFlow ModelServer: tfbake {version('tfbake')} (the TensorFlow Serving API "
+            f"of tensorflow-serving-api {version('tensorflow-serving-api')})\n"
+            f"TensorFlow Library: {version('tensorflow')}")
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", const=True, type=_bool_flag,
+                         default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values:  # --version or --version=true; --version=false is a no-op
+            print(_version_text(), flush=True)
+            parser.exit(0)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
-    """tensorflow_model_server's flags (``--flag=value`` or ``--flag value``)."""
+    """tensorflow_model_server's flags (``--flag=value`` or ``--flag value``; a boolean
+    also as ``--flag``), plus tfbake's own."""
     p = argparse.ArgumentParser(
         prog="python -m model_server",
         description="A TensorFlow Serving-compatible model server (REST and gRPC).",
     )
     d = ServerOptions()
-    p.add_argument("--port", type=int, default=d.port, help="gRPC port (0 picks a free one)")
-    p.add_argument("--rest_api_port", type=int, default=d.rest_api_port,
-                   help="REST port; 0 turns the REST API off")
-    p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--model_name", default=d.model_name)
-    p.add_argument("--model_base_path", default=None)
-    p.add_argument("--model_config_file", default=None)
-    p.add_argument("--model_config_file_poll_wait_seconds", type=float,
-                   default=d.model_config_file_poll_wait_seconds)
-    p.add_argument("--file_system_poll_wait_seconds", type=float,
-                   default=d.file_system_poll_wait_seconds)
-    p.add_argument("--enable_batching", type=_bool_flag, nargs="?", const=True, default=False)
-    p.add_argument("--batching_parameters_file", default=None)
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=d.rest_api_timeout_in_ms)
-    p.add_argument("--monitoring_config_file", default=None)
-    p.add_argument("--enable_model_warmup", type=_bool_flag, nargs="?", const=True,
-                   default=d.enable_model_warmup)
-    p.add_argument("--enable_signature_method_name_check", type=_bool_flag, nargs="?",
-                   const=True, default=False)
-    p.add_argument("--rest_api_max_body_bytes", type=int, default=d.rest_api_max_body_bytes,
-                   help="larger REST request bodies are refused (413) before being read")
-    p.add_argument("--tensorflow_session_parallelism", type=int, default=0,
-                   help="threads running model calls (0: two per CPU)")
+
+    def flag(name, kind, help=None):
+        default = getattr(d, name)
+        if kind is bool:
+            p.add_argument(f"--{name}", type=_bool_flag, nargs="?", const=True,
+                           default=default, help=help)
+        else:
+            p.add_argument(f"--{name}", type=kind, default=default, help=help)
+
+    flag("port", int, "gRPC port (0 picks a free one)")
+    flag("grpc_socket_path", str, "also serve gRPC on this UNIX socket")
+    flag("rest_api_port", int, "REST port; 0 turns the REST API off (-1 picks a free one)")
+    flag("host", str, "address to bind (default 127.0.0.1)")
+    flag("model_name", str)
+    flag("model_base_path", str)
+    flag("model_config_file", str)
+    flag("model_config_file_poll_wait_seconds", float)
+    flag("file_system_poll_wait_seconds", float)
+    flag("enable_batching", bool)
+    flag("batching_parameters_file", str)
+    flag("rest_api_timeout_in_ms", int)
+    flag("rest_api_num_threads", int, "REST requests decoded and run at once (0: no bound)")
+    flag("rest_api_enable_cors_support", bool, "CORS headers on /v1/ answers")
+    flag("monitoring_config_file", str)
+    flag("enable_model_warmup", bool)
+    flag("num_request_iterations_for_warmup", int)
+    flag("enable_signature_method_name_check", bool)
+    flag("allow_version_labels_for_unavailable_models", bool)
+    flag("saved_model_tags", str, "comma-separated tags of the MetaGraph to load")
+    flag("num_load_threads", int, "models loaded in parallel (0: one after another)")
+    flag("max_num_load_retries", int, "retries of a failed load (default 0 here)")
+    flag("load_retry_interval_micros", int)
+    flag("tensorflow_session_parallelism", int,
+         "threads running model calls, and TensorFlow's op threads (0: automatic)")
+    flag("tensorflow_intra_op_parallelism", int)
+    flag("tensorflow_inter_op_parallelism", int)
+    flag("tensorflow_session_config_file", str,
+         "text ConfigProto; its thread counts are applied")
+    flag("ssl_config_file", str, "text SSLConfig: TLS on gRPC")
+    flag("use_alts_credentials", bool)
+    flag("grpc_channel_arguments", str, "gRPC server arguments, key=value,...")
+    flag("grpc_max_threads", int, "gRPC calls in progress at once (0: no bound)")
+    flag("enable_grpc_healthcheck_service", bool)
+    flag("enable_serialization_as_tensor_content", bool)
+    flag("rest_api_max_body_bytes", int,
+         "larger REST request bodies are refused (413) before being read")
+    flag("max_request_tensor_bytes", int,
+         "request tensors larger than this (decoded) are refused (default: the body limit)")
+    flag("rest_api_header_timeout_in_ms", int,
+         "close a connection that sends no whole request head for this long")
+    flag("rest_api_body_timeout_in_ms", int, "answer 408 to a body not received in time")
+    flag("shutdown_grace_period_in_ms", int,
+         "after SIGTERM, how long received requests may take to be answered")
     p.add_argument("--no-console", "--no_console", dest="console", action="store_false",
                    help="do not serve the web console at / on the REST port")
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    ignored = p.add_argument_group("accepted for tensorflow_model_server compatibility, "
+                                   "without effect here")
+    for name in NOT_APPLICABLE:
+        ignored.add_argument(f"--{name}", nargs="?", const="true", default=None,
+                             help=NOT_APPLICABLE[name])
     return p
 
 
 def parse_flags(argv: list[str] | None) -> ServerOptions:
-    """Parses command-line flags into :class:`ServerOptions`."""
-    args = build_arg_parser().parse_args(argv)
-    options = ServerOptions(**vars(args))
+    """Parses command-line flags into :class:`ServerOptions` (checked as
+    tensorflow_model_server checks them)."""
+    args = vars(build_arg_parser().parse_args(argv))
+    args.pop("version")
+    ignored = {name: args.pop(name) for name in NOT_APPLICABLE}
+    options = ServerOptions(**args,
+                            ignored_flags={k: v for k, v in ignored.items() if v is not None})
     if options.model_base_path:
         options.model_base_path = os.path.abspath(options.model_base_path)
+    options.check()
     return options

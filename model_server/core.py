@@ -26,7 +26,7 @@ from model_server.config import BatchingOptions, ConfigError, check_model_server
 from model_server.manager import AspiredVersionsManager
 from model_server.metrics import Metrics
 from model_server.servable import Servable, Signature
-from model_server.tensors import serialized_examples
+from model_server.tensors import check_tensor_size, serialized_examples
 from serving_input import signatures as sig_keys
 
 DEFAULT_SIGNATURE = sig_keys.DEFAULT_SERVING
@@ -110,10 +110,13 @@ class ServerCore:
         batching: BatchingOptions | None = None,
         num_threads: int = 0,
         method_name_check: bool = False,
+        max_tensor_bytes: int | None = None,
     ):
         self.manager = manager
         self.metrics = metrics or Metrics()
         self.method_name_check = method_name_check
+        # A request tensor larger than this once decoded is refused (None: no limit).
+        self.max_tensor_bytes = max_tensor_bytes
         self._workers = num_threads or 2 * (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(
             max_workers=self._workers, thread_name_prefix="tf_session"
@@ -203,8 +206,9 @@ class ServerCore:
                       output_filter=(), decode=None) -> PredictResult:
         """TensorflowPredictor::Predict: validate inputs, run, select outputs.
 
-        ``inputs`` maps aliases to arrays, or to anything ``decode(alias, value)``
-        turns into one (TensorProtos from gRPC), decoded after the names are checked.
+        ``inputs`` maps aliases to arrays, or to anything ``decode(alias, value,
+        max_bytes)`` turns into one (TensorProtos from gRPC), decoded after the names
+        are checked and refused before decoding when larger than ``max_tensor_bytes``.
         """
         key = signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(key)
@@ -217,7 +221,8 @@ class ServerCore:
             )
         self._check_inputs(signature, inputs)
         if decode is not None:
-            inputs = {alias: decode(alias, value) for alias, value in inputs.items()}
+            inputs = {alias: decode(alias, value, self.max_tensor_bytes)
+                      for alias, value in inputs.items()}
         seen = set()
         for alias in output_filter:
             if alias not in signature.outputs:
@@ -252,9 +257,8 @@ class ServerCore:
                     f"to be in the set {{{_names(signature.inputs)}}}."
                 )
 
-    @staticmethod
-    def _check_values(signature: Signature, inputs) -> dict[str, np.ndarray]:
-        """Dtype and shape against the signature, as the session's feed checks do."""
+    def _check_values(self, signature: Signature, inputs) -> dict[str, np.ndarray]:
+        """Size, dtype and shape against the signature, as the session's feed checks do."""
         checked = {}
         for index, (alias, info) in enumerate(signature.inputs.items()):
             if alias not in inputs:
@@ -262,6 +266,7 @@ class ServerCore:
                     f"Input {alias} has a default in the signature; tfbake's server needs it sent"
                 )
             array = inputs[alias]
+            check_tensor_size(alias, array.shape, info.dtype_enum, self.max_tensor_bytes)
             if info.dtype == tf.string:
                 ok = array.dtype == object or array.dtype.kind in "SU"
                 if ok and array.dtype != object:
@@ -460,12 +465,13 @@ class ServerCore:
 
     def metadata(self, spec: ModelSpec, metadata_fields=(SIGNATURE_DEF_FIELD,)):
         """GetModelMetadataImpl: a ``GetModelMetadataResponse`` with the SignatureDefMap."""
+        if not metadata_fields:
+            raise errors.invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field")
         for field in metadata_fields:
             if field != SIGNATURE_DEF_FIELD:
                 raise errors.invalid_argument(f"Metadata field {field} is not supported")
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        if not metadata_fields:
-            return response
         servable = self.servable(spec)
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version

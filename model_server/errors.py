@@ -8,7 +8,13 @@ so a message is written once and both protocols show it.
 
 from __future__ import annotations
 
+import re
+
 import grpc
+import numpy as np
+import tensorflow as tf
+
+from serving_input import tf_errors
 
 # From SERVING_API.md ("HTTP status from the canonical code").
 HTTP_STATUS = {
@@ -30,6 +36,9 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+
+
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class ServingError(Exception):
@@ -91,3 +100,70 @@ def unimplemented(message: str) -> ServingError:
 def deadline_exceeded(message: str) -> ServingError:
     """DEADLINE_EXCEEDED (HTTP 504)."""
     return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+
+# ParseExample's own messages, which name the feature but not as a request sentence.
+_REQUIRED = re.compile(r"Feature: (.+?) \(data type: (\w+)\) is required but could not be found")
+_WRONG_TYPE = re.compile(
+    r"Key: (.+?), Index: (\d+)\.\s+Data types don't match\. Data type: (\w+) but expected "
+    r"type: (\w+)"
+)
+_WRONG_COUNT = re.compile(
+    r"Key: (.+?), Index: (\d+)\.\s+Number of (\w+) values != expected\.\s+Values size: (\d+) "
+    r"but output shape: \[(.*?)\]"
+)
+_TYPE_NAMES = {"float": "float", "int64": "int", "string": "string"}
+
+
+def _missing_in(name: str, inputs) -> str:
+    """`` in example N``: the first serialized example of ``inputs`` without ``name``."""
+    values = list(inputs.values())
+    if len(values) != 1 or not isinstance(values[0], np.ndarray) or values[0].dtype.kind != "O":
+        return ""
+    for i, serialized in enumerate(values[0].reshape(-1).tolist()):
+        try:
+            feature = tf.train.Example.FromString(serialized).features.feature.get(name)
+        except Exception:  # noqa: BLE001 - not an example: not the one
+            continue
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        if not kind or not getattr(feature, kind).value:
+            return f" in example {i}"
+    return ""
+
+
+def from_tf_error(error: tf.errors.OpError, inputs=None) -> ServingError:
+    """A TensorFlow runtime error as one sentence, with its canonical code.
+
+    A failed ``tf.debugging.Assert`` (the export's own checks: an image that does not
+    decode, a ``predict_raw`` count out of range) gives the sentence it carries;
+    ParseExample's errors are said as request errors (``Feature "weight" (float) is
+    required but missing in example 0``: the example is found in ``inputs``, the
+    request's serialized examples); anything else is TensorFlow's message without the
+    graph noise (function and node names, where the node was defined).
+    """
+    code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
+    message = error.message
+    sentence = tf_errors.assertion_text(message)
+    if sentence is None and (match := _REQUIRED.search(message)):
+        name, dtype = match.groups()
+        sentence = (
+            f'Feature "{name}" ({_TYPE_NAMES.get(dtype, dtype)}) is required but missing'
+            + (_missing_in(name, inputs) if inputs is not None else "")
+        )
+    elif sentence is None and (match := _WRONG_TYPE.search(message)):
+        name, index, got, expected = match.groups()
+        sentence = (
+            f'Expected feature "{name}" as {_TYPE_NAMES.get(expected, expected)}, got '
+            f"{_TYPE_NAMES.get(got, got)} in example {index}"
+        )
+    elif sentence is None and (match := _WRONG_COUNT.search(message)):
+        name, index, _, got, shape = match.groups()
+        expected = 1
+        for dim in (int(d) for d in shape.split(",") if d.strip()):
+            expected *= dim
+        plural = "" if expected == 1 else "s"
+        sentence = (
+            f'Expected feature "{name}" with {expected} value{plural}, got {got} in example '
+            f"{index}"
+        )
+    return ServingError(code, sentence or tf_errors.error_text(message))

@@ -8,14 +8,14 @@ console (a loaded version's folder), so both show the same thing:
 - raw features: the ``predict_raw`` signature's inputs (names, dtypes, shapes) merged
   with ``assets.extra/raw_feature_spec.json`` (type, shape, nullable and the optional
   annotations ``list`` and ``media``);
-- example rows: the real eval examples of ``assets.extra/tf_serving_warmup_requests``.
+- example rows: the real eval examples of ``assets.extra/tf_serving_warmup_requests``,
+  and the input tensors of its PredictRequests (for signatures that take tensors).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,9 +26,12 @@ from tensorflow.core.framework import types_pb2
 
 from model_server import request_samples
 from model_server.loader import WARMUP_FILE
+from model_server.request_samples import tensor_shape
 from serving_input import signatures as sig
-
-RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
+from serving_input.feature_spec import (  # noqa: F401 (read from here by the console and tests)
+    RAW_FEATURE_SPEC_FILE,
+    read_raw_feature_spec,
+)
 
 
 @dataclasses.dataclass
@@ -58,14 +61,6 @@ def dtype_name(dtype: str) -> str:
         return dtype
 
 
-def tensor_shape(info: Mapping) -> list[int] | None:
-    """A metadata TensorInfo's shape (-1 for an unknown dimension), None for unknown rank."""
-    shape = info.get("tensor_shape", {})
-    if shape.get("unknown_rank"):
-        return None
-    return [int(d.get("size", -1)) for d in shape.get("dim", [])]
-
-
 def signature_summary(signature_def: Mapping) -> dict:
     """Method name and inputs/outputs (dtype, shape) of one metadata signature def."""
 
@@ -80,25 +75,21 @@ def signature_summary(signature_def: Mapping) -> dict:
     }
 
 
-def read_raw_feature_spec(export_dir: str) -> dict | None:
-    """``assets.extra/raw_feature_spec.json`` of an export, or None when it has none."""
-    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Example]:
-    """The tf.Examples of the export's warm-up requests (classify, regress, predict logs)."""
+def _warmup_logs(export_dir: str):
+    """The PredictionLogs of the export's warm-up file (none without one)."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = os.path.join(export_dir, WARMUP_FILE)
     if not tf.io.gfile.exists(path):
-        return []
-    examples: list[tf.train.Example] = []
+        return
     for record in tf.data.TFRecordDataset(path):
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        yield prediction_log_pb2.PredictionLog.FromString(record.numpy())
+
+
+def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Example]:
+    """The tf.Examples of the export's warm-up requests (classify, regress, predict logs)."""
+    examples: list[tf.train.Example] = []
+    for log in _warmup_logs(export_dir):
         kind = log.WhichOneof("log_type")
         if kind in ("classify_log", "regress_log"):
             examples += list(getattr(log, kind).request.input.example_list.examples)
@@ -109,6 +100,42 @@ def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Exa
         if len(examples) >= limit:
             break
     return examples[:limit]
+
+
+def _jsonable_bytes(value: Any) -> Any:
+    """Text as str, other bytes as TF Serving's ``{"b64": ...}``, in nested lists."""
+    if isinstance(value, list):
+        return [_jsonable_bytes(v) for v in value]
+    return _python_value(value, "bytes_list") if isinstance(value, bytes) else value
+
+
+def warmup_tensor_rows(export_dir: str, signature_defs: Mapping,
+                       limit: int = 20) -> dict[str, list[dict]]:
+    """Rows of input tensors (input name -> one instance's value) per signature, from
+    the warm-up file's PredictRequests to signatures that take tensors."""
+    from model_server.tensors import ndarray_from_proto
+
+    rows: dict[str, list[dict]] = {}
+    for log in _warmup_logs(export_dir):
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
+        request = log.predict_log.request
+        name = request.model_spec.signature_name or sig.DEFAULT_SERVING
+        signature_def = signature_defs.get(name)
+        if signature_def is None or request_samples.takes_feature_rows(name, signature_def) \
+                or set(request.inputs) != set(signature_def.get("inputs", {})):
+            continue
+        try:
+            arrays = {a: ndarray_from_proto(a, t).tolist() for a, t in request.inputs.items()}
+        except Exception:  # noqa: BLE001 - a warm-up request the server would refuse too
+            continue
+        if request_samples.batched(signature_def):
+            count = min(len(v) for v in arrays.values())
+            found = [{a: _jsonable_bytes(v[i]) for a, v in arrays.items()} for i in range(count)]
+        else:
+            found = [{a: _jsonable_bytes(v) for a, v in arrays.items()}]
+        rows.setdefault(name, []).extend(found)
+    return {name: found[:limit] for name, found in rows.items()}
 
 
 def _python_value(value: Any, kind: str) -> Any:
@@ -142,13 +169,16 @@ def raw_features(signature_defs: Mapping, contract: Mapping | None) -> list[RawF
     raw = signature_defs.get(sig.PREDICT_RAW)
     features: dict[str, RawFeature] = {}
     if raw:
-        for name, info in raw["inputs"].items():
-            shape = tensor_shape(info)
+        # A nullable or list feature comes with its count, which is no feature.
+        spec, lists = request_samples.raw_spec_of_inputs(raw["inputs"])
+        for name, feature_spec in spec.items():
+            shape = tensor_shape(raw["inputs"][name])
             features[name] = RawFeature(
                 name,
-                request_samples.feature_type_name(info["dtype"]),
+                request_samples.feature_type_name(raw["inputs"][name]["dtype"]),
                 shape[1:] if shape else [],
-                None,
+                isinstance(feature_spec, tf.io.VarLenFeature),
+                annotations={"list": True} if name in lists else {},
             )
     for name, entry in (contract or {}).items():
         feature = features.setdefault(
@@ -176,8 +206,8 @@ def example_rows(export_dir: str, signature_defs: Mapping, contract: Mapping | N
 
 
 def choose_rows(rows: list[dict], names: Sequence[str], count: int) -> list[dict]:
-    """Rows with every feature present first (a predict_raw request has no marker for
-    a missing int), then the rest, in order."""
+    """Rows with every feature present first (a sample that shows every feature), then
+    the rest, in order."""
     complete = [r for r in rows if all(n in r for n in names)]
     rest = [r for r in rows if not all(n in r for n in names)]
     return (complete + rest)[:count]

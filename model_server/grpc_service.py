@@ -10,6 +10,7 @@ import logging
 import time
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     classification_pb2,
     inference_pb2,
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (
 )
 
 from model_server import errors
+from model_server.config import ConfigError, ServerOptions
 from model_server.core import ClassifyResult, ModelSpec, ServerCore
 from model_server.tensors import ndarray_from_proto, tensor_proto
 
@@ -58,8 +60,10 @@ def _fill_classification(result: ClassifyResult, target) -> None:
 
 
 class _Service:
-    def __init__(self, core: ServerCore):
+    def __init__(self, core: ServerCore, *, tensor_content: bool = False):
         self.core = core
+        # --enable_serialization_as_tensor_content; else typed fields, as TF Serving.
+        self.tensor_content = tensor_content
 
     async def _serve(self, api: str, model_name: str, context, work):
         start = time.perf_counter()
@@ -96,7 +100,7 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
             response = predict_pb2.PredictResponse()
             _fill_spec(response.model_spec, servable, result.signature_name)
             for alias, array in result.outputs.items():
-                response.outputs[alias].CopyFrom(tensor_proto(array))
+                response.outputs[alias].CopyFrom(tensor_proto(array, self.tensor_content))
             return response
 
         return await self._serve("Predict", request.model_spec.name, context, work)
@@ -177,9 +181,59 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
         return await self._serve("HandleReloadConfigRequest", "", context, work)
 
 
-def add_services(server: grpc.aio.Server, core: ServerCore) -> None:
+def add_services(server: grpc.aio.Server, core: ServerCore, *,
+                 tensor_content: bool = False) -> None:
     """Registers both services on a grpc.aio server."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core), server
+        PredictionService(core, tensor_content=tensor_content), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+
+
+def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
+    """TLS from ``--ssl_config_file`` (``SSLConfig``), ALTS, or None (plaintext), as
+    tensorflow_model_server's BuildServerCredentials."""
+    if options.use_alts_credentials:
+        return grpc.alts_server_credentials()
+    ssl = options.ssl_config()
+    if ssl is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(ssl.server_key.encode(), ssl.server_cert.encode())],
+        root_certificates=ssl.custom_ca.encode() or None,
+        require_client_auth=ssl.client_verify,
+    )
+
+
+async def start_server(core: ServerCore,
+                       options: ServerOptions) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with both services on ``host:port`` (and the UNIX socket of
+    ``--grpc_socket_path``), configured by the flags, started; returns it and the
+    bound port."""
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS + options.grpc_arguments(),
+        maximum_concurrent_rpcs=options.grpc_max_threads or None,
+    )
+    add_services(server, core, tensor_content=options.enable_serialization_as_tensor_content)
+    checker = None
+    if options.enable_grpc_healthcheck_service:
+        checker = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    credentials = server_credentials(options)
+
+    def bind(address: str) -> int:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+
+    port = bind(f"{options.host}:{options.port}")
+    if port == 0:
+        raise OSError(f"Could not bind gRPC to {options.host}:{options.port}")
+    if options.grpc_socket_path and not bind(f"unix:{options.grpc_socket_path}"):
+        raise ConfigError(f"Could not listen on UNIX socket {options.grpc_socket_path}")
+    await server.start()
+    if checker is not None:
+        # The names tensorflow_model_server reports SERVING.
+        for name in ("ModelService", "PredictionService"):
+            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

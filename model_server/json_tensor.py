@@ -61,14 +61,32 @@ def loads(body: bytes):
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         # TF Serving's parser accepts NaN and Infinity tokens; orjson does not, so a
-        # body it refuses gets a second chance with the standard library's parser.
+        # body it refuses gets a second chance with the standard library's parser,
+        # which also lets through what orjson rightly refuses: a lone surrogate
+        # ("\ud800") is not text. orjson.dumps finds one anywhere in the document.
         try:
-            doc = json.loads(body)
+            doc = json.loads(body, parse_int=_parse_int)
         except (ValueError, RecursionError, UnicodeDecodeError):
             raise errors.invalid_argument(f"JSON Parse error: {e}") from None
+        try:
+            orjson.dumps(doc)
+        except TypeError as invalid:  # also raised for nesting deeper than orjson writes
+            if "surrogate" in str(invalid):
+                # orjson's own message has the position when the surrogate was the
+                # first thing it refused; else rapidjson's, as TF Serving answers.
+                where = str(e) if "surrogate" in str(e) else (
+                    "The surrogate pair in string is invalid.")
+                raise errors.invalid_argument(f"JSON Parse error: {where}") from None
     if not isinstance(doc, dict):
         raise _format_error(doc, "Is not object")
     return doc
+
+
+def _parse_int(text: str) -> int | float:
+    """A JSON integer as orjson (and TF Serving's rapidjson) reads it: beyond 64 bits,
+    a double."""
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(value)
 
 
 def debug_string(value) -> str:
@@ -612,5 +630,9 @@ def regression_json(values: np.ndarray) -> bytes:
 
 
 def error_json(message: str) -> bytes:
-    """``{"error": message}``."""
-    return orjson.dumps({"error": message})
+    """``{"error": message}``; text that is not valid Unicode (a lone surrogate from a
+    URL or a name) is written escaped rather than failing the answer."""
+    try:
+        return orjson.dumps({"error": message})
+    except TypeError:
+        return orjson.dumps({"error": message.encode("utf-8", "backslashreplace").decode()})

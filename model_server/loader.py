@@ -23,8 +23,9 @@ MAX_WARMUP_RECORDS = 1000
 DEFAULT_SIGNATURE = "serving_default"
 
 
-def read_signature_defs(path: str) -> dict:
-    """The SignatureDefs of the ``serve`` MetaGraph, read from saved_model.pb(txt)."""
+def read_signature_defs(path: str, tags=(SERVE_TAG,)) -> dict:
+    """The SignatureDefs of the MetaGraph tagged exactly ``tags`` (as TF Serving's
+    loader picks it), read from saved_model.pb(txt)."""
     saved_model = saved_model_pb2.SavedModel()
     pb = os.path.join(path, "saved_model.pb")
     if os.path.exists(pb):
@@ -33,28 +34,36 @@ def read_signature_defs(path: str) -> dict:
     else:
         with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as f:
             text_format.Parse(f.read(), saved_model)
+    found = []
     for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
+        if set(meta_graph.meta_info_def.tags) == set(tags):
             return dict(meta_graph.signature_def)
-    raise ValueError(f"SavedModel at {path} has no MetaGraph tagged '{SERVE_TAG}'")
+        found.append(",".join(sorted(meta_graph.meta_info_def.tags)))
+    raise ValueError(
+        f"SavedModel at {path} has no MetaGraph tagged {','.join(sorted(tags))!r} "
+        f"(--saved_model_tags); its MetaGraphs are tagged {found}"
+    )
 
 
 class SavedModelLoader:
     """Loads one version of one model into a :class:`Servable`."""
 
-    def __init__(self, name: str, version: int, path: str, *, warmup: bool = True):
+    def __init__(self, name: str, version: int, path: str, *, warmup: bool = True,
+                 warmup_iterations: int = 1, tags=(SERVE_TAG,)):
         self.name = name
         self.version = version
         self.path = path
         self.warmup = warmup
+        self.warmup_iterations = max(1, warmup_iterations)
+        self.tags = tuple(tags)
 
     def __repr__(self) -> str:
         return f"SavedModelLoader({self.name!r}, {self.version}, {self.path!r})"
 
     def load(self) -> Servable:
         """Loads the SavedModel and resolves every signature; replays warm-up requests."""
-        signature_defs = read_signature_defs(self.path)
-        loaded = tf.saved_model.load(self.path, tags=[SERVE_TAG])
+        signature_defs = read_signature_defs(self.path, self.tags)
+        loaded = tf.saved_model.load(self.path, tags=list(self.tags))
         signatures = {
             key: Signature(key, signature_defs[key], fn)
             for key, fn in loaded.signatures.items()
@@ -67,7 +76,7 @@ class SavedModelLoader:
             self.name, self.version, self.path, signatures, signature_def_map, loaded
         )
         if self.warmup:
-            count = replay_warmup(servable)
+            count = replay_warmup(servable, self.warmup_iterations)
             if count:
                 record_warmup(self.name, self.version, count)
                 log.info("Finished reading %d warmup records for %s version %d",
@@ -83,8 +92,9 @@ def _signature(servable: Servable, model_spec) -> Signature:
         raise ValueError(f"warm-up request names unknown signature {key!r}") from None
 
 
-def replay_warmup(servable: Servable) -> int:
-    """Runs ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog) once.
+def replay_warmup(servable: Servable, iterations: int = 1) -> int:
+    """Runs each request of ``assets.extra/tf_serving_warmup_requests`` (TFRecord of
+    PredictionLog) ``iterations`` times; returns the number of records.
 
     An error in a warm-up request fails the load, as in TF Serving.
     """
@@ -97,22 +107,27 @@ def replay_warmup(servable: Servable) -> int:
         if count > MAX_WARMUP_RECORDS:
             raise ValueError(f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS})")
         log_entry = prediction_log_pb2.PredictionLog.FromString(record)
-        kind = log_entry.WhichOneof("log_type")
-        if kind == "predict_log":
-            request = log_entry.predict_log.request
-            signature = _signature(servable, request.model_spec)
-            signature({k: ndarray_from_proto(k, v) for k, v in request.inputs.items()})
-        elif kind in ("classify_log", "regress_log"):
-            request = getattr(log_entry, kind).request
-            signature = _signature(servable, request.model_spec)
-            examples = serialized_examples(request.input)
-            signature({next(iter(signature.inputs)): examples})
-        elif kind == "multi_inference_log":
-            request = log_entry.multi_inference_log.request
-            examples = serialized_examples(request.input)
-            for task in request.tasks:
-                signature = _signature(servable, task.model_spec)
-                signature({next(iter(signature.inputs)): examples})
-        else:
-            raise ValueError(f"Unsupported log_type for warmup: {kind}")
+        for _ in range(iterations):
+            _replay(servable, log_entry)
     return count
+
+
+def _replay(servable: Servable, log_entry) -> None:
+    kind = log_entry.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = log_entry.predict_log.request
+        signature = _signature(servable, request.model_spec)
+        signature({k: ndarray_from_proto(k, v) for k, v in request.inputs.items()})
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(log_entry, kind).request
+        signature = _signature(servable, request.model_spec)
+        examples = serialized_examples(request.input)
+        signature({next(iter(signature.inputs)): examples})
+    elif kind == "multi_inference_log":
+        request = log_entry.multi_inference_log.request
+        examples = serialized_examples(request.input)
+        for task in request.tasks:
+            signature = _signature(servable, task.model_spec)
+            signature({next(iter(signature.inputs)): examples})
+    else:
+        raise ValueError(f"Unsupported log_type for warmup: {kind}")

@@ -20,11 +20,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from model_server import errors
-from model_server.loader import SavedModelLoader
+from model_server.loader import SERVE_TAG, SavedModelLoader
 from model_server.servable import Servable
 from model_server.source import BasePathNotFound, FileSystemSource
 from model_server.version_policy import VersionPolicy
@@ -102,13 +103,34 @@ class AspiredVersionsManager:
         self,
         *,
         enable_warmup: bool = True,
+        warmup_iterations: int = 1,
         file_system_poll_wait_seconds: float = 1.0,
+        tags=(SERVE_TAG,),
+        num_load_threads: int = 0,
+        max_num_load_retries: int = 0,
+        load_retry_interval_s: float = 60.0,
+        allow_version_labels_for_unavailable_models: bool = False,
         on_change: Callable[[], None] | None = None,
     ):
+        """Args are tensorflow_model_server's flags of the same names: warm-up replay
+        (each record ``warmup_iterations`` times), the MetaGraph ``tags`` to load,
+        models loaded ``num_load_threads`` at a time (0: one after another), each
+        failed load retried ``max_num_load_retries`` times ``load_retry_interval_s``
+        apart, and whether a label may name a version not loaded (yet)."""
         self.enable_warmup = enable_warmup
+        self.warmup_iterations = warmup_iterations
         self.poll_wait_seconds = file_system_poll_wait_seconds
+        self.tags = tuple(tags)
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval_s = load_retry_interval_s
+        self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self._load_pool = (ThreadPoolExecutor(num_load_threads, thread_name_prefix="load")
+                           if num_load_threads > 0 else None)
         self._on_change = on_change
         self._lock = threading.RLock()
+        # Guards the snapshots and each model's loaded versions when loads run in
+        # parallel (--num_load_threads).
+        self._publish_lock = threading.Lock()
         self._models: dict[str, _Model] = {}
         # Immutable snapshots, replaced whole (reads need no lock).
         self._serving: dict[str, dict[int, Servable]] = {}
@@ -184,21 +206,29 @@ class AspiredVersionsManager:
                     current.policy = policy
                 changed.append(name)
             self._publish()
-            failures = {}
-            for name in changed:
-                problem = self._reconcile(self._models[name])
-                if problem:
-                    failures[name] = problem
+            problems = self._reconcile_all([self._models[name] for name in changed])
+            failures = {name: problem for name, problem in zip(changed, problems) if problem}
             if initial and failures:
                 name, problem = next(iter(failures.items()))
                 raise StartupError(f"Error loading model {name}: {problem}")
-            self._set_labels(wanted)
+            try:
+                self._set_labels(wanted)
+            except errors.ServingError as e:
+                if initial:
+                    raise StartupError(e.message) from None
+                raise
 
     def _set_labels(self, wanted) -> None:
+        """ServerCore::UpdateModelVersionLabelMap: a label names an available version,
+        or (``allow_version_labels_for_unavailable_models``) any version unless the
+        label exists already for another one."""
         labels = {}
         for name, model_config in wanted.items():
             model_labels = dict(model_config.version_labels)
-            for version in sorted(model_labels.values()):
+            current = self._labels.get(name, {})
+            for label, version in sorted(model_labels.items(), key=lambda kv: kv[1]):
+                if self.allow_unavailable_labels and current.get(label, version) == version:
+                    continue
                 if version not in self._models[name].loaded:
                     raise errors.failed_precondition(
                         f"Request to assign label to version {version} of model {name}, "
@@ -208,6 +238,11 @@ class AspiredVersionsManager:
                 labels[name] = model_labels
         self._labels = labels
 
+    def _reconcile_all(self, models: list[_Model]) -> list[str | None]:
+        """Reconciles the models, ``num_load_threads`` at a time; their load problems."""
+        if self._load_pool is None or len(models) < 2:
+            return [self._reconcile(model) for model in models]
+        return list(self._load_pool.map(self._reconcile, models))
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
@@ -219,16 +254,17 @@ class AspiredVersionsManager:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stops polling (loaded versions stay until the process ends)."""
+        """Stops polling and load retries (loaded versions stay until the process ends)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._load_pool is not None:
+            self._load_pool.shutdown(wait=False, cancel_futures=True)
 
     def poll_once(self) -> None:
         """One scan of every base path, loading and unloading as the policies say."""
         with self._lock:
-            for model in list(self._models.values()):
-                self._reconcile(model)
+            self._reconcile_all(list(self._models.values()))
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_wait_seconds):
@@ -238,14 +274,18 @@ class AspiredVersionsManager:
                 log.exception("File system poll failed")
 
     def _set_state(self, name: str, version: int, state: VersionState) -> None:
-        states = dict(self._states.get(name, {}))
-        states[version] = state
-        self._states = {**self._states, name: states}
+        with self._publish_lock:
+            states = dict(self._states.get(name, {}))
+            states[version] = state
+            self._states = {**self._states, name: states}
 
-    def _publish(self) -> None:
-        serving = {name: dict(m.loaded) for name, m in self._models.items() if m.loaded}
-        latest = {name: versions[max(versions)] for name, versions in serving.items()}
-        self._serving, self._latest = serving, latest
+    def _publish(self, change: Callable[[], object] = lambda: None) -> None:
+        """Applies ``change`` (to a model's loaded versions) and publishes new snapshots."""
+        with self._publish_lock:
+            change()
+            serving = {name: dict(m.loaded) for name, m in self._models.items() if m.loaded}
+            latest = {name: versions[max(versions)] for name, versions in serving.items()}
+            self._serving, self._latest = serving, latest
         if self._on_change is not None:
             self._on_change()
 
@@ -276,30 +316,38 @@ class AspiredVersionsManager:
         self._set_state(model.name, version, VersionState(LOADING))
         log.info("Loading servable version {name: %s version: %d} from %s",
                  model.name, version, path)
-        try:
-            servable = SavedModelLoader(
-                model.name, version, path, warmup=self.enable_warmup
-            ).load()
-        except Exception as e:  # noqa: BLE001 - any failure is this version's error.
-            message = f"{type(e).__name__}: {e}".strip()
-            log.error("Loading servable version {name: %s version: %d} failed: %s",
-                      model.name, version, message)
-            model.failed[version] = stamp
-            self._set_state(model.name, version,
-                            VersionState(END, _error_code_name(e), message))
-            return message
+        loader = SavedModelLoader(model.name, version, path, warmup=self.enable_warmup,
+                                  warmup_iterations=self.warmup_iterations, tags=self.tags)
+        retry = 0
+        while True:
+            try:
+                servable = loader.load()
+                break
+            except Exception as e:  # noqa: BLE001 - any failure is this version's error.
+                message = f"{type(e).__name__}: {e}".strip()
+                log.error("Loading servable version {name: %s version: %d} failed: %s",
+                          model.name, version, message)
+                # As TF Serving's Retry(): every error, max_num_load_retries more times.
+                if retry < self.max_num_load_retries and not self._stop.wait(
+                        self.load_retry_interval_s):
+                    retry += 1
+                    log.info("Retrying of Loading servable version {name: %s version: %d} "
+                             "retry: %d", model.name, version, retry)
+                    continue
+                model.failed[version] = stamp
+                self._set_state(model.name, version,
+                                VersionState(END, _error_code_name(e), message))
+                return message
         model.failed.pop(version, None)
-        model.loaded[version] = servable
         self._set_state(model.name, version, VersionState(AVAILABLE))
-        self._publish()
+        self._publish(lambda: model.loaded.__setitem__(version, servable))
         log.info("Successfully loaded servable version {name: %s version: %d}",
                  model.name, version)
         return None
 
     def _unload(self, model: _Model, version: int) -> None:
         self._set_state(model.name, version, VersionState(UNLOADING))
-        model.loaded.pop(version, None)
-        self._publish()
+        self._publish(lambda: model.loaded.pop(version, None))
         # In-flight requests keep their reference; memory goes when they finish.
         self._set_state(model.name, version, VersionState(END))
         log.info("Unloaded servable version {name: %s version: %d}", model.name, version)

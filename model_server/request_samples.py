@@ -1,24 +1,32 @@
 """Ready-to-run request samples generated from a model's signatures.
 
 Pure functions: signature metadata (the ``signature_def`` map of TF Serving's
-``GetModelMetadata``, as its REST JSON) and example rows (raw feature name -> value)
-in, sample texts out. ``tfbake inspect`` prints them; a web console can show the same.
+``GetModelMetadata``, as its REST JSON) and example rows in, sample texts out.
+``tfbake inspect`` prints them; the web console shows the same.
 
-For each signature, the request its method calls for:
+For each signature, the request its method and inputs call for:
 
 - classify / regress (one serialized ``tf.Example`` input): REST ``:classify`` /
   ``:regress`` with ``examples`` (JSON objects), gRPC ``Classify`` / ``Regress``;
 - predict on serialized ``tf.Example``s (``predict``, ``transform_features``): REST
   ``:predict`` with ``{"b64": ...}`` instances, gRPC ``Predict`` with a string tensor;
-- predict on raw features (``predict_raw``): REST ``:predict`` with one JSON object per
-  row, gRPC ``Predict`` with one tensor per feature;
+- predict on tensors (``predict_raw``, and any SavedModel's signatures whatever made
+  them: a TF1 ``simple_save``, a ``tf.Module``, Keras): REST ``:predict`` with one
+  JSON object per instance (``instances``) when every input has a batch dimension,
+  else ``inputs`` holding the whole tensors; gRPC ``Predict`` with one tensor per
+  input, of the input's dtype;
 
 each as ``curl``, Python ``requests``, Python gRPC (``tensorflow-serving-api`` stubs) and
-JavaScript ``fetch``. Feature types come from the ``predict_raw`` signature's input dtypes
-when the model has one (so an integral float value is still sent as a float), else from
-the Python values. A row's value may be a list (a multi-valued feature) and a string
-feature's value bytes or TF Serving's ``{"b64": ...}`` (an encoded image), sent as
-``{"b64": ...}`` in JSON and as bytes over gRPC.
+JavaScript ``fetch``.
+
+Rows: the tf.Example signatures and ``predict_raw`` take raw feature rows (name ->
+value; types from the ``predict_raw`` signature's dtypes when the model has one, so an
+integral float value is still sent as a float, else from the Python values). Other
+tensor signatures take rows of input name -> one instance's value, checked against
+the input's dtype and shape; without rows they get placeholders made from the dtype
+and shape (:func:`placeholder_row`). A string value may be bytes or TF Serving's
+``{"b64": ...}`` (an encoded image), sent as ``{"b64": ...}`` in JSON and as bytes over
+gRPC.
 """
 
 from __future__ import annotations
@@ -31,14 +39,27 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 import serving_input
-from model_server import json_tensor
+from model_server import errors, json_tensor
 from serving_input import signatures as sig
 
 CLIENTS = ("curl", "python-requests", "python-grpc", "javascript-fetch")
+# The dtypes of raw features (a tf.Example's float_list, int64_list, bytes_list).
 _DTYPES = {"DT_FLOAT": tf.float32, "DT_INT64": tf.int64, "DT_STRING": tf.string}
+# The dtypes TF Serving's JSON carries (util/json_tensor.cc): any such input can be sent.
+_JSON_DTYPES = {name: tf.as_dtype(types_pb2.DataType.Value(name)) for name in (
+    "DT_FLOAT", "DT_DOUBLE", "DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8",
+    "DT_UINT16", "DT_UINT32", "DT_UINT64", "DT_BOOL", "DT_STRING")}
+# TF Serving's name suffix for binary string tensors: shown as a file, placeholder image.
+BYTES_SUFFIX = json_tensor.BYTES_SUFFIX
+# A 2x2 gray PNG (tf.io.encode_png of 128s): the placeholder of a ``*_bytes`` input,
+# usually an encoded image.
+PLACEHOLDER_IMAGE = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAAAAABX3VL4AAAADklEQVQImWNsYGBiYAAAApIAhAA8ow4AAAAASUVORK5CYII=")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +87,152 @@ class RequestSample:
 
 
 def signature_kind(signature_def: Mapping) -> str | None:
-    """``"examples"`` (one serialized tf.Example input), ``"raw"`` (named tensors), or
-    None for a signature these samples do not cover (e.g. a non-string single input)."""
+    """``"examples"`` (one serialized tf.Example input), ``"tensors"`` (inputs of dtypes
+    TF Serving's JSON carries), or None (a dtype it cannot carry: see
+    :func:`uncallable_reason`)."""
     inputs = signature_def.get("inputs", {})
     if len(inputs) == 1 and next(iter(inputs.values())).get("dtype") == "DT_STRING" and (
         next(iter(inputs)) in (sig.CLASSIFY_INPUTS, serving_input.EXAMPLES_KEY)
     ):
         return "examples"
-    if inputs and all(info.get("dtype") in _DTYPES for info in inputs.values()):
-        return "raw"
+    if inputs and all(info.get("dtype") in _JSON_DTYPES for info in inputs.values()):
+        return "tensors"
     return None
+
+
+def uncallable_reason(signature_def: Mapping) -> str | None:
+    """Why no request can be built for a signature, or None when one can."""
+    inputs = signature_def.get("inputs", {})
+    if not inputs:
+        return "it has no inputs"
+    others = sorted(f"{n} ({i.get('dtype')})" for n, i in inputs.items()
+                    if i.get("dtype") not in _JSON_DTYPES)
+    if others:
+        return "TF Serving's JSON cannot carry the dtype of " + ", ".join(others)
+    return None
+
+
+def tensor_shape(info: Mapping) -> list[int] | None:
+    """A metadata TensorInfo's shape (-1 for an unknown dimension), None for unknown rank."""
+    shape = info.get("tensor_shape", {})
+    if shape.get("unknown_rank"):
+        return None
+    return [int(d.get("size", -1)) for d in shape.get("dim", [])]
+
+
+def batched(signature_def: Mapping) -> bool:
+    """Every input has a leading batch dimension of unknown size: one row per instance
+    (REST row format); otherwise a request carries whole tensors (columnar format)."""
+    shapes = [tensor_shape(info) for info in signature_def.get("inputs", {}).values()]
+    return bool(shapes) and all(s and s[0] == -1 for s in shapes)
+
+
+def instance_shape(signature_def: Mapping, name: str) -> list[int] | None:
+    """The shape of one row's value of an input (-1: any size; None: any rank)."""
+    shape = tensor_shape(signature_def["inputs"][name])
+    return shape[1:] if shape is not None and batched(signature_def) else shape
+
+
+def _filled(shape: list[int], leaf: Any) -> Any:
+    return leaf if not shape else [_filled(shape[1:], leaf) for _ in range(max(shape[0], 1))]
+
+
+def placeholder_row(signature_def: Mapping) -> dict:
+    """A row of typed placeholder values for every input: 1 for numbers, false, the
+    text ``"text"``, and a small PNG for a ``*_bytes`` string (TF Serving's name for
+    binary data, usually an encoded image); unknown dimensions get one element."""
+    row = {}
+    for name, info in sorted(signature_def.get("inputs", {}).items()):
+        dtype = _JSON_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            continue
+        if dtype == tf.string:
+            leaf = PLACEHOLDER_IMAGE if name.endswith(BYTES_SUFFIX) else "text"
+        elif dtype == tf.bool:
+            leaf = False
+        else:
+            leaf = 1.0 if dtype.is_floating else 1
+        row[name] = _filled(instance_shape(signature_def, name) or [], leaf)
+    return row
+
+
+def _nested_shape(value: Any) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _tensor_leaf(value: Any, dtype: tf.dtypes.DType) -> Any:
+    """One element as the input's dtype; a form's text is parsed ("2", "true")."""
+    if dtype == tf.string:
+        if isinstance(value, dict):
+            return json_tensor.decode_b64(value)
+        if isinstance(value, (str, bytes)):
+            return value
+        raise ValueError(f"expected text or {{\"b64\": ...}}, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        value = {"true": True, "false": False}.get(text, value)
+        if isinstance(value, str):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError(f"expected {dtype.name}, got {value!r}") from None
+    if dtype == tf.bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected {dtype.name}, got {value!r}")
+    if dtype.is_floating:
+        return float(value)
+    if value != int(value) or not dtype.min <= value <= dtype.max:
+        raise ValueError(f"expected {dtype.name}, got {value!r}")
+    return int(value)
+
+
+def tensor_value(signature_def: Mapping, name: str, value: Any) -> Any:
+    """One row's value of an input, typed and checked against its dtype and shape, or
+    a ValueError naming the input and what was expected."""
+    info = signature_def["inputs"][name]
+    dtype = _JSON_DTYPES[info["dtype"]]
+    shape = instance_shape(signature_def, name)
+    if isinstance(value, str) and dtype != tf.string and value.strip().startswith("["):
+        try:
+            value = json.loads(value)  # a form's JSON text for a tensor with dimensions
+        except ValueError:
+            pass
+
+    def typed(v):
+        return [typed(i) for i in v] if isinstance(v, list) else _tensor_leaf(v, dtype)
+
+    try:
+        result = typed(value)
+    except (ValueError, TypeError, OverflowError, errors.ServingError) as e:
+        message = e.message if isinstance(e, errors.ServingError) else str(e)
+        raise ValueError(f'Input "{name}" ({dtype.name}): {message}') from None
+    got = _nested_shape(result)
+    if shape is not None and (len(got) != len(shape) or any(
+            want not in (-1, have) for want, have in zip(shape, got))):
+        expected = "[" + ", ".join("?" if d == -1 else str(d) for d in shape) + "]"
+        raise ValueError(f'Input "{name}" ({dtype.name}) takes values of shape {expected} '
+                         f"per {'instance' if batched(signature_def) else 'request'}, got "
+                         f"[{', '.join(map(str, got))}]")
+    return result
+
+
+def _tensor_instance(row: Mapping[str, Any], signature_def: Mapping) -> dict:
+    inputs = signature_def["inputs"]
+    unknown = sorted(set(row) - set(inputs))
+    missing = sorted(set(inputs) - {n for n, v in row.items() if v is not None})
+    if unknown or missing:
+        raise ValueError(f"expected a value for each input {sorted(inputs)}; "
+                         f"missing {missing}, unknown {unknown}")
+    return {name: tensor_value(signature_def, name, row[name]) for name in sorted(inputs)}
 
 
 def api_of(signature_def: Mapping) -> str:
@@ -88,13 +245,22 @@ def api_of(signature_def: Mapping) -> str:
     return "predict"
 
 
+def raw_spec_of_inputs(inputs: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
+    """The raw feature spec and list features of a raw signature's metadata inputs
+    (:func:`serving_input.raw_feature_spec_of`: counts are not features)."""
+    return serving_input.raw_feature_spec_of({
+        name: (_DTYPES[info["dtype"]], len(info.get("tensor_shape", {}).get("dim", [])))
+        for name, info in inputs.items()
+        if info.get("dtype") in _DTYPES
+    })
+
+
 def feature_dtypes(signature_defs: Mapping[str, Mapping]) -> dict[str, tf.dtypes.DType]:
     """Raw feature name -> dtype, from the ``predict_raw`` signature (empty without one)."""
     raw = signature_defs.get(sig.PREDICT_RAW)
     if not raw:
         return {}
-    return {name: _DTYPES[info["dtype"]] for name, info in raw["inputs"].items()
-            if info.get("dtype") in _DTYPES}
+    return {name: spec.dtype for name, spec in raw_spec_of_inputs(raw["inputs"])[0].items()}
 
 
 def feature_type_name(dtype: str) -> str:
@@ -127,14 +293,14 @@ def _typed(value: Any, dtype: tf.dtypes.DType) -> Any:
     return value if isinstance(value, bytes) else str(value)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Bytes as TF Serving's ``{"b64": ...}``, in any JSON-like value."""
     if isinstance(value, bytes):
         return {json_tensor.B64: base64.b64encode(value).decode("ascii")}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     return value
 
 
@@ -165,20 +331,52 @@ def serialized_example(row: Mapping[str, Any], dtypes: Mapping) -> bytes:
     return serving_input.encode_example(typed, spec).SerializeToString()
 
 
-def _raw_instance(row: Mapping[str, Any], inputs: Mapping[str, Mapping]) -> dict:
-    """A ``predict_raw`` instance: every input present; a missing value is "" (string)
-    or NaN (float), the markers the raw serving_input_fn reads as missing."""
-    instance = {}
-    for name, info in inputs.items():
-        dtype = _DTYPES[info["dtype"]]
-        value = row.get(name)
-        if value is None:
-            if dtype == tf.int64:
-                raise ValueError(f'predict_raw needs a value for int feature "{name}"')
-            instance[name] = "" if dtype == tf.string else math.nan
-        else:
-            instance[name] = _typed_value(name, value, dtype)
-    return instance
+def _plain(value: Any) -> Any:
+    """A numpy value as JSON-like Python: bytes stay bytes only when not UTF-8 text."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()] if value.ndim else _plain(value.item())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _raw_instances(rows: Sequence[Mapping[str, Any]], inputs: Mapping[str, Mapping]) -> list:
+    """``predict_raw`` instances: every input of the signature for each row, a nullable
+    or list feature with its count (:func:`serving_input.raw_columns`)."""
+    spec, lists = raw_spec_of_inputs(inputs)
+    typed = [{name: _typed_value(name, value, spec[name].dtype)
+              for name, value in row.items() if value is not None and name in spec}
+             for row in rows]
+    columns = serving_input.raw_columns(typed, spec, lists)
+    return [{name: _plain(columns[name][i]) for name in inputs} for i in range(len(rows))]
+
+
+def _feature_inputs(name: str, signature_def: Mapping) -> bool:
+    """``predict_raw``: one tensor per raw feature, with missing-value markers."""
+    return name == sig.PREDICT_RAW and all(
+        info.get("dtype") in _DTYPES for info in signature_def.get("inputs", {}).values())
+
+
+def takes_feature_rows(name: str, signature_def: Mapping) -> bool:
+    """Whether a signature is called with raw feature rows (tf.Example signatures and
+    ``predict_raw``) rather than rows of its own input tensors."""
+    return signature_kind(signature_def) == "examples" or _feature_inputs(name, signature_def)
+
+
+def tensor_instances(signature_name: str, signature_def: Mapping,
+                     rows: Sequence[Mapping]) -> list[dict]:
+    """The rows as typed instances of a ``"tensors"`` signature (input name -> value)."""
+    if _feature_inputs(signature_name, signature_def):
+        return _raw_instances(rows, signature_def["inputs"])
+    if not batched(signature_def) and len(rows) != 1:
+        raise ValueError(f"signature {signature_name!r} takes whole tensors (an input has "
+                         f"no batch dimension): give one row, not {len(rows)}")
+    return [_tensor_instance(row, signature_def) for row in rows]
 
 
 def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Mapping],
@@ -188,18 +386,17 @@ def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Map
     kind, api = signature_kind(signature_def), api_of(signature_def)
     if kind == "examples" and api in ("classify", "regress"):
         return {"signature_name": signature_name,
-                "examples": [_jsonable(_typed_row(row, dtypes)) for row in rows]}
+                "examples": [jsonable(_typed_row(row, dtypes)) for row in rows]}
     if kind == "examples":
         return {"signature_name": signature_name, "instances": [
             {"b64": base64.b64encode(serialized_example(row, dtypes)).decode()} for row in rows
         ]}
-    if kind == "raw":
-        return {"signature_name": signature_name, "instances": [
-            _jsonable(_raw_instance(row, signature_def["inputs"])) for row in rows]}
-    raise ValueError(
-        f"signature {signature_name!r}: expected one serialized tf.Example input or "
-        f"float/int64/string inputs, got {dict(signature_def.get('inputs', {}))}"
-    )
+    if kind == "tensors":
+        instances = tensor_instances(signature_name, signature_def, rows)
+        if batched(signature_def):
+            return {"signature_name": signature_name, "instances": jsonable(instances)}
+        return {"signature_name": signature_name, "inputs": jsonable(instances[0])}
+    raise ValueError(f"signature {signature_name!r}: {uncallable_reason(signature_def)}")
 
 
 def rest_path(model_name: str, api: str, version: int | None = None) -> str:
@@ -209,7 +406,7 @@ def rest_path(model_name: str, api: str, version: int | None = None) -> str:
 
 
 def _curl(url: str, body: dict, comment: str) -> str:
-    payload = json.dumps(body)
+    payload = json.dumps(body, ensure_ascii=False)
     return (
         f"# {comment}\n"
         f"curl -sS --fail-with-body -X POST {shlex.quote(url)} \\\n"
@@ -219,20 +416,24 @@ def _curl(url: str, body: dict, comment: str) -> str:
 
 
 def _py(value: Any, indent: int = 0) -> str:
-    """A Python literal of JSON-like data, indented like ``json.dumps(indent=4)``;
-    NaN (a missing float) spelled ``float("nan")``."""
+    """A Python literal of JSON-like data, indented like ``json.dumps(indent=4)`` (a
+    short list of plain values on one line); NaN (a missing float) spelled
+    ``float("nan")``."""
     pad, inner = " " * indent, " " * (indent + 4)
     if isinstance(value, dict):
-        items = [f"{inner}{json.dumps(k)}: {_py(v, indent + 4)}" for k, v in value.items()]
+        items = [f"{inner}{_py(k)}: {_py(v, indent + 4)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}" if items else "{}"
     if isinstance(value, list):
-        items = [f"{inner}{_py(v, indent + 4)}" for v in value]
-        return "[\n" + ",\n".join(items) + f"\n{pad}]" if items else "[]"
-    if isinstance(value, float) and math.isnan(value):
-        return 'float("nan")'
-    if isinstance(value, bytes):
+        items = [_py(v, indent + 4) for v in value]
+        inline = "[" + ", ".join(items) + "]"
+        if len(inline) + indent <= 80 and "\n" not in inline:
+            return inline
+        return "[\n" + ",\n".join(inner + item for item in items) + f"\n{pad}]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    if isinstance(value, (bytes, bool)) or value is None:
         return repr(value)
-    return json.dumps(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _python_requests(url: str, body: dict, comment: str) -> str:
@@ -250,7 +451,7 @@ def _python_requests(url: str, body: dict, comment: str) -> str:
 def _javascript_fetch(url: str, body: dict, comment: str) -> str:
     # The JSON text as curl sends it, in a template literal: JSON.stringify would turn
     # a NaN (a missing float of predict_raw) into null.
-    payload = json.dumps(body, indent=2)
+    payload = json.dumps(body, indent=2, ensure_ascii=False)
     payload = payload.replace("\\", "\\\\").replace("`", "\\`").replace("${", "\\${")
     comment = "\n".join("// " + line.removeprefix("# ") for line in comment.split("\n"))
     return (
@@ -269,6 +470,11 @@ def _javascript_fetch(url: str, body: dict, comment: str) -> str:
 
 def _bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
+
+
+def _as_bytes(value: Any) -> Any:
+    """Every string of a nested value as bytes (a gRPC string tensor's elements)."""
+    return [_as_bytes(v) for v in value] if isinstance(value, list) else _bytes(value)
 
 
 def _feature_code(name: str, value: Any, dtype: tf.dtypes.DType) -> str:
@@ -336,16 +542,18 @@ def _python_grpc(target: str, model_name: str, version: int | None, signature_na
         )
     else:
         module = "predict_pb2"
-        instances = [_raw_instance(row, signature_def["inputs"]) for row in rows]
+        instances = tensor_instances(signature_name, signature_def, rows)
         body = "request = predict_pb2.PredictRequest()\n" + spec
-        for name, info in signature_def["inputs"].items():
-            dtype = _DTYPES[info["dtype"]]
-            values = [i[name] for i in instances]
+        for name, info in sorted(signature_def["inputs"].items()):
+            dtype = _JSON_DTYPES[info["dtype"]]
+            value = ([i[name] for i in instances] if batched(signature_def)
+                     else instances[0][name])
             if dtype == tf.string:
-                values = [_bytes(v) for v in values]
-            literal = "[" + ", ".join(_py(v) for v in values) + "]"
-            body += (f"request.inputs[{name!r}].CopyFrom(tf.make_tensor_proto("
-                     f"{literal}, dtype=tf.{dtype.name}))\n")
+                value = _as_bytes(value)
+                if name.endswith(BYTES_SUFFIX):
+                    body += f"# {name}: a file's bytes, e.g. open('image.png', 'rb').read()\n"
+            body += (f"request.inputs[{name!r}].CopyFrom(\n"
+                     f"    tf.make_tensor_proto({_py(value, 4)}, dtype=tf.{dtype.name}))\n")
         body += "print(stub.Predict(request, timeout=30))\n"
     header = _GRPC_HEADER.format(modules=f"{module}, ", target=target)
     return f"# {comment}\n{header}\n{body}"
@@ -361,26 +569,28 @@ def request_samples(
     grpc_target: str = "localhost:8500",
     clients: Sequence[str] = CLIENTS,
     signatures: Sequence[str] | None = None,
+    tensor_rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[RequestSample]:
-    """Samples calling every covered signature with ``rows``, for each client.
+    """Samples calling every covered signature, for each client.
 
     Args:
       signature_defs: signature name -> signature def as TF Serving's metadata JSON
         (``inputs``/``outputs`` with ``dtype`` and ``tensor_shape``, ``method_name``).
-      rows: example rows, raw feature name -> value (or list of values); None or a
-        missing key is a missing value.
+      rows: raw feature rows for the tf.Example signatures and ``predict_raw``, name
+        -> value (or list of values); None or a missing key is a missing value. Without
+        rows those signatures get no samples.
       model_name: the model's name on the server.
       version: the model version to call (default: the latest the server has).
       rest_url, grpc_target: where the samples send their requests.
       clients: which of ``curl``, ``python-requests``, ``python-grpc``,
         ``javascript-fetch``.
       signatures: only these signatures (default: every covered one).
+      tensor_rows: signature name -> rows of its input tensors, for the other
+        signatures; default :func:`placeholder_row`.
     """
     unknown = sorted(set(clients) - set(CLIENTS))
     if unknown:
         raise ValueError(f"unknown client(s) {unknown}; expected some of {list(CLIENTS)}")
-    if not rows:
-        raise ValueError("request samples need at least one example row")
     dtypes = feature_dtypes(signature_defs)
     samples = []
     for name in sorted(signature_defs, key=lambda n: (n != sig.DEFAULT_SERVING, n)):
@@ -390,16 +600,25 @@ def request_samples(
         kind = signature_kind(signature_def)
         if kind is None:
             continue
+        if takes_feature_rows(name, signature_def):
+            calls_rows = rows
+        else:
+            calls_rows = (tensor_rows or {}).get(name) or [placeholder_row(signature_def)]
+        if not calls_rows:
+            continue
         api = api_of(signature_def)
-        body = request_body(name, signature_def, rows, dtypes)
+        body = request_body(name, signature_def, calls_rows, dtypes)
         url = rest_url.rstrip("/") + rest_path(model_name, api, version)
-        what = {"examples": "serialized tf.Examples", "raw": "raw feature values"}[kind]
+        what = {"examples": "serialized tf.Examples", "tensors": "input tensors"}[kind]
         if kind == "examples" and api in ("classify", "regress"):
             what = "tf.Examples as JSON objects"
+        elif _feature_inputs(name, signature_def):
+            what = "raw feature values"
         note = ""
         if kind == "examples" and api == "predict":
             note = "\n# each b64 is a serialized tf.Example of: " + "; ".join(
-                json.dumps(_jsonable(_typed_row(row, dtypes))) for row in rows)
+                json.dumps(jsonable(_typed_row(row, dtypes)), ensure_ascii=False)
+                for row in calls_rows)
         for client in clients:
             protocol = "gRPC" if client == "python-grpc" else "REST"
             title = f"{name}: {protocol} {api} with {what} ({client})"
@@ -411,7 +630,7 @@ def request_samples(
                 text, language = _javascript_fetch(url, body, title + note), "javascript"
             else:
                 text = _python_grpc(grpc_target, model_name, version, name, signature_def,
-                                    rows, dtypes, title)
+                                    calls_rows, dtypes, title)
                 language = "python"
             samples.append(RequestSample(name, api, client, language, title, text))
     return samples

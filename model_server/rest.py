@@ -9,9 +9,9 @@ status of its canonical code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-import sys
 import time
 import urllib.parse
 
@@ -22,6 +22,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from model_server import errors
 from model_server import json_tensor as jt
 from model_server.core import ModelSpec, ServerCore
+from model_server.http_server import read_body, timeout
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +37,13 @@ _MODEL_STATUS_API = re.compile(
 )
 _JSON = "application/json"
 HEALTH_PATH = "/healthz"
-
-if sys.version_info >= (3, 11):
-    _timeout = asyncio.timeout
-else:  # pragma: no cover - Python 3.10
-    import contextlib
-
-    @contextlib.asynccontextmanager
-    async def _timeout(seconds):
-        task = asyncio.current_task()
-        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise TimeoutError from None
-        finally:
-            handle.cancel()
+# http_rest_api_util.cc: AddCORSHeaders, and the preflight's origin check.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+_ORIGIN = re.compile(r"https?://")
 
 
 def _json_message(message) -> str:
@@ -68,12 +60,17 @@ class RestApi:
     console at ``/`` when one is given)."""
 
     def __init__(self, core: ServerCore, *, timeout_ms: int = 30000,
-                 max_body_bytes: int = 64 << 20, prometheus_path: str | None = None,
-                 console=None):
+                 max_body_bytes: int = 64 << 20, body_timeout_ms: int = 60000,
+                 num_threads: int = 0, cors: bool = False,
+                 prometheus_path: str | None = None, console=None):
         self.core = core
         self.console = console  # a model_server.console.Console, or None (--no-console)
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_ms / 1000 if body_timeout_ms > 0 else None
+        # --rest_api_num_threads: requests decoded and run at once (None: no bound).
+        self._slots = asyncio.Semaphore(num_threads) if num_threads > 0 else None
+        self.cors_headers = CORS_HEADERS if cors else None
         self.prometheus_path = prometheus_path
 
     def application(self) -> web.Application:
@@ -103,6 +100,8 @@ class RestApi:
         path = request.raw_path.split("?", 1)[0]
         if not path.lower().startswith("/v1/"):
             raise web.HTTPNotFound()
+        if request.method == "OPTIONS":
+            return self._preflight(request)
         start = time.perf_counter()
         method = request.method
         model_name, api = "", ""
@@ -111,21 +110,26 @@ class RestApi:
             if length is not None and length > self.max_body_bytes:
                 return self._too_large(length)
             try:
-                body = await request.read()
+                body = await read_body(request, self.body_timeout_s)
             except web.HTTPRequestEntityTooLarge:
                 return self._too_large(None)
-            model_name, api, work = self._route(method, path, body)
-            if self.timeout_s is None:
-                payload = await work
-            else:
+            except TimeoutError:
+                return self._refuse(408, (
+                    f"Request body not received within {self.body_timeout_s:g} s "
+                    "(--rest_api_body_timeout_in_ms)"))
+            async with self._slots or contextlib.nullcontext():
+                model_name, api, work = self._route(method, path, body)
                 try:
-                    async with _timeout(self.timeout_s):
+                    async with timeout(self.timeout_s):
                         payload = await work
                 except TimeoutError:
                     raise errors.deadline_exceeded("Deadline Exceeded") from None
             status, code_name = 200, "OK"
         except errors.ServingError as e:
             payload, status, code_name = jt.error_json(e.message), e.http_status, e.code_name
+        except UnicodeError as e:  # text from the client that is not valid Unicode
+            payload = jt.error_json(f"Request text is not valid Unicode: {e}")
+            status, code_name = 400, "INVALID_ARGUMENT"
         except Exception as e:  # noqa: BLE001 - never leak a traceback as HTML.
             log.exception("Internal error handling %s %s", method, path)
             payload, status, code_name = jt.error_json(f"Internal error: {e}"), 500, "INTERNAL"
@@ -133,19 +137,28 @@ class RestApi:
             self.core.metrics.record_request(
                 model_name, api, "REST", code_name, time.perf_counter() - start
             )
-        return web.Response(body=payload, status=status, content_type=_JSON)
+        return web.Response(body=payload, status=status, content_type=_JSON,
+                            headers=self.cors_headers)
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        """A CORS preflight: OK when it carries an http(s) Origin, as TF Serving answers
+        (with or without --rest_api_enable_cors_support, which adds the headers)."""
+        if _ORIGIN.search(request.headers.get("Origin", "")):
+            return web.Response(status=200, headers=self.cors_headers)
+        return web.Response(body=jt.error_json("Origin header is missing in CORS preflight"),
+                            status=400, content_type=_JSON, headers=self.cors_headers)
 
     def _too_large(self, length: int | None) -> web.Response:
         size = f"of {length} bytes " if length is not None else ""
-        response = web.Response(
-            body=jt.error_json(
-                f"Request body {size}exceeds the limit of {self.max_body_bytes} bytes "
-                "(--rest_api_max_body_bytes)"
-            ),
-            status=413,
-            content_type=_JSON,
-        )
-        response.force_close()  # the unread body cannot be skipped on this connection
+        return self._refuse(413, f"Request body {size}exceeds the limit of "
+                                 f"{self.max_body_bytes} bytes (--rest_api_max_body_bytes)")
+
+    def _refuse(self, status: int, message: str) -> web.Response:
+        """An error answered before the body was read: the connection is closed, since
+        the unread rest of the body cannot be skipped on it."""
+        response = web.Response(body=jt.error_json(message), status=status, content_type=_JSON,
+                                headers=self.cors_headers)
+        response.force_close()
         return response
 
     def _route(self, method: str, path: str, body: bytes):

@@ -12,7 +12,6 @@ import dataclasses
 import time
 from collections.abc import Mapping
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context, record
@@ -20,8 +19,6 @@ from tensorflow.python.framework import ops
 
 from model_server import errors
 from model_server.tensors import dtype_string
-
-_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +96,7 @@ class Signature:
                 return result
             result = self._fn(**inputs)
         except tf.errors.OpError as e:
-            raise errors.ServingError(
-                _GRPC_CODES.get(e.error_code, grpc.StatusCode.UNKNOWN), e.message
-            ) from None
+            raise errors.from_tf_error(e, inputs) from None
         except (TypeError, ValueError) as e:
             raise errors.invalid_argument(str(e)) from None
         outputs = {alias: tensor.numpy() for alias, tensor in result.items()}

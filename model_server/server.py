@@ -7,16 +7,15 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 
 import grpc
-from aiohttp import web
 
+from model_server import grpc_service
 from model_server.config import ConfigError, ServerOptions, parse_flags, read_model_server_config
 from model_server.core import ServerCore
-from model_server.grpc_service import SERVER_OPTIONS, add_services
+from model_server.http_server import HttpServer
 from model_server.manager import AspiredVersionsManager, StartupError
 from model_server.metrics import Metrics
 from model_server.rest import RestApi
@@ -25,10 +24,8 @@ log = logging.getLogger("model_server")
 
 # tensorflow_model_server's start-up lines, which tools wait for (see listening_address).
 GRPC_LISTENING = "Running gRPC ModelServer at "
+GRPC_SOCKET_LISTENING = "Running gRPC ModelServer at UNIX socket "
 REST_LISTENING = "Exporting HTTP/REST API at:"
-
-# How long in-flight requests may take to finish after SIGTERM.
-SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 def listening_address(line: str) -> tuple[str, str] | None:
@@ -37,7 +34,7 @@ def listening_address(line: str) -> tuple[str, str] | None:
     Returns ``("grpc", "host:port")`` or ``("rest", "http://host:port")``, or None for
     any other line.
     """
-    if line.startswith(GRPC_LISTENING):
+    if line.startswith(GRPC_LISTENING) and not line.startswith(GRPC_SOCKET_LISTENING):
         return "grpc", line[len(GRPC_LISTENING) :].split()[0]
     if line.startswith(REST_LISTENING):
         return "rest", "http://" + line[len(REST_LISTENING) :].split()[0]
@@ -48,11 +45,21 @@ class ModelServer:
     """One server: loads the configured models, then serves REST and gRPC."""
 
     def __init__(self, options: ServerOptions):
+        options.check()
         self.options = options
+        for line in options.notices():
+            log.warning("%s", line)
         self.metrics = Metrics()
         self.manager = AspiredVersionsManager(
             enable_warmup=options.enable_model_warmup,
+            warmup_iterations=options.num_request_iterations_for_warmup,
             file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+            tags=options.tags(),
+            num_load_threads=options.num_load_threads,
+            max_num_load_retries=options.max_num_load_retries,
+            load_retry_interval_s=options.load_retry_interval_micros / 1e6,
+            allow_version_labels_for_unavailable_models=(
+                options.allow_version_labels_for_unavailable_models),
         )
         self.core = ServerCore(
             self.manager,
@@ -60,12 +67,13 @@ class ModelServer:
             batching=options.batching_options(),
             num_threads=options.tensorflow_session_parallelism,
             method_name_check=options.enable_signature_method_name_check,
+            max_tensor_bytes=options.tensor_limit(),
         )
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._config_text: str | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self._stopping: asyncio.Event | None = None
         self._config_thread: threading.Thread | None = None
         self._config_stop = threading.Event()
@@ -78,6 +86,7 @@ class ModelServer:
 
     def load_models(self) -> None:
         """Loads every configured model; raises StartupError naming one that fails."""
+        configure_tensorflow_threads(self.options)
         config = self.options.model_server_config()
         if self.options.model_config_file:
             with open(self.options.model_config_file, encoding="utf-8") as f:
@@ -111,39 +120,34 @@ class ModelServer:
         options = self.options
         self._stopping = asyncio.Event()
         await self.core.prime()
-        self._grpc = grpc.aio.server(options=SERVER_OPTIONS)
-        add_services(self._grpc, self.core)
-        self.grpc_port = self._grpc.add_insecure_port(f"{options.host}:{options.port}")
-        if self.grpc_port == 0:
-            raise OSError(f"Could not bind gRPC to {options.host}:{options.port}")
-        await self._grpc.start()
+        self._grpc, self.grpc_port = await grpc_service.start_server(self.core, options)
         if options.rest_api_port != 0:
             console = None
             if options.console:
                 from model_server.console import Console
 
-                console = Console(self.core, grpc_target=f"{options.host}:{self.grpc_port}")
+                console = Console(self.core, grpc_target=f"{options.host}:{self.grpc_port}",
+                                  body_timeout_ms=options.rest_api_body_timeout_in_ms)
             rest = RestApi(
                 self.core,
                 timeout_ms=options.rest_api_timeout_in_ms,
                 max_body_bytes=options.rest_api_max_body_bytes,
+                body_timeout_ms=options.rest_api_body_timeout_in_ms,
+                num_threads=options.rest_api_num_threads,
+                cors=options.rest_api_enable_cors_support,
                 prometheus_path=options.prometheus_path(),
                 console=console,
             )
-            self._runner = web.AppRunner(rest.application(), access_log=None,
-                                         shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
-            await self._runner.setup()
-            sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # -1 (a tfbake extension) picks a free port, reported below.
-            sock.bind((options.host, max(options.rest_api_port, 0)))
-            self.rest_port = sock.getsockname()[1]
-            await web.SockSite(self._runner, sock, backlog=1024,
-                               shutdown_timeout=SHUTDOWN_GRACE_SECONDS).start()
+            self._http = HttpServer(rest.application(),
+                                    header_timeout_s=options.rest_api_header_timeout_in_ms / 1000)
+            # -1 (a tfbake extension) picks a free port, reported by announce().
+            self.rest_port = await self._http.start(options.host, options.rest_api_port)
 
     def announce(self) -> None:
         """Says on stdout where the server listens (tests and tools wait for it)."""
         print(f"{GRPC_LISTENING}{self.options.host}:{self.grpc_port} ...", flush=True)
+        if self.options.grpc_socket_path:
+            print(f"{GRPC_SOCKET_LISTENING}{self.options.grpc_socket_path} ...", flush=True)
         if self.rest_port:
             print(f"{REST_LISTENING}{self.options.host}:{self.rest_port} ...", flush=True)
 
@@ -158,16 +162,54 @@ class ModelServer:
             self._stopping.set()
 
     async def shutdown(self) -> None:
-        """Stops accepting, lets in-flight requests finish, releases everything."""
+        """Stops accepting; answers every request already received (within
+        ``--shutdown_grace_period_in_ms``); releases everything."""
+        grace_s = self.options.shutdown_grace_period_in_ms / 1000
+        log.info("Stopping: answering the requests received, for up to %g s", grace_s)
         tasks = []
         if self._grpc is not None:
-            tasks.append(self._grpc.stop(SHUTDOWN_GRACE_SECONDS))
-        if self._runner is not None:
-            tasks.append(self._runner.cleanup())
+            tasks.append(self._grpc.stop(grace_s))
+        if self._http is not None:
+            tasks.append(self._http.stop(grace_s))
         await asyncio.gather(*tasks, return_exceptions=True)
         self._config_stop.set()
         self.manager.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.core.close)
+
+
+def configure_tensorflow_threads(options: ServerOptions) -> None:
+    """TensorFlow's intra- and inter-op thread pools from the flags (and the session
+    config file), as tensorflow_model_server sets its session's; possible only before
+    TensorFlow has run an op in this process."""
+    import tensorflow as tf
+
+    session = options.session_config()
+    intra = inter = options.tensorflow_session_parallelism
+    if options.tensorflow_intra_op_parallelism or options.tensorflow_inter_op_parallelism:
+        intra = options.tensorflow_intra_op_parallelism
+        inter = options.tensorflow_inter_op_parallelism
+    if session is not None:
+        intra = intra or session.intra_op_parallelism_threads
+        inter = inter or session.inter_op_parallelism_threads
+        others = sorted(f.name for f, _ in session.ListFields()
+                        if f.name not in ("intra_op_parallelism_threads",
+                                          "inter_op_parallelism_threads"))
+        if others:
+            log.warning("%s: only the thread counts of a ConfigProto apply here; "
+                        "ignored: %s", options.tensorflow_session_config_file, ", ".join(others))
+    pools = tf.config.threading
+    for value, current, setter, name in (
+        (intra, pools.get_intra_op_parallelism_threads(),
+         pools.set_intra_op_parallelism_threads, "intra"),
+        (inter, pools.get_inter_op_parallelism_threads(),
+         pools.set_inter_op_parallelism_threads, "inter"),
+    ):
+        if value and value != current:
+            try:
+                setter(value)
+            except RuntimeError:
+                log.warning("TensorFlow already runs in this process: its %s-op threads stay "
+                            "%s (asked for %d)", name, current or "automatic", value)
 
 
 async def _serve_until_signal(server: ModelServer) -> None:
@@ -229,6 +271,11 @@ class RunningServer:
             return
         self._started.set()
         self._loop.run_until_complete(self.server.wait_stopped())
+        # As asyncio.run: what the stop cancelled finishes before the loop closes.
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     @property

@@ -7,11 +7,16 @@ error messages.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from model_server import errors
+
+# Bytes per element of a decoded DT_STRING tensor (a reference to a bytes object).
+_STRING_ELEMENT_BYTES = 8
 
 
 def dtype_string(dtype_enum: int) -> str:
@@ -22,8 +27,31 @@ def dtype_string(dtype_enum: int) -> str:
         return f"unknown dtype {dtype_enum}"
 
 
-def ndarray_from_proto(alias: str, proto) -> np.ndarray:
-    """A request TensorProto as numpy; a malformed one is ``tensor parsing error``."""
+def check_tensor_size(alias: str, shape, dtype_enum: int, max_bytes: int | None) -> None:
+    """INVALID_ARGUMENT naming the input when a tensor of ``shape`` would take more
+    than ``max_bytes`` once decoded (a few bytes of TensorProto can ask for GiBs)."""
+    if max_bytes is None or any(d < 0 for d in shape):
+        return
+    if dtype_enum == types_pb2.DT_STRING:
+        itemsize = _STRING_ELEMENT_BYTES
+    else:
+        try:
+            itemsize = tf.as_dtype(dtype_enum).size
+        except (TypeError, ValueError):
+            return  # decoding names the bad dtype
+    size = math.prod(shape) * itemsize
+    if size > max_bytes:
+        raise errors.invalid_argument(
+            f"Input tensor {alias} of shape [{','.join(map(str, shape))}] "
+            f"({dtype_string(dtype_enum)}) would take {size} bytes, more than the limit "
+            f"of {max_bytes} bytes (--max_request_tensor_bytes)"
+        )
+
+
+def ndarray_from_proto(alias: str, proto, max_bytes: int | None = None) -> np.ndarray:
+    """A request TensorProto as numpy; a malformed one is ``tensor parsing error``,
+    one larger than ``max_bytes`` decoded is refused before it is built."""
+    check_tensor_size(alias, [d.size for d in proto.tensor_shape.dim], proto.dtype, max_bytes)
     try:
         array = tf.make_ndarray(proto)
     except Exception:  # noqa: BLE001 - any malformed proto is the client's error.
@@ -33,9 +61,36 @@ def ndarray_from_proto(alias: str, proto) -> np.ndarray:
     return array
 
 
-def tensor_proto(array: np.ndarray):
-    """A response TensorProto for a numpy array (string arrays stay DT_STRING)."""
-    return tf.make_tensor_proto(array)
+# The TensorProto field of each dtype's values (tensor.proto; Tensor::AsProtoField);
+# float16 values go in half_val as their bits.
+_TYPED_FIELDS = {
+    np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
+    np.dtype(np.int32): "int_val", np.dtype(np.int16): "int_val", np.dtype(np.int8): "int_val",
+    np.dtype(np.uint8): "int_val", np.dtype(np.uint16): "int_val",
+    np.dtype(np.int64): "int64_val", np.dtype(np.uint32): "uint32_val",
+    np.dtype(np.uint64): "uint64_val", np.dtype(np.bool_): "bool_val",
+    np.dtype(np.float16): "half_val",
+}
+
+
+def tensor_proto(array: np.ndarray, tensor_content: bool = False):
+    """A response TensorProto for a numpy array: values in the typed field
+    (``float_val``...) as TF Serving writes them, or packed in ``tensor_content``
+    (``--enable_serialization_as_tensor_content``). Strings stay DT_STRING."""
+    field = _TYPED_FIELDS.get(array.dtype)
+    if field is None:  # strings, and the rare dtypes TensorFlow's own encoder knows
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(
+        dtype=tf.as_dtype(array.dtype).as_datatype_enum,
+        tensor_shape=tf.TensorShape(array.shape).as_proto(),
+    )
+    if tensor_content:  # as Tensor::AsProtoTensorContent: the bytes in host order
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    else:
+        flat = array.reshape(-1)
+        getattr(proto, field).extend((flat.view(np.uint16) if field == "half_val" else flat)
+                                     .tolist())
+    return proto
 
 
 def serialized_examples(input_proto) -> np.ndarray:

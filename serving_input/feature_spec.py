@@ -7,6 +7,8 @@ other part of tfbake derives its behaviour from it rather than restating it.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -35,3 +37,57 @@ def without(feature_spec: FeatureSpec, keys) -> dict:
     """The spec less some keys (e.g. the labels, which a serving example does not carry)."""
     drop = set(keys)
     return {name: spec for name, spec in feature_spec.items() if name not in drop}
+
+
+# The raw feature contract of an export, beside the warm-up file: a signature shows
+# names and dtypes but not which features may be absent or are lists.
+RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
+
+
+def write_raw_feature_spec(
+    export_dir: str, feature_spec: FeatureSpec, annotations: Mapping[str, Mapping] | None = None
+) -> str:
+    """Writes ``assets.extra/raw_feature_spec.json``: name -> type, shape, nullable, plus
+    the feature's ``annotations`` (what a client needs beyond the spec, e.g. that a
+    ``VarLenFeature`` is a list rather than a nullable value, or that a string holds an
+    encoded image). Returns its path."""
+    annotations = annotations or {}
+    contract = {
+        name: {
+            "type": type_name(spec.dtype),
+            "shape": list(spec.shape) if isinstance(spec, tf.io.FixedLenFeature) else None,
+            "nullable": is_optional(spec),
+            **annotations.get(name, {}),
+        }
+        for name, spec in feature_spec.items()
+    }
+    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(contract, f, indent=2)
+    return path
+
+
+def read_raw_feature_spec(export_dir: str) -> dict | None:
+    """``assets.extra/raw_feature_spec.json`` of an export, or None when it has none."""
+    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+_DTYPES = {name: dtype for dtype, name in _TYPE_NAMES.items()}
+
+
+def spec_of_contract(contract: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
+    """The raw feature spec a contract (:func:`read_raw_feature_spec`) describes, and
+    its list features."""
+    spec = {}
+    for name, entry in contract.items():
+        dtype = _DTYPES[entry["type"]]
+        if entry["shape"] is None:
+            spec[name] = tf.io.VarLenFeature(dtype)
+        else:
+            spec[name] = tf.io.FixedLenFeature(entry["shape"], dtype)
+    return spec, [name for name, entry in contract.items() if entry.get("list")]

@@ -31,7 +31,8 @@ class ServingInputReceiver:
         give them: dense for ``FixedLenFeature``, sparse for ``VarLenFeature``).
       feature_spec: the raw feature spec the features follow (labels excluded).
       list_features: the ``VarLenFeature``s of the spec that are lists (multi-valued),
-        not nullable values; :func:`build_raw_serving_input_fn` takes them padded.
+        not nullable values; :func:`build_raw_serving_input_fn` takes them as
+        ``[batch, n]`` values with a count per example.
     """
 
     receiver_tensors: Mapping[str, tf.TensorSpec]
@@ -83,36 +84,54 @@ def _list_features(spec: FeatureSpec, list_features: Iterable[str]) -> frozenset
     return lists
 
 
-# The padding of a list feature's predict_raw input (a [batch, n] tensor).
-LIST_PADDING = {tf.string: "", tf.int64: -1}
+# A VarLenFeature (a nullable value or a list) is two predict_raw inputs: its values
+# and "<name>_count", how many of them the example has (0: missing, or an empty list).
+# No value is reserved as a "missing" marker, so a missing int, an empty string and a
+# -1 in an int list all pass as sent. Dense tensors only, with the batch first, so the
+# real tensorflow_model_server takes them (gRPC, and REST in row or columnar form) and
+# its batching can merge requests (padding lists with pad_variable_length_inputs).
+COUNT_SUFFIX = "_count"
 
 
-def _missing_mask(values: tf.Tensor) -> tf.Tensor:
-    """Which entries of a nullable raw input mean "no value" (NaN, or an empty string),
-    and of a list input are padding (the empty string, or -1)."""
-    if values.dtype == tf.string:
-        return tf.equal(values, "")
-    if values.dtype.is_floating:
-        return tf.math.is_nan(values)
-    if len(values.shape) == 2:
-        return tf.equal(values, LIST_PADDING[tf.int64])
-    return tf.zeros_like(values, dtype=tf.bool)
+def count_input(name: str) -> str:
+    """The name of the ``predict_raw`` input that says how many values of ``name`` an
+    example has (a ``VarLenFeature``'s)."""
+    return f"{name}{COUNT_SUFFIX}"
 
 
-def _list_to_sparse(values: tf.Tensor) -> tf.SparseTensor:
-    """A padded [batch, n] list input as the SparseTensor parse_example gives a list."""
-    return tf.ragged.boolean_mask(values, tf.logical_not(_missing_mask(values))).to_sparse()
+def _checked_counts(name: str, counts: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """``counts`` after checking that each is within ``[0, width]``; the failure is one
+    sentence naming the input and the example (INVALID_ARGUMENT at serving)."""
+    bad = tf.logical_or(counts < 0, counts > width)
+    # The first bad example (0 when none: the message is then never shown).
+    first = tf.concat([tf.where(bad)[:, 0], [0]], axis=0)[0]
+    message = tf.strings.format(
+        f'Input "{count_input(name)}" is {{}} in example {{}}, but must be between 0 and '
+        f'{{}} (the values sent for "{name}" per example)',
+        (tf.concat([counts, [0]], axis=0)[first], first, width),
+    )
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [message])
+    with tf.control_dependencies([check]):
+        return tf.identity(counts)
 
 
-def _to_sparse(values: tf.Tensor) -> tf.SparseTensor:
-    """A nullable scalar per row, as the [batch, 0 or 1] SparseTensor parse_example gives."""
-    present = tf.logical_not(_missing_mask(values))
+def _nullable_to_sparse(name: str, values: tf.Tensor, counts: tf.Tensor) -> tf.SparseTensor:
+    """A nullable value per row (present where its count is 1) as the [batch, 0 or 1]
+    SparseTensor that parsing a tf.Example gives."""
+    present = tf.equal(_checked_counts(name, counts, tf.constant(1, tf.int64)), 1)
     rows = tf.where(present)[:, 0]
     indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
     dense_shape = tf.stack(
         [tf.shape(values, out_type=tf.int64)[0], tf.reduce_max(tf.cast(present, tf.int64))]
     )
     return tf.SparseTensor(indices, tf.boolean_mask(values, present), dense_shape)
+
+
+def _list_to_sparse(name: str, values: tf.Tensor, counts: tf.Tensor) -> tf.SparseTensor:
+    """A [batch, n] list input, each row's first ``count`` values its items, as the
+    SparseTensor that parsing a tf.Example gives."""
+    counts = _checked_counts(name, counts, tf.shape(values, out_type=tf.int64)[1])
+    return tf.RaggedTensor.from_tensor(values, lengths=counts).to_sparse()
 
 
 def build_raw_serving_input_fn(
@@ -124,11 +143,11 @@ def build_raw_serving_input_fn(
     """A ``serving_input_fn`` taking one named tensor per raw feature (JSON-friendly).
 
     A ``FixedLenFeature`` of shape ``s`` is an input of shape ``[batch] + s``. A
-    ``VarLenFeature`` is a nullable scalar input of shape ``[batch]`` where NaN (float)
-    or the empty string (string) means the value is missing; an int input has no such
-    marker, so every row carries a value. A list feature (``list_features``) is a
-    ``[batch, n]`` input, each row padded to the longest with ``""`` (strings) or
-    ``-1`` (ints); padding is dropped wherever it stands, so an int list cannot hold -1.
+    ``VarLenFeature`` is two inputs: its values and :func:`count_input` (``<name>_count``,
+    int64 ``[batch]``), how many of them each example has. A nullable value is
+    ``[batch]`` with a count of 0 (missing) or 1; a list feature (``list_features``)
+    is ``[batch, n]``, each row's first ``count`` values its items (the rest is any
+    padding). No value means "missing", so every value of every type passes as sent.
     """
     spec = dict(feature_spec)
     lists = _list_features(spec, list_features)
@@ -140,14 +159,24 @@ def build_raw_serving_input_fn(
         elif name in lists:
             shape += [None]
         tensors[name] = tf.TensorSpec(shape, feature.dtype, name=name)
+        if isinstance(feature, tf.io.VarLenFeature):
+            count = count_input(name)
+            if count in spec:
+                raise ValueError(
+                    f'predict_raw input "{count}" (how many values of "{name}" an example has) '
+                    f'clashes with the feature "{count}"; rename one of them'
+                )
+            tensors[count] = tf.TensorSpec([default_batch_size], tf.int64, name=count)
 
     def features_fn(received: Mapping[str, tf.Tensor]) -> Features:
         features = {}
         for name, feature in spec.items():
             if name in lists:
-                features[name] = _list_to_sparse(received[name])
+                features[name] = _list_to_sparse(name, received[name], received[count_input(name)])
             elif isinstance(feature, tf.io.VarLenFeature):
-                features[name] = _to_sparse(received[name])
+                features[name] = _nullable_to_sparse(
+                    name, received[name], received[count_input(name)]
+                )
             else:
                 features[name] = received[name]
         return features

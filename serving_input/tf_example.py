@@ -25,8 +25,10 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-def _coerce(value: Any, dtype: tf.dtypes.DType, name: str, where: str):
-    """One scalar checked against the feature's dtype (no silent conversions)."""
+def coerce_value(value: Any, dtype: tf.dtypes.DType, name: str, where: str = ""):
+    """One scalar checked against feature ``name``'s dtype (no silent conversions):
+    bytes for a string (text is UTF-8 encoded), an int, or a float; ``where`` ends the
+    error message (e.g. " in example 3")."""
     if dtype == tf.string:
         if isinstance(value, bytes):
             return value
@@ -77,7 +79,7 @@ def encode_example(
                 raise ExampleEncodingError(
                     f'Expected feature "{name}" with {expected} value(s), got {len(values)}{where}'
                 )
-        coerced = [_coerce(v, spec.dtype, name, where) for v in values]
+        coerced = [coerce_value(v, spec.dtype, name, where) for v in values]
         if spec.dtype == tf.string:
             features[name].bytes_list.value.extend(coerced)
         elif spec.dtype == tf.int64:

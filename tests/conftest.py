@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from model_server import listening_address
+from scripts.beam_portable import portable_runner as start_portable_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 PENGUINS_CONFIG = ROOT / "configs" / "penguins.yaml"
@@ -127,3 +128,33 @@ def python() -> str:
 @pytest.fixture(scope="session")
 def venv_bin() -> str:
     return os.path.dirname(sys.executable)
+
+
+@pytest.fixture(scope="session")
+def portable_runner(tmp_path_factory):
+    """Beam's portable job server (2 SDK workers per job) and an SDK worker pool, both
+    on 127.0.0.1 and in a folder of their own, started by ``scripts/beam_portable.py``
+    and stopped by pid: ``{"beam_args", "job_log", "pool_log", ...}``."""
+    with start_portable_runner(tmp_path_factory.mktemp("portable_runner"), num_workers=2) as r:
+        yield r
+
+
+@pytest.fixture(scope="session")
+def other_saved_models(tmp_path_factory) -> dict[str, str]:
+    """SavedModels not made by tfbake (tests/other_saved_models.py): name -> base path."""
+    from tests import other_saved_models
+
+    return other_saved_models.save_all(str(tmp_path_factory.mktemp("other_models")))
+
+
+@pytest.fixture(scope="session")
+def other_models_served(other_saved_models, python, tmp_path_factory):
+    """``tfbake serve --model_config_file`` on those models, one process for the session:
+    ``(rest_url, grpc_target)``."""
+    from tests import other_saved_models as models
+
+    tmp = tmp_path_factory.mktemp("other_serve")
+    config = tmp / "models.config"
+    config.write_text(models.model_config(other_saved_models))
+    with serve(python, [f"--model_config_file={config}"], tmp) as urls:
+        yield urls

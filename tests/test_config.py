@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from tests.conftest import write_config
 from tfbake.config import ConfigError, config_from_dict, load_config
 
 
@@ -243,3 +244,69 @@ def test_warm_start_from_a_folder_that_holds_no_model_is_named(good, tmp_path):
     # A run's own folder: its transform output is replaced before training starts.
     with pytest.raises(ConfigError, match="this run's own folder; warm-start from its export"):
         stages.previous_model(config, config.artifacts_dir)
+def test_a_derived_label_needs_a_preprocessing_fn(good):
+    good["label"] = {"name": "rich", "type": "string", "derived": True}
+    assert 'label "rich" is derived: a preprocessing_fn must compute it' in _error(good)
+
+
+def test_a_training_only_column_is_no_model_input(good):
+    good["features"]["income"] = {"type": "float", "serving": False}
+    good["preprocessing"]["income"] = {"scale": "z_score"}
+    assert 'preprocessing.income: "income" is serving: false (training data only)' in (
+        _error(good))
+
+
+def test_a_derived_label_and_training_only_columns_in_the_raw_and_serving_specs(good, tmp_path):
+    import tensorflow as tf
+
+    from tfbake import stages
+
+    (tmp_path / "prep_mod.py").write_text("def preprocessing_fn(inputs):\n    return {}\n")
+    good["features"]["income"] = {"type": "float", "serving": False}
+    good["label"] = {"name": "rich", "type": "string", "derived": True}
+    good["preprocessing_fn"] = "prep_mod:preprocessing_fn"
+    good["preprocessing"]["c"] = {"vocabulary": {}}
+    config = load_config(write_config(tmp_path, good))
+    assert set(config.raw_feature_spec()) == {"x", "c", "income"}  # no column "rich"
+    assert stages.serving_feature_spec(config) == {
+        "x": tf.io.VarLenFeature(tf.float32), "c": tf.io.FixedLenFeature([], tf.string)}
+
+
+@pytest.mark.parametrize("key, reference", [
+    ("preprocessing_fn", "no_such_module_anywhere:preprocessing_fn"),
+    ("model.build", "json:no_such_function"),
+])
+def test_a_reference_that_does_not_import_fails_at_config_load(good, key, reference):
+    if key == "model.build":
+        good["model"] = {"type": "custom", "build": reference}
+    else:
+        good[key] = reference
+    message = _error(good)
+    assert f"{key}" in message and reference in message and "cannot be imported" in message
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"x": {"impute": "mean", "strip": True}},
+     'preprocessing.x: strip cleans strings, but feature "x" is a float'),
+    ({"c": {"case": "lower", "map": {"High.": "high"}}},
+     "preprocessing.c: map key 'High.' never matches: values are lower-cased first"),
+])
+def test_cleaning_that_cannot_work_is_refused(good, entry, expected):
+    good["preprocessing"].update(entry)
+    assert expected in _error(good)
+
+
+def test_a_global_map_and_cleaning_a_number_label_are_refused(good):
+    good["cleaning"] = {"strip": True, "map": {"a": "b"}}
+    assert "cleaning.map: a map belongs to one feature or label" in _error(good)
+    del good["cleaning"]
+    good["label"] = {"name": "y", "type": "int", "strip": True}
+    assert 'label "y": strip, case and map clean strings, but the label is type int' in (
+        _error(good))
+
+
+def test_the_validation_split_is_a_file_or_a_fraction(good):
+    good["data"]["validation"] = {"fraction": 1.5}
+    assert "data.validation" in _error(good)
+    good["data"]["validation"] = "missing-*.csv"
+    assert "data.validation: no file matches '" in _error(good)

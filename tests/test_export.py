@@ -27,6 +27,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 import serving_input
 import transform
 from tfbake import stages
+from trainer.export import TEMP_PREFIX, remove_stale_temp_dirs
 
 TOLERANCE = 1e-5
 
@@ -125,13 +126,19 @@ def test_signatures_follow_the_canned_estimator_table(penguins_run):
         },
         "predict_raw": {
             "method": "tensorflow/serving/predict",
+            # A nullable feature comes with its count (0: missing, 1: present).
             "inputs": {
                 "island": ("string", [-1]),
                 "bill_length_mm": ("float32", [-1]),
+                "bill_length_mm_count": ("int64", [-1]),
                 "bill_depth_mm": ("float32", [-1]),
+                "bill_depth_mm_count": ("int64", [-1]),
                 "flipper_length_mm": ("float32", [-1]),
+                "flipper_length_mm_count": ("int64", [-1]),
                 "body_mass_g": ("float32", [-1]),
+                "body_mass_g_count": ("int64", [-1]),
                 "sex": ("string", [-1]),
+                "sex_count": ("int64", [-1]),
                 "year": ("int64", [-1]),
             },
             "outputs": predict_outputs,
@@ -291,10 +298,8 @@ def test_predict_raw_takes_named_features_and_agrees_with_examples(
 ):
     rows, _, examples = eval_examples
     spec = stages.serving_feature_spec(penguins_run.config)
-    columns = {}
-    for name, feature in spec.items():
-        missing = float("nan") if feature.dtype == tf.float32 else ""
-        columns[name] = tf.constant([row.get(name, missing) for row in rows], dtype=feature.dtype)
+    assert any(len(row) < len(spec) for row in rows)  # missing values among them
+    columns = serving_input.raw_columns(rows, spec)
     raw = loaded.signatures["predict_raw"](**columns)["probabilities"].numpy()
     parsed = loaded.signatures["predict"](examples=tf.constant(examples))["probabilities"]
     np.testing.assert_allclose(raw, parsed.numpy(), atol=TOLERANCE)
@@ -360,6 +365,30 @@ def test_a_killed_export_leaves_no_version_folder(penguins_run, python, tmp_path
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert _versions(base) == []
+    # The next export removes the killed one's hidden folder.
+    (stale,) = os.listdir(base)
+    assert stale.startswith(TEMP_PREFIX)
+    fn = serving_input.build_parsing_serving_input_fn(
+        stages.serving_feature_spec(penguins_run.config))
+    published = penguins_run.model.export_saved_model(str(base), fn)
+    assert os.listdir(base) == [os.path.basename(published)]
+
+
+def test_only_hidden_folders_untouched_since_the_export_started_are_removed(tmp_path):
+    started = time.time()
+    stale, writing = tmp_path / f"{TEMP_PREFIX}1-dead", tmp_path / f"{TEMP_PREFIX}2-live"
+    for folder in (stale, writing):
+        (folder / "variables").mkdir(parents=True)
+        (folder / "variables" / "variables.index").write_bytes(b"x")
+    for path in (stale / "variables" / "variables.index", stale / "variables", stale):
+        os.utime(path, (started - 60, started - 60))
+    for path in (writing / "variables", writing):
+        os.utime(path, (started - 60, started - 60))
+    recent = started + 1  # only its newest file is recent
+    os.utime(writing / "variables" / "variables.index", (recent, recent))
+    (tmp_path / "7").mkdir()
+    assert remove_stale_temp_dirs(str(tmp_path), started) == [str(stale)]
+    assert sorted(os.listdir(tmp_path)) == sorted(["7", writing.name])
 
 
 def test_exports_are_integer_versions_and_a_new_export_is_a_new_version(penguins_run, tmp_path):

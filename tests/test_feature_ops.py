@@ -359,26 +359,23 @@ def test_export_annotates_lists_and_images(run):
     assert "list" not in contract["num"]
 
 
-def test_predict_raw_takes_padded_lists(run):
-    """predict_raw's list inputs ([N, n], padded) become what parsing the examples gives."""
+def test_predict_raw_takes_lists_of_any_length_with_their_counts(run):
+    """predict_raw's list inputs ([N, n] values and a count per row) become what parsing
+    the examples gives; nothing is a marker, so an int list may hold -1 and ""."""
     config, _, rows, _ = run
     spec = {k: stages.serving_feature_spec(config)[k] for k in ("tags", "codes")}
-    lists = [r for r in rows["train"][:6]]
+    lists = [{"tags": r["tags"], "codes": r["codes"]} for r in rows["train"][:5]]
+    lists += [{"tags": ["", "sale"], "codes": [-1, 7, -1]}, {"tags": [], "codes": []}]
     raw = serving_input.build_raw_serving_input_fn(spec, list_features=["tags", "codes"])()
-    width = {k: max(1, *(len(r[k]) for r in lists)) for k in spec}
-    padded = {
-        "tags": tf.constant([r["tags"] + [""] * (width["tags"] - len(r["tags"])) for r in lists]),
-        "codes": tf.constant(
-            [r["codes"] + [-1] * (width["codes"] - len(r["codes"])) for r in lists], tf.int64
-        ),
-    }
-    from_raw = raw.features_fn(padded)
-    examples = serving_input.serialize_examples([{k: r[k] for k in spec} for r in lists], spec)
+    columns = serving_input.raw_columns(lists, spec, ["tags", "codes"])
+    assert columns["codes_count"].tolist() == [len(r["codes"]) for r in lists]
+    from_raw = raw.features_fn({k: tf.constant(v) for k, v in columns.items()})
+    examples = serving_input.serialize_examples(lists, spec)
     parsed = tf.io.parse_example(tf.constant(examples), spec)
     for key in spec:
-        assert tf.sparse.to_dense(from_raw[key]).numpy().tolist() == (
-            tf.sparse.to_dense(parsed[key]).numpy().tolist()
-        )
+        for part in ("indices", "values", "dense_shape"):
+            got, want = getattr(from_raw[key], part), getattr(parsed[key], part)
+            assert got.numpy().tolist() == want.numpy().tolist(), (key, part)
 
 
 def test_a_scale_after_an_imputation_equals_numpy_on_the_imputed_column(run):

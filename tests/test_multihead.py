@@ -111,7 +111,6 @@ def run(tmp_path_factory):
     model, metrics = stages.run_training(config)
     exports = {"multihead": stages.run_export(config, model)}
     tft_output = model.tft_output
-    train_fn, eval_fn = stages.input_fns(config, tft_output)
     receiver = serving_input.build_parsing_serving_input_fn(stages.serving_feature_spec(config))
     for name, model_class, label, other in (
         ("binary", trainer.DNNClassifier, "delayed", "dep_delay"),

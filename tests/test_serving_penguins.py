@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 
 import grpc
@@ -141,3 +142,69 @@ def test_tfbake_predict_streams_a_csv_to_jsonl(
     assert len(records) == len(expected["probabilities"])  # every eval row, in order
     scores = np.array([r["scores"] for r in records])
     assert np.abs(scores - expected["probabilities"]).max() <= TOLERANCE
+
+
+
+# A required feature missing from the second example: one sentence, over every API.
+MISSING_YEAR = 'Feature "year" (int) is required but missing in example 1'
+
+
+@pytest.fixture(scope="module")
+def missing_year(requests_and_answers) -> list[tf.train.Example]:
+    _, examples, _ = requests_and_answers
+    second = tf.train.Example.FromString(examples[1])
+    del second.features.feature["year"]
+    return [tf.train.Example.FromString(examples[0]), second]
+
+
+def _rest_error(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=60)
+    return error.value.code, json.load(error.value)
+
+
+def test_a_missing_required_feature_is_one_sentence_over_rest(
+    served, missing_year, requests_and_answers
+):
+    rest, _ = served
+    b64 = [{"b64": base64.b64encode(e.SerializeToString()).decode()} for e in missing_year]
+    predict = {"signature_name": "predict", "instances": b64}
+    assert _rest_error(f"{rest}/v1/models/penguins:predict", predict) == (
+        400, {"error": MISSING_YEAR})
+    rows, _, _ = requests_and_answers
+    examples = [rows[0], {k: v for k, v in rows[1].items() if k != "year"}]
+    assert _rest_error(f"{rest}/v1/models/penguins:classify", {"examples": examples}) == (
+        400, {"error": MISSING_YEAR})
+
+
+def test_a_missing_required_feature_is_one_sentence_over_grpc(served, missing_year):
+    _, target = served
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "penguins", "predict"
+    request.inputs["examples"].CopyFrom(
+        tf.make_tensor_proto([e.SerializeToString() for e in missing_year])
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(request, timeout=60)
+    assert (error.value.code(), error.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, MISSING_YEAR)
+    request = classification_pb2.ClassificationRequest(
+        input=input_pb2.Input(example_list=input_pb2.ExampleList(examples=missing_year))
+    )
+    request.model_spec.name = "penguins"
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Classify(request, timeout=60)
+    assert (error.value.code(), error.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, MISSING_YEAR)
+
+
+def test_a_value_of_the_wrong_type_is_one_sentence(served, requests_and_answers):
+    rest, _ = served
+    rows, _, _ = requests_and_answers
+    examples = [rows[0], {**rows[1], "year": 2008.5}]  # a JSON float: a float_list feature
+    assert _rest_error(f"{rest}/v1/models/penguins:classify", {"examples": examples}) == (
+        400, {"error": 'Expected feature "year" as int, got float in example 1'})

@@ -69,8 +69,11 @@ class PathReport:
       differing_rows: rows where some output is over tolerance.
       first_differing_row: index (in the eval stream) of the first such row.
       first_differing_source: where that row comes from (``file:line``).
-      skipped_rows: rows this path cannot take (e.g. a missing int for ``predict_raw``).
+      skipped_rows: rows this path cannot take (``predict_raw`` of an export made before
+        nullable and list features came with counts); skipped rows fail the check
+        unless it allows skips.
       error: why the path failed, if it did (a failed path fails the check).
+      allow_skips: whether skipped rows are allowed.
     """
 
     name: str
@@ -81,10 +84,12 @@ class PathReport:
     first_differing_source: str | None = None
     skipped_rows: int = 0
     error: str | None = None
+    allow_skips: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.differing_rows == 0
+        skips_ok = self.allow_skips or self.skipped_rows == 0
+        return self.error is None and self.differing_rows == 0 and skips_ok
 
 
 @dataclasses.dataclass
@@ -337,12 +342,13 @@ def read_transformed_eval(config: Config, tft_output) -> tuple[dict[str, np.ndar
 
 
 def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
-    """The eval rows as raw feature dicts (labels removed), with ``file:line``.
+    """The eval rows as raw feature dicts of the served features (labels and
+    ``serving: false`` columns removed), with ``file:line``.
 
     Rows the Beam job rejects (they are not in its output) are skipped.
     """
     spec = config.raw_feature_spec()
-    labels = config.label_keys
+    served = config.serving_features()
     files = sorted(glob.glob(config.data.eval))
     if not files:
         raise CheckError(f"data.eval: no file matches {config.data.eval!r}")
@@ -352,12 +358,10 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
                 example = tf.train.Example.FromString(record.numpy())
                 row = _example_to_row(example, spec)
                 if row is not None:
-                    for label in labels:
-                        row.pop(label, None)
-                    yield row, f"{path}#{n}"
+                    yield {k: v for k, v in row.items() if k in served}, f"{path}#{n}"
             continue
         csv = config.data.csv
-        columns = csv.column_names or transform.read_header(path, csv.delimiter)
+        columns = transform.column_names(path, csv)
         decoder = transform.CsvRowDecoder(spec, columns, csv, config.list_columns())
         with open(path, encoding="utf-8", newline="") as f:
             lines = [line.removesuffix("\r") for line in f.read().split("\n")]
@@ -368,9 +372,7 @@ def iter_eval_rows(config: Config) -> Iterator[tuple[dict, str]]:
                     row = decoder.decode_dict(line)
                 except ValueError:
                     continue
-                for label in labels:
-                    row.pop(label, None)
-                yield row, f"{path}:{n}"
+                yield {k: v for k, v in row.items() if k in served}, f"{path}:{n}"
 
 
 def _example_to_row(example: tf.train.Example, spec: Mapping) -> dict | None:
@@ -389,34 +391,6 @@ def _example_to_row(example: tf.train.Example, spec: Mapping) -> dict | None:
         else:
             row[name] = values
     return row
-
-
-def _raw_columns(rows: list[dict], spec: Mapping) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``predict_raw`` inputs for the rows it can take (NaN / "" mark a missing value;
-    a missing int or a list has no marker), and which rows those are."""
-    takes = np.array([
-        all(
-            isinstance(s, tf.io.FixedLenFeature)
-            or (not isinstance(row.get(name), (list, tuple))
-                and (row.get(name) is not None or s.dtype != tf.int64))
-            for name, s in spec.items()
-        )
-        for row in rows
-    ], dtype=bool)
-    kept = [row for row, ok in zip(rows, takes) if ok]
-    columns = {}
-    for name, s in spec.items():
-        if s.dtype == tf.string:
-            values = [row.get(name) for row in kept]
-            array = np.empty(len(values), dtype=object)
-            array[:] = [b"" if v is None else v.encode() if isinstance(v, str) else v
-                        for v in values]
-        else:
-            missing = math.nan if s.dtype == tf.float32 else 0
-            array = np.array([missing if row.get(name) is None else row[name] for row in kept],
-                             dtype=s.dtype.as_numpy_dtype)
-        columns[name] = array
-    return columns, takes
 
 
 # ---------------------------------------------------------------------- the paths
@@ -510,6 +484,7 @@ def check(
     tolerance: float = DEFAULT_TOLERANCE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     model: trainer.Model | None = None,
+    allow_skips: bool = False,
 ) -> CheckReport:
     """Runs the parity check of a config's export; see the module docstring.
 
@@ -524,6 +499,8 @@ def check(
       tolerance: see the module docstring.
       batch_size: rows per batch through every path.
       model: the trained model; default the one ``tfbake train`` saved.
+      allow_skips: rows a path cannot take (:attr:`PathReport.skipped_rows`) do not
+        fail the check.
     """
     export_dir = export_dir or trainer.latest_export(config.export_dir_base)
     model = model or stages.load_trained_model(config)
@@ -560,6 +537,8 @@ def check(
                                     default_method, batch_size))
     for s in servers:
         paths += [PathReport(name) for name in s.names]
+    for p in paths:
+        p.allow_skips = allow_skips
     by_name = {p.name: p for p in paths}
     session = _TF1Session(export_dir)
     spec = stages.serving_feature_spec(config)
@@ -593,7 +572,7 @@ def check(
                       tolerance, rename=default_head)
             if sig.PREDICT_RAW in signatures:
                 _run_raw(by_name[f"saved_model.load {sig.PREDICT_RAW}"],
-                         signatures[sig.PREDICT_RAW], row_dicts, spec, reference, positions,
+                         signatures[sig.PREDICT_RAW], row_dicts, reference, positions,
                          sources, tolerance)
             _run_path(by_name["TF1 session predict"], partial(session.predict, examples),
                       reference, positions, sources, tolerance)
@@ -674,17 +653,27 @@ def _add_features(report: FeatureReport, beam_rows: TransformedRows, served, bea
                                                                           .index(n)].sum())
 
 
-def _run_raw(report, function, rows, spec, reference, positions, sources, tolerance) -> None:
+def _run_raw(report, function, rows, reference, positions, sources, tolerance) -> None:
+    """``predict_raw`` on the rows it takes, as the signature's inputs say
+    (:func:`serving_input.raw_feature_spec_of`): every row, for an export whose nullable
+    and list features come with their counts. A row it cannot take is skipped."""
     inputs = function.structured_input_signature[1]
-    if any(inputs[name].shape.rank == 2 for name in spec):  # a list: padded input, not built
-        report.skipped_rows += len(rows)
-        return
-    columns, takes = _raw_columns(rows, spec)
+    spec, lists = serving_input.raw_feature_spec_of(
+        {name: (s.dtype, s.shape.rank) for name, s in inputs.items()}
+    )
+    takes = np.array([
+        all(row.get(name) is not None or not isinstance(s, tf.io.FixedLenFeature)
+            for name, s in spec.items())
+        and all(not isinstance(row.get(name), (list, tuple)) or name in lists for name in spec)
+        for row in rows
+    ], dtype=bool)
     report.skipped_rows += int((~takes).sum())
     if not takes.any():
         return
-    inputs = {k: tf.constant(v) for k, v in columns.items()}
-    _run_path(report, lambda: _numpy(function(**inputs)),
+    kept = [row for row, ok in zip(rows, takes) if ok]
+    columns = serving_input.raw_columns(kept, spec, lists)
+    tensors = {k: tf.constant(v) for k, v in columns.items()}
+    _run_path(report, lambda: _numpy(function(**tensors)),
               {k: v[takes] for k, v in reference.items()}, positions[takes],
               [s for s, ok in zip(sources, takes) if ok], tolerance)
 
@@ -748,7 +737,8 @@ def format_report(report: CheckReport) -> str:
     for p in report.paths:
         first = "-" if p.first_differing_row is None else (
             f"{p.first_differing_row} ({p.first_differing_source})")
-        status = "OK" if p.ok else ("ERROR" if p.error else "SKEW")
+        status = "OK" if p.ok else (
+            "ERROR" if p.error else "SKEW" if p.differing_rows else "SKIPPED")
         table.append([p.name, str(p.rows),
                       *[_number(p.max_abs_diff.get(o)) for o in report.outputs], first, status])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -760,8 +750,10 @@ def format_report(report: CheckReport) -> str:
         if p.error:
             lines.append(f"  {p.name}: {p.error}")
         if p.skipped_rows:
-            lines.append(f"  {p.name}: {p.skipped_rows} rows skipped (a missing int value or "
-                         "a list has no predict_raw encoding)")
+            lines.append(f"  {p.name}: {p.skipped_rows} rows skipped: this export's predict_raw "
+                         "has no input for a missing value or a list (export it again)"
+                         + ("" if p.allow_skips else "; a skipped row fails the check unless "
+                            "--allow-skips"))
     lines.append("")
     lines.append("OK" if report.ok else "FAILED: over tolerance (see above)")
     return "\n".join(lines)

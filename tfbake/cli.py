@@ -5,12 +5,15 @@
     tfbake train CONFIG                      train and evaluate on the transformed data
     tfbake export CONFIG                     export the trained model for TF Serving
     tfbake serve [--config CONFIG] [FLAGS]   the TF Serving-compatible model server
-    tfbake predict --server URL --model NAME --input rows.csv|rows.jsonl
+    tfbake predict --server URL [--config CONFIG | --model NAME] --input rows.csv|rows.jsonl
     tfbake check CONFIG [--server URL] [--grpc TARGET]   trained vs exported vs served
     tfbake inspect EXPORT_DIR_OR_URL [--model NAME]      signatures, features, samples
 
 Unknown ``--flags`` after the config are Beam pipeline options (``--runner``,
-``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...).
+``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...). A
+non-local runner refuses local data and artifacts paths unless
+``--workers_see_local_files``. ``--verbose`` anywhere shows TensorFlow's start-up and
+C++ logs (hidden otherwise).
 ``tfbake serve`` takes tensorflow_model_server's flags (``--port``,
 ``--rest_api_port``, ``--model_name``, ``--model_base_path``, ``--model_config_file``,
 ``--enable_batching``...); ``--config CONFIG`` fills in the model name and base path
@@ -24,11 +27,16 @@ import json
 import os
 import sys
 
-from tfbake import stages
-from tfbake.config import ConfigError, load_config
-from trainer import WarmStartReport
-from transform import TransformError
-from transform.analysis_cache import describe as describe_analysis_cache
+from tfbake.quiet import VERBOSE, tensorflow_import
+
+with tensorflow_import(sys.argv):  # before TensorFlow loads: its start-up logs
+    from serving_input.serving_check import ExportCheckError
+    from tfbake import stages
+    from tfbake.config import ConfigError, load_config
+    from tfbake.paths import WORKERS_SEE_LOCAL_FILES, LocalPathError
+    from trainer import WarmStartReport
+    from transform import TransformError
+    from transform.analysis_cache import describe as describe_analysis_cache
 
 COMMANDS = {
     "run": "transform -> train -> export, in one go",
@@ -59,6 +67,8 @@ def _add_check(sub) -> None:
                    help="check the first N eval rows (default: all)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="a value differs when |a - b| > T * (1 + |b|) (default: 1e-5)")
+    p.add_argument("--allow-skips", action="store_true", dest="allow_skips",
+                   help="rows a path cannot take do not fail the check (default: they do)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
@@ -86,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("config", help="the pipeline's YAML config, e.g. configs/penguins.yaml")
         if name in TAKES_BEAM_FLAGS:
+            p.add_argument(
+                WORKERS_SEE_LOCAL_FILES, action="store_true",
+                help="the Beam workers of a non-local runner see this machine's files "
+                "(a shared mount, workers on this machine): allow local data/artifacts paths",
+            )
             p.epilog = "Other --flags are passed to Beam as pipeline options."
     for name, help_text in SERVER_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -99,7 +114,7 @@ def _check(args: argparse.Namespace) -> int:
     from tfbake import check
 
     try:
-        config = load_config(args.config, check_files=False)
+        config = load_config(args.config, check_files=False, check_imports=False)
     except ConfigError as err:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2
@@ -111,6 +126,7 @@ def _check(args: argparse.Namespace) -> int:
             config, export_dir=args.export_dir, server=args.server, grpc_target=args.grpc,
             model_name=args.model, rows=args.rows,
             tolerance=check.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+            allow_skips=args.allow_skips,
         )
     except (check.CheckError, FileNotFoundError) as err:
         print(f"tfbake check: {err}", file=sys.stderr)
@@ -157,7 +173,7 @@ def _serve(argv: list[str]) -> int:
         parser.add_argument("--config")
         known, argv = parser.parse_known_args(argv)
         try:
-            config = load_config(known.config, check_files=False)
+            config = load_config(known.config, check_files=False, check_imports=False)
         except ConfigError as err:
             print(f"tfbake: {err}", file=sys.stderr)
             return 2
@@ -167,6 +183,26 @@ def _serve(argv: list[str]) -> int:
             *argv,
         ]
     return model_server.main(argv)
+
+
+def _predict(argv: list[str]) -> int:
+    """``tfbake predict``: ``--config CONFIG`` names the model and says how its CSV
+    files are laid out (``data.csv``), so an input CSV is read as the Beam job reads one."""
+    import model_server
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config")
+    known, argv = parser.parse_known_args(argv)
+    if known.config is None:
+        return model_server.cli_predict(argv)
+    try:
+        config = load_config(known.config, check_files=False, check_imports=False)
+    except ConfigError as err:
+        print(f"tfbake: {err}", file=sys.stderr)
+        return 2
+    if "--model" not in argv and not any(a.startswith("--model=") for a in argv):
+        argv = [f"--model={config.name}", *argv]
+    return model_server.cli_predict(argv, csv_format=config.data.csv)
 
 
 def _print(title: str, value) -> None:
@@ -187,13 +223,11 @@ def _print_warm_start(config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != VERBOSE]
     if argv and argv[0] == "serve":
         return _serve(argv[1:])
     if argv and argv[0] == "predict":
-        import model_server
-
-        return model_server.cli_predict(argv[1:])
+        return _predict(argv[1:])
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command not in TAKES_BEAM_FLAGS:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
@@ -206,16 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2
+    local_ok = getattr(args, "workers_see_local_files", False)
     try:
         if args.command == "run":
-            summary = stages.run_all(config, extra)
+            summary = stages.run_all(config, extra, workers_see_local_files=local_ok)
             _print("rows", summary["transform"])
             _print_analysis_cache(config)
             _print_warm_start(config)
             _print("eval metrics", summary["eval_metrics"])
             print(f"exported: {summary['export']}")
         elif args.command == "transform":
-            _print("rows", stages.run_transform(config, extra))
+            _print("rows", stages.run_transform(config, extra, workers_see_local_files=local_ok))
             _print_analysis_cache(config)
         elif args.command == "train":
             metrics = stages.run_training(config)[1]
@@ -223,10 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             _print("eval metrics", metrics)
         elif args.command == "export":
             print(f"exported: {stages.run_export(config)}")
-    except ConfigError as err:
+    except (ConfigError, LocalPathError) as err:
         print(f"tfbake {args.command}: {err}", file=sys.stderr)
         return 2
-    except (TransformError, FileNotFoundError) as err:
+    except (TransformError, ExportCheckError, FileNotFoundError) as err:
         print(f"tfbake {args.command}: {err}", file=sys.stderr)
         return 1
     return 0

@@ -7,7 +7,9 @@ label); every stage receives it instead of reading the YAML again.
 from __future__ import annotations
 
 import glob
+import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +25,14 @@ from tfbake.model_config import (
     check_label_and_model,
     label_feature_spec,
 )
+from tfbake.paths import ConfigPath, is_remote
 from transform.csv_source import CsvFormat
-from transform.preprocessing import FeaturePreprocessing, check_compatible
+from transform.ops.cleaning import Cleaning
+from transform.preprocessing import (
+    FeaturePreprocessing,
+    check_compatible,
+    load_preprocessing_fn,
+)
 
 _DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
 
@@ -42,7 +50,9 @@ class Feature(_Strict):
 
     ``list: true``: any number of values, none included (a multi-valued tf.Example
     feature); ``media: image``: a string holding an encoded PNG/JPEG/GIF/BMP image.
-    How a feature is used (a number, a category, a text) is said by its
+    ``serving: false``: a column of the training data only (e.g. what a derived label
+    is computed from): never transformed into a model input, never part of a serving
+    request. How a feature is used (a number, a category, a text) is said by its
     ``preprocessing`` entry.
     """
 
@@ -50,6 +60,7 @@ class Feature(_Strict):
     nullable: bool = False
     list: bool = False
     media: Literal["image"] | None = None
+    serving: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Feature:
@@ -62,14 +73,27 @@ class Feature(_Strict):
         return self
 
 
+class HeldOut(_Strict):
+    """A deterministic fraction of the training records (by a hash of each record)."""
+
+    fraction: float = Field(gt=0, lt=1)
+
+
 class Data(_Strict):
-    """Where the training and eval data are, and how much bad data a job tolerates."""
+    """Where the training, validation and eval data are, and how much bad data a job
+    tolerates.
+
+    ``validation``: a file (or glob), or ``{fraction: 0.1}`` of the training records,
+    that picks the early-stopping epoch (and the best checkpoint); ``eval`` is then
+    measured once, after training. Without it, ``eval`` does both.
+    """
 
     format: Literal["csv", "tfrecord"] = "csv"
     # One span (a file or a glob) or a list of spans (e.g. one a day): the analysis
     # cache keeps each span's statistics, so a new span is the only one analyzed.
-    train: str | list[str] = Field(min_length=1)
-    eval: str
+    train: ConfigPath | list[ConfigPath] = Field(min_length=1)
+    eval: ConfigPath
+    validation: ConfigPath | HeldOut | None = None
     csv: CsvFormat = Field(default_factory=CsvFormat)
     max_reject_fraction: float = Field(default=0.05, ge=0, le=1)
 
@@ -78,7 +102,7 @@ class Config(_Strict):
     """One pipeline, as declared in ``configs/<name>.yaml``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    artifacts: str | None = None
+    artifacts: ConfigPath | None = None  # None: artifacts/<name>, set when it loads
     data: Data
     features: dict[str, Feature] = Field(min_length=1)
     # One label (`label`), or several, each with its own head (`labels`: multi-head).
@@ -86,10 +110,22 @@ class Config(_Strict):
     labels: list[Label] | None = Field(default=None, min_length=1)
     preprocessing: dict[str, FeaturePreprocessing] = Field(default_factory=dict)
     preprocessing_fn: str | None = None
+    # strip / case for every string feature and string label (their own keys win).
+    cleaning: Cleaning | None = None
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     export: Export = Field(default_factory=Export)
     beam: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_artifacts(cls, raw: Any) -> Any:
+        # Resolved when the config loads, like every path (tfbake.paths).
+        if isinstance(raw, dict) and raw.get("artifacts") is None and isinstance(
+            raw.get("name"), str
+        ):
+            raw = {**raw, "artifacts": os.path.join("artifacts", raw["name"])}
+        return raw
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -108,6 +144,7 @@ class Config(_Strict):
             if names.count(name) > 1:
                 raise ValueError(f'labels: label "{name}" is declared twice')
         check_label_and_model(self.all_labels, self.model)
+        self._check_labels_and_cleaning()
         for name, ops in self.preprocessing.items():
             if ops.cross is not None:
                 self._check_cross(name, ops.cross)
@@ -116,10 +153,15 @@ class Config(_Strict):
                     f'preprocessing.{name}: "{name}" is not a declared feature '
                     f"(features: {', '.join(self.features)})"
                 )
+            elif not self.features[name].serving:
+                raise ValueError(
+                    f'preprocessing.{name}: "{name}" is serving: false (training data only), '
+                    "so no model input can be made of it"
+                )
             else:
                 self._check_ops(name, ops)
         if not self.preprocessing_fn:  # features without an entry get the default ops
-            for name in self.features.keys() - self.preprocessing.keys():
+            for name in self.serving_features() - self.preprocessing.keys():
                 self._check_ops(name, FeaturePreprocessing())
         images = [name for name, f in self.features.items() if f.media == "image"]
         if images and self.data.format != "tfrecord":
@@ -127,6 +169,31 @@ class Config(_Strict):
                 f"features.{images[0]}: images are read from tf.Examples (data.format: tfrecord)"
             )
         return self
+
+    def _check_labels_and_cleaning(self) -> None:
+        if self.cleaning is not None and self.cleaning.map is not None:
+            raise ValueError("cleaning.map: a map belongs to one feature or label")
+        for label in self.all_labels:
+            if label.derived and not self.preprocessing_fn:
+                raise ValueError(
+                    f'label "{label.name}" is derived: a preprocessing_fn must compute it '
+                    "(preprocessing_fn: my_module:preprocessing_fn)"
+                )
+            if label.type == "string":
+                self._merged_cleaning(f'label "{label.name}"', label.cleaning)
+        for name, feature in self.features.items():
+            ops = self.preprocessing.get(name)
+            if feature.type == "string" and ops is not None:
+                self._merged_cleaning(f"preprocessing.{name}", ops.cleaning)
+
+    def _merged_cleaning(self, key: str, own: Cleaning) -> Cleaning:
+        try:
+            return Cleaning.model_validate(
+                {k: v for k, v in own.over(self.cleaning).model_dump().items() if v is not None}
+            )
+        except ValidationError as err:
+            message = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{key}: {message}") from None
 
     def _check_ops(self, name: str, ops: FeaturePreprocessing) -> None:
         feature = self.features[name]
@@ -149,7 +216,8 @@ class Config(_Strict):
             )
         for part in crossed:
             feature = self.features.get(part)
-            if feature is None or feature.type == "float" or feature.list or feature.media:
+            if (feature is None or feature.type == "float" or feature.list or feature.media
+                    or not feature.serving):
                 raise ValueError(
                     f'preprocessing.{name}.cross: "{part}" is not a declared string or int '
                     "feature with one value"
@@ -158,7 +226,7 @@ class Config(_Strict):
     # Derived paths: everything a run writes goes under `artifacts`.
     @property
     def artifacts_dir(self) -> str:
-        return self.artifacts or os.path.join("artifacts", self.name)
+        return self.artifacts  # set once validated (_default_artifacts)
 
     @property
     def transform_dir(self) -> str:
@@ -198,7 +266,8 @@ class Config(_Strict):
         return [label.name for label in self.all_labels]
 
     def raw_feature_spec(self) -> dict:
-        """The raw feature spec of training data: every feature and the label.
+        """The raw feature spec of training data: every feature (``serving: false`` ones
+        included) and each label that is a column (not a derived one).
 
         Required values are ``FixedLenFeature([])``; nullable ones and lists
         ``VarLenFeature``, so a missing value is absent rather than coerced to 0 or ""
@@ -213,6 +282,14 @@ class Config(_Strict):
         for label in self.all_labels:
             spec.update(label_feature_spec(label))
         return spec
+
+    def serving_features(self) -> set[str]:
+        """The features a serving request carries (all but ``serving: false`` ones)."""
+        return {name for name, f in self.features.items() if f.serving}
+
+    def label_cleaning(self, label: Label) -> Cleaning:
+        """How a string label's values are cleaned: its keys over ``cleaning``."""
+        return label.cleaning.over(self.cleaning)
 
     def list_features(self) -> list[str]:
         """The multi-valued features (``list: true``): ``VarLenFeature``s that are lists,
@@ -277,15 +354,69 @@ def _format_errors(err: ValidationError) -> str:
     return "\n  ".join(lines)
 
 
+def load_object(reference: str, key: str):
+    """Imports ``package.module:name`` for the config key ``key`` (e.g. ``model.build``);
+    ValueError names the key."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{key}: {reference!r} cannot be imported: {err}") from err
+
+
+def _check_references(config: Config, source: str, folder: str | None = None) -> None:
+    """Imports every ``package.module:name`` the config names, so one that does not
+    import fails now, naming its key, rather than after the Beam job has started
+    (``folder``: the config's, which is on the import path)."""
+    references = {
+        "model.build": config.model.build,
+        "model.loss": config.model.loss,
+        "model.postprocess": config.model.postprocess,
+    }
+    try:
+        if config.preprocessing_fn:
+            load_preprocessing_fn(config.preprocessing_fn)
+        for key, reference in references.items():
+            if reference:
+                load_object(reference, key)
+    except ValueError as err:
+        searched = f" (searched the config's folder {folder} and sys.path)" if folder else ""
+        raise ConfigError(f"{source}: {err}{searched}") from None
+
+
+def import_path_of(path: str | os.PathLike) -> str:
+    """Puts the folder of the config file ``path`` on the import path (``sys.path``,
+    and ``PYTHONPATH`` for the processes this one starts: Beam workers on this machine),
+    so a ``preprocessing_fn`` module beside the config imports; returns the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [folder, *paths] if p)
+    return folder
+
+
 def _check_files(config: Config, source: str) -> None:
-    patterns = [("data.train", p) for p in config.train_spans] + [("data.eval", config.data.eval)]
+    patterns = [("data.train", p) for p in config.train_spans] + [
+        (f"data.{key}", getattr(config.data, key)) for key in ("eval", "validation")
+    ]
     for key, pattern in patterns:
-        if not glob.glob(pattern):
+        if not isinstance(pattern, str):  # no validation set, or a fraction of train
+            continue
+        if not (tf.io.gfile.glob(pattern) if is_remote(pattern) else glob.glob(pattern)):
             raise ConfigError(f"{source}: {key}: no file matches {pattern!r}")
 
 
-def load_config(path: str | os.PathLike, *, check_files: bool = True) -> Config:
-    """Reads and validates a YAML config; raises :class:`ConfigError` naming the bad key."""
+def load_config(
+    path: str | os.PathLike, *, check_files: bool = True, check_imports: bool = True
+) -> Config:
+    """Reads and validates a YAML config; raises :class:`ConfigError` naming the bad key.
+
+    The config's folder goes on the import path (:func:`import_path_of`). With
+    ``check_files``, the data files must exist; with ``check_imports``, the
+    ``preprocessing_fn`` and ``model.build``/``loss``/``postprocess`` must import.
+    """
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -295,11 +426,17 @@ def load_config(path: str | os.PathLike, *, check_files: bool = True) -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML: {err}") from None
-    return config_from_dict(raw, source=source, check_files=check_files)
+    folder = import_path_of(path)
+    config = config_from_dict(raw, source=source, check_files=check_files, check_imports=False)
+    if check_imports:
+        _check_references(config, source, folder)
+    return config
 
 
-def config_from_dict(raw: Any, *, source: str = "config", check_files: bool = True) -> Config:
-    """Validates an already-parsed config (e.g. built in Python)."""
+def config_from_dict(
+    raw: Any, *, source: str = "config", check_files: bool = True, check_imports: bool = True
+) -> Config:
+    """Validates an already-parsed config (e.g. built in Python); see :func:`load_config`."""
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
@@ -310,4 +447,6 @@ def config_from_dict(raw: Any, *, source: str = "config", check_files: bool = Tr
         raise ConfigError(f"{source}: invalid config:\n  {_format_errors(err)}") from None
     if check_files:
         _check_files(config, source)
+    if check_imports:
+        _check_references(config, source)
     return config

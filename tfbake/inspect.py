@@ -35,6 +35,7 @@ from model_server.export_contract import (  # noqa: F401
     read_raw_feature_spec,
     read_warmup_examples,
     signature_summary,
+    warmup_tensor_rows,
 )
 from model_server.loader import WARMUP_FILE
 from serving_input import signatures as sig
@@ -54,6 +55,9 @@ class ModelDescription:
     example_rows: list[dict]
     examples_from: str
     samples: list[request_samples.RequestSample]
+    # Signature -> the rows of input tensors its samples send (signatures that take
+    # tensors rather than raw features).
+    example_inputs: dict[str, list[dict]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -64,6 +68,7 @@ class ModelDescription:
             "raw_features": [dataclasses.asdict(f) for f in self.raw_features],
             "example_rows": self.example_rows,
             "examples_from": self.examples_from,
+            "example_inputs": request_samples.jsonable(self.example_inputs),
             "samples": [s.to_dict() for s in self.samples],
         }
 
@@ -143,7 +148,7 @@ def inspect(
             if not name.startswith("__")
         }
         served_version = metadata.get("model_spec", {}).get("version")
-        contract, rows, source = None, [], target
+        contract, rows, tensor_rows, source = None, [], {}, target
         host = target.split("://", 1)[1].rstrip("/")
         if target.startswith("grpc://"):
             grpc_target = grpc_target or host
@@ -156,6 +161,7 @@ def inspect(
         model_name = model_name or _model_name_of(export_dir)
         contract = read_raw_feature_spec(export_dir)
         rows = example_rows(export_dir, signature_defs, contract)
+        tensor_rows = warmup_tensor_rows(export_dir, signature_defs)
         source = export_dir
     features = raw_features(signature_defs, contract)
     names = [f.name for f in features]
@@ -164,18 +170,26 @@ def inspect(
     if rows:
         chosen = choose_rows(rows, names, examples)
         examples_from = f"{WARMUP_FILE} (real eval examples)"
-    else:
+    elif features:
         chosen = [{f.name: _PLACEHOLDERS.get(f.type, "") for f in features}][:examples]
         examples_from = "placeholders typed by the predict_raw signature (no warm-up examples)"
-    samples = []
-    if chosen and chosen[0]:
-        samples = request_samples.request_samples(
-            signature_defs, chosen, model_name=model_name,
-            rest_url=rest_url or "http://localhost:8501",
-            grpc_target=grpc_target or "localhost:8500",
-        )
+    else:
+        chosen = []
+        examples_from = ("each signature's input tensors: its warm-up requests, else "
+                         "placeholders by dtype and shape (no raw feature contract)")
+    inputs = {
+        name: tensor_rows.get(name, [])[:examples] or [request_samples.placeholder_row(d)]
+        for name, d in signature_defs.items()
+        if request_samples.signature_kind(d) == "tensors"
+        and not request_samples.takes_feature_rows(name, d)
+    }
+    samples = request_samples.request_samples(
+        signature_defs, chosen, model_name=model_name,
+        rest_url=rest_url or "http://localhost:8501",
+        grpc_target=grpc_target or "localhost:8500", tensor_rows=inputs,
+    )
     return ModelDescription(source, model_name, served_version, signature_defs, features,
-                            chosen, examples_from, samples)
+                            chosen, examples_from, samples, inputs)
 
 
 # ---------------------------------------------------------------------- printing
@@ -204,12 +218,17 @@ def format_text(description: ModelDescription) -> str:
                 rows.append(["  " + (role[:-1] if i == 0 else ""), tensor, info["dtype"],
                              _shape_text(info["shape"])])
         lines += _table(rows, "  ") if rows else []
-    lines += ["", "raw features (what a tf.Example or a predict_raw request carries):"]
-    rows = [["name", "type", "shape", "nullable", "example"]]
-    for f in d.raw_features:
-        nullable = "unknown" if f.nullable is None else ("yes" if f.nullable else "no")
-        rows.append([f.name, f.type, _shape_text(f.shape), nullable, json.dumps(f.example)])
-    lines += _table(rows)
+    if d.raw_features:
+        lines += ["", "raw features (what a tf.Example or a predict_raw request carries):"]
+        rows = [["name", "type", "shape", "nullable", "example"]]
+        for f in d.raw_features:
+            nullable = "unknown" if f.nullable is None else ("yes" if f.nullable else "no")
+            rows.append([f.name, f.type, _shape_text(f.shape), nullable, json.dumps(f.example)])
+        lines += _table(rows)
+    for name in ordered:
+        reason = request_samples.uncallable_reason(d.signature_defs[name])
+        if reason:
+            lines += ["", f"no sample for {name}: {reason}"]
     if d.samples:
         lines += ["", f"request samples (example rows from {d.examples_from}):"]
         for s in d.samples:

@@ -11,7 +11,9 @@ from typing import Literal
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tfbake.paths import ConfigPath
 from trainer.model import monitor_mode
+from transform.ops.cleaning import Case, Cleaning
 
 _DTYPES = {"float": tf.float32, "int": tf.int64, "string": tf.string}
 
@@ -31,10 +33,18 @@ class Label(_Strict):
     labels from ``classes`` (the exported order), one sigmoid each, ``threshold`` for
     the thresholded answer. ``weight``: this head's share of a multi-head loss.
     ``normalize``: a regression label is learned z-scored and answered in its units.
+    ``derived``: the label is no raw column; the ``preprocessing_fn`` computes its value
+    (string or int classes, a float target) and returns it under ``name``, and it is
+    then turned into class ids or a target as a label column is. ``strip``, ``case``
+    and ``map`` clean a string label's values first (``map: {"high.": "high"}``).
     """
 
     name: str
     type: Literal["float", "int", "string"] = "string"
+    derived: bool = False
+    strip: bool | None = None
+    case: Case | None = None
+    map: dict[str, str] | None = None
     head: HeadType | None = None
     classes: list[str] | None = Field(default=None, min_length=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)
@@ -62,7 +72,17 @@ class Label(_Strict):
             )
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError(f'label "{self.name}": classes {self.classes} repeat a class')
+        if self.type != "string" and (self.strip, self.case, self.map) != (None, None, None):
+            raise ValueError(
+                f'label "{self.name}": strip, case and map clean strings, but the label is '
+                f"type {self.type}"
+            )
         return self
+
+    @property
+    def cleaning(self) -> Cleaning:
+        """The label's own cleaning keys (unset ones left to the config's ``cleaning``)."""
+        return Cleaning.of(self)
 
     @property
     def kind(self) -> str:
@@ -163,16 +183,19 @@ class Training(_Strict):
 
 
 class Export(_Strict):
-    dir: str | None = None
+    dir: ConfigPath | None = None
     # Real eval examples written as TF Serving warm-up requests (0: none).
     warmup_examples: int = Field(default=5, ge=0, le=1000)
 
 
 def label_feature_spec(label: Label) -> dict:
-    """The label's part of the raw feature spec (training data only; never served).
+    """The label's part of the raw feature spec (training data only; never served):
+    nothing for a derived label.
 
     A multi-label label is a list (``VarLenFeature``; no label at all is an empty list).
     """
+    if label.derived:
+        return {}
     dtype = _DTYPES[label.type]
     if label.kind == "multi_label":
         return {label.name: tf.io.VarLenFeature(dtype)}

@@ -7,7 +7,6 @@ knows the YAML.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,45 +18,102 @@ import tf_keras
 import serving_input
 import trainer
 import transform
-from tfbake.config import Config, ConfigError
+from serving_input.serving_check import serving_check
+from tfbake import paths
+from tfbake.config import Config, ConfigError, load_object
 from tfbake.model_config import Label
 from transform.labels import transform_label
+from transform.ops.cleaning import clean_strings
 
 WEIGHTS_FILE = "model.weights.h5"
+# The dtypes a derived label's value may have, by its declared type.
+_LABEL_DTYPES = {"string": ("string",), "int": ("int64", "int32"), "float": ("float32", "float64")}
 
 
 def preprocessing_fn(config: Config):
     """The config's ``preprocessing_fn``: declared steps, a user's function, or both;
     then each label that a user's function did not transform
-    (:func:`transform.labels.transform_label`)."""
+    (:func:`transform.labels.transform_label`).
+
+    String labels are cleaned first (``strip``/``case``/``map``): a label column before
+    the user's function sees it, a derived label's value after the function computed it.
+    """
     user_fn = (
         transform.load_preprocessing_fn(config.preprocessing_fn)
         if config.preprocessing_fn
         else None
     )
     features_fn = transform.build_preprocessing_fn(
-        serving_feature_spec(config), config.preprocessing, label_key=None, user_fn=user_fn
+        serving_feature_spec(config),
+        config.preprocessing,
+        label_key=None,
+        user_fn=user_fn,
+        cleaning=config.cleaning,
     )
     labels = config.all_labels
+    cleanings = {label.name: config.label_cleaning(label) for label in labels}
 
     def with_labels(inputs: dict) -> dict:
+        inputs = {
+            name: clean_strings(x, cleanings[name]) if name in cleanings else x
+            for name, x in inputs.items()
+        }
         outputs = features_fn(inputs)
         for label in labels:
-            if label.name not in outputs:
-                outputs[label.name] = transform_label(
-                    inputs[label.name],
-                    label.name,
-                    label.is_classifier,
-                    label.classes,
-                    normalize=label.normalize,
-                )
+            if label.derived:
+                if label.name not in outputs:
+                    raise transform.TransformError(
+                        f'preprocessing_fn {config.preprocessing_fn}: label "{label.name}" is '
+                        "derived, but the function returns no output of that name (it returns "
+                        f"{sorted(outputs)})"
+                    )
+                value = clean_strings(outputs.pop(label.name), cleanings[label.name])
+                if value.dtype.name not in _LABEL_DTYPES[label.type]:
+                    raise transform.TransformError(
+                        f'preprocessing_fn {config.preprocessing_fn}: derived label '
+                        f'"{label.name}" is declared type {label.type}, but the function '
+                        f"returns {value.dtype.name} values"
+                    )
+            elif label.name not in outputs:
+                value = inputs[label.name]
+            else:
+                continue  # the user's function transformed the label column itself
+            outputs[label.name] = transform_label(
+                value,
+                label.name,
+                label.is_classifier,
+                label.classes,
+                normalize=label.normalize,
+            )
         return outputs
 
     return with_labels
 
 
-def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.TransformJob:
-    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section."""
+def transform_job(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> transform.TransformJob:
+    """The Beam job of a config; ``beam_args`` add to (and override) its ``beam`` section.
+
+    On a runner whose workers may be other machines (Dataflow, Flink, Spark, a portable
+    job server), a local data or artifacts path raises
+    :class:`~tfbake.paths.LocalPathError` naming its key, unless
+    ``workers_see_local_files`` (a shared mount, or workers on this machine).
+    """
+    beam_args = [*config.beam_args(), *beam_args]
+    validation = config.data.validation
+    if not workers_see_local_files and not transform.workers_on_this_machine(beam_args):
+        spans = config.train_spans
+        read = {
+            **{"data.train" if len(spans) == 1 else f"data.train[{i}]": span
+               for i, span in enumerate(spans)},
+            "data.eval": config.data.eval,
+        }
+        if isinstance(validation, str):
+            read["data.validation"] = validation
+        paths.check_workers_can_read(
+            {**read, "artifacts": config.artifacts_dir}, transform.runner_name(beam_args)
+        )
     return transform.TransformJob(
         raw_feature_spec=config.raw_feature_spec(),
         preprocessing_fn=preprocessing_fn(config),
@@ -67,16 +123,24 @@ def transform_job(config: Config, beam_args: Sequence[str] = ()) -> transform.Tr
         data_format=config.data.format,
         csv=config.data.csv,
         max_reject_fraction=config.data.max_reject_fraction,
-        beam_args=[*config.beam_args(), *beam_args],
+        beam_args=beam_args,
         list_features=config.list_columns(),
         image_features=config.image_features(),
         analysis_cache_dir=config.analysis_cache_dir,
+        class_labels=[label.name for label in config.all_labels if label.kind == "classification"],
+        validation_pattern=validation if isinstance(validation, str) else None,
+        validation_fraction=None if validation is None or isinstance(validation, str)
+        else validation.fraction,
     )
 
 
-def run_transform(config: Config, beam_args: Sequence[str] = ()) -> dict:
-    """Runs the Beam job; returns the per-split row counts."""
-    return transform.run(transform_job(config, beam_args))
+def run_transform(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> dict:
+    """Runs the Beam job (:func:`transform_job`); returns the per-split row counts."""
+    return transform.run(
+        transform_job(config, beam_args, workers_see_local_files=workers_see_local_files)
+    )
 
 
 def analysis_cache_report(config: Config) -> dict | None:
@@ -107,15 +171,6 @@ ENCODER_HYPERPARAMETERS = {
     "text_classifier": ("embedding_dim", "encoder", "units", "kernel_size"),
     "image_classifier": ("filters", "kernel_size", "pooling"),
 }
-
-
-def load_object(reference: str, key: str):
-    """Imports ``package.module:name`` for the config key ``key`` (e.g. ``model.build``)."""
-    module_name, _, attr = reference.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"{key}: {reference!r} cannot be imported: {err}") from err
 
 
 def label_head(label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
@@ -227,24 +282,34 @@ def distribute_strategy(config: Config) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def input_fns(config: Config, tft_output: tft.TFTransformOutput):
-    """The train (shuffled) and eval input functions over the transformed data."""
+def input_fns(config: Config, tft_output: tft.TFTransformOutput) -> dict:
+    """The input functions over the transformed data, by split: ``train`` (shuffled),
+    ``eval`` and, with ``data.validation``, ``validation``."""
     t = config.training
-    train = trainer.make_input_fn(
-        transform.data_pattern(config.transform_dir, "train"),
-        tft_output,
-        _label_key(config),
-        batch_size=t.batch_size,
-        shuffle=True,
-        seed=t.seed,
-    )
-    evaluation = trainer.make_input_fn(
-        transform.data_pattern(config.transform_dir, "eval"),
-        tft_output,
-        _label_key(config),
-        batch_size=max(t.batch_size, 256),
-    )
-    return train, evaluation
+    splits = {
+        "train": trainer.make_input_fn(
+            transform.data_pattern(config.transform_dir, "train"),
+            tft_output,
+            _label_key(config),
+            batch_size=t.batch_size,
+            shuffle=True,
+            seed=t.seed,
+        )
+    }
+    held_out = ["eval"] + ([transform.VALIDATION] if config.data.validation else [])
+    for split in held_out:
+        splits[split] = trainer.make_input_fn(
+            transform.data_pattern(config.transform_dir, split),
+            tft_output,
+            _label_key(config),
+            batch_size=max(t.batch_size, 256),
+        )
+    return splits
+
+
+def early_stopping_split(config: Config) -> str:
+    """The split that picks the early-stopping epoch: validation when configured."""
+    return transform.VALIDATION if config.data.validation else "eval"
 
 
 def previous_model(config: Config, source: str) -> trainer.PreviousModel:
@@ -300,34 +365,46 @@ def warm_start_report(config: Config) -> dict | None:
 def run_training(config: Config) -> tuple[trainer.Model, dict]:
     """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics.
 
-    With ``training.warm_start``, the model starts from the previous model's weights
-    (``trainer/warm_start.json`` says which were remapped, copied or left fresh). A run
-    killed midway resumes from its last finished epoch when started again.
+    The validation split (``data.validation``), else the eval split, picks the
+    early-stopping epoch; the returned metrics are the eval split's, measured once
+    after training. With ``training.warm_start``, the model starts from the previous
+    model's weights (``trainer/warm_start.json`` says which were remapped, copied or
+    left fresh). A run killed midway resumes from its last finished epoch when started
+    again. With ``multi_worker_mirrored``, run it on every worker of the ``TF_CONFIG``
+    cluster: each trains on its share of the records, only the chief writes
+    ``trainer_dir``.
     """
     tf_keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    with distribute_strategy(config).scope():
+    strategy = distribute_strategy(config)
+    with strategy.scope():
         model = build_model(config)
-    report_path = os.path.join(config.trainer_dir, trainer.WARM_START_REPORT)
-    if tf.io.gfile.exists(report_path):
-        tf.io.gfile.remove(report_path)  # an earlier run's
-    if config.training.warm_start:
-        # After the new model: its fresh rows are those a cold start gets.
-        previous = previous_model(config, config.training.warm_start)
-        trainer.warm_start(model, previous).write(config.trainer_dir)
-    train_fn, eval_fn = input_fns(config, model.tft_output)
+    with trainer.write_dir(config.trainer_dir, strategy) as out_dir:
+        report_path = os.path.join(out_dir, trainer.WARM_START_REPORT)
+        if tf.io.gfile.exists(report_path):
+            tf.io.gfile.remove(report_path)  # an earlier run's
+        if config.training.warm_start:
+            # After the new model: its fresh rows are those a cold start gets. Every
+            # worker starts from the same weights.
+            previous = previous_model(config, config.training.warm_start)
+            trainer.warm_start(model, previous).write(out_dir)
+    splits = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
     history = model.train(
-        train_fn,
-        eval_input_fn=eval_fn,
+        splits["train"],
+        eval_input_fn=splits[early_stopping_split(config)],
         epochs=config.training.epochs,
         early_stopping_patience=stopping.patience if stopping else None,
         monitor=stopping.monitor if stopping else "val_loss",
     )
-    metrics = model.evaluate(eval_fn)
-    trainer.write_report(model, history, eval_fn, config.trainer_dir)
-    model.keras_model.save_weights(os.path.join(config.trainer_dir, WEIGHTS_FILE))
+    metrics = model.evaluate(splits["eval"])
+    # Every worker reports and saves (both read variables that all workers sync);
+    # only the chief's go to trainer_dir.
+    with trainer.write_dir(config.trainer_dir, strategy) as out_dir:
+        trainer.write_report(model, history, splits["eval"], out_dir,
+                             validation_split=early_stopping_split(config))
+        model.keras_model.save_weights(os.path.join(out_dir, WEIGHTS_FILE))
     return model, metrics
 
 
@@ -342,12 +419,15 @@ def load_trained_model(config: Config) -> trainer.Model:
 
 
 def serving_feature_spec(config: Config) -> dict:
-    """What a serving tf.Example carries: the raw feature spec less the label(s)."""
-    return serving_input.without(config.raw_feature_spec(), config.label_keys)
+    """What a serving tf.Example carries: the raw feature spec less the label columns
+    and the ``serving: false`` features."""
+    served = config.serving_features()
+    return {name: spec for name, spec in config.raw_feature_spec().items() if name in served}
 
 
 def sample_examples(config: Config, count: int) -> list[bytes]:
-    """Up to ``count`` eval rows as serialized serving tf.Examples (label removed).
+    """Up to ``count`` eval rows as serialized serving tf.Examples (the columns a
+    serving request does not carry removed: labels, ``serving: false`` features).
 
     Rows the Beam job would reject are skipped.
     """
@@ -359,12 +439,12 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
     if config.data.format == "tfrecord":
         for record in tf.data.TFRecordDataset(path).take(count):
             example = tf.train.Example.FromString(record.numpy())
-            for key in config.label_keys:
+            for key in set(example.features.feature) - set(spec):
                 del example.features.feature[key]
             examples.append(example.SerializeToString())
         return examples
     csv = config.data.csv
-    columns = csv.column_names or transform.read_header(path, csv.delimiter)
+    columns = transform.column_names(path, csv)
     decoder = transform.CsvRowDecoder(
         config.raw_feature_spec(), columns, csv, config.list_columns()
     )
@@ -377,31 +457,52 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
             row = decoder.decode_dict(line)
         except ValueError:
             continue
-        for key in config.label_keys:
-            row.pop(key, None)
-        examples.append(serving_input.encode_example(row, spec).SerializeToString())
+        served = {name: value for name, value in row.items() if name in spec}
+        examples.append(serving_input.encode_example(served, spec).SerializeToString())
         if len(examples) == count:
             break
     return examples
 
 
+# Eval rows the export's serving check runs at least (with no warm-up examples too).
+CHECK_EXAMPLES = 5
+
+
 def run_export(config: Config, model: trainer.Model | None = None) -> str:
     """Exports the trained model for TF Serving, with warm-up requests made of real
-    eval examples; returns the version folder."""
+    eval examples, published once it serves them (and them with every nullable
+    feature absent); returns the version folder."""
     model = model or load_trained_model(config)
+    warmup = config.export.warmup_examples
+    examples = sample_examples(config, max(warmup, CHECK_EXAMPLES))
     return model.export_saved_model(
         config.export_dir_base,
         serving_input.build_parsing_serving_input_fn(
             serving_feature_spec(config), list_features=config.list_features()
         ),
-        warmup_examples=sample_examples(config, config.export.warmup_examples),
+        warmup_examples=examples[:warmup],
+        check_examples=examples,
         feature_annotations=config.feature_annotations(),
     )
 
 
-def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
-    """transform -> train -> export; returns a summary (row counts, metrics, export path)."""
-    stats = run_transform(config, beam_args)
+def run_all(
+    config: Config, beam_args: Sequence[str] = (), *, workers_see_local_files: bool = False
+) -> dict:
+    """transform -> train -> export; returns a summary (row counts, metrics, export path).
+
+    Not for a multi-worker cluster, whose workers would each run the Beam job: there,
+    run the transform once, the training on every worker, then the export.
+    """
+    multi_worker = config.training.distribute == "multi_worker_mirrored"
+    if multi_worker and (workers := trainer.workers_in_tf_config()) > 1:
+        raise ConfigError(
+            f"training.distribute: multi_worker_mirrored on the {workers} workers of "
+            "TF_CONFIG: run `tfbake transform` once, `tfbake train` on every worker, "
+            "then `tfbake export` (`tfbake run` would run the Beam job on every worker)"
+        )
+    stats = run_transform(config, beam_args, workers_see_local_files=workers_see_local_files)
+    serving_check()  # the export's check process: its TensorFlow import overlaps training
     model, metrics = run_training(config)
     export_path = run_export(config, model)
     summary = {
@@ -410,6 +511,7 @@ def run_all(config: Config, beam_args: Sequence[str] = ()) -> dict:
         "warm_start": warm_start_report(config),
         "eval_metrics": metrics,
         "export": export_path,
+        "early_stopping_split": early_stopping_split(config),
     }
     with tf.io.gfile.GFile(os.path.join(config.artifacts_dir, "run.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -13,6 +13,8 @@
   label, read back from the transform graph (the export undoes it);
 - :func:`warm_start`: a new model initialized from a previous one (:class:`PreviousModel`),
   embedding and linear rows remapped by vocabulary token;
+- :func:`write_dir`, :func:`workers_in_tf_config`: multi-worker training (only the
+  chief writes the model folder);
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
   predicted vs actual) as ``report.html`` with PNGs.
 """
@@ -26,6 +28,7 @@ from trainer.canned import (
     LinearRegressor,
 )
 from trainer.class_weights import class_weights
+from trainer.distribution import workers_in_tf_config, write_dir
 from trainer.export import latest_export
 from trainer.heads import (
     ClassificationHead,
@@ -68,5 +71,7 @@ __all__ = [
     "make_input_fn",
     "monitor_mode",
     "warm_start",
+    "workers_in_tf_config",
+    "write_dir",
     "write_report",
 ]

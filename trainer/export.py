@@ -1,13 +1,14 @@
 """``export_saved_model``: the transform graph, the model and the head in one SavedModel.
 
 The version folder is written under a hidden temporary name inside
-``export_dir_base`` and renamed at the end, so a server watching the base path never
-sees half a version, and a failed export leaves no integer-named folder behind.
+``export_dir_base``, loaded and run as TF Serving would in a process of its own
+(:mod:`serving_input.serving_check`), and only then renamed: a server watching the base
+path never sees half a version or one that cannot serve, and a failed export leaves no
+integer-named folder behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -17,16 +18,16 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from serving_input import ServingInputReceiver, is_optional, type_name
+from serving_input import ServingInputReceiver
 from serving_input import signatures as sig
+from serving_input.feature_spec import write_raw_feature_spec
 from serving_input.receivers import build_raw_serving_input_fn
+from serving_input.serving_check import ExportCheckError, check_or_raise, serving_check
+from serving_input.transform_graph import TransformGraph
 from trainer.heads import Head, SignatureSpec
 from trainer.warmup import write_warmup_requests
 
 TEMP_PREFIX = ".tmp-export-"
-# The raw feature contract beside the warm-up file: a signature shows names and dtypes
-# but not which features may be absent; `tfbake inspect` reads it.
-RAW_FEATURE_SPEC_FILE = os.path.join("assets.extra", "raw_feature_spec.json")
 
 
 Postprocess = Callable[[dict], dict]
@@ -39,29 +40,76 @@ def predictions_of(head: Head, logits, postprocess: Postprocess | None = None) -
     return dict(postprocess(predictions)) if postprocess else predictions
 
 
+class ServingTransform(tf.Module):
+    """The transform graph as the export serves it: the transformed features computed
+    from the served raw features and nothing else, labels left out, so no label code
+    (and no column only a label uses) is part of a serving signature
+    (:class:`serving_input.transform_graph.TransformGraph`). Outputs that need a column
+    a request does not carry (another label's, a ``serving: false`` column's) are
+    training data only and left out too.
+
+    Tracks the loaded transform graph, so its tables and vocabulary assets are saved
+    with the export, which then needs no transform directory.
+
+    Raises :class:`~serving_input.serving_check.ExportCheckError` when one of
+    ``model_inputs`` needs a raw column that serving requests do not carry.
+    """
+
+    def __init__(
+        self,
+        tft_output: tft.TFTransformOutput,
+        raw_features: Sequence[str],
+        label_keys: Sequence[str] = (),
+        model_inputs: Sequence[str] = (),
+    ):
+        super().__init__()
+        graph = TransformGraph(tft_output.transform_savedmodel_dir)
+        served = set(raw_features)
+        sources = graph.output_sources()
+        unserved = {
+            name: sorted(sources[name] - served) for name in model_inputs
+            if name in sources and not sources[name] <= served
+        }
+        if unserved:
+            needs = "; ".join(f'"{name}" needs {columns}' for name, columns in unserved.items())
+            raise ExportCheckError(
+                f"a model input is computed from a raw column that serving requests do not "
+                f"carry (they carry {sorted(served)}; a label's columns and serving: false "
+                f"features are training data only): {needs}"
+            )
+        outputs = {
+            name: value for name, value in graph.outputs.items()
+            if name not in set(label_keys) and sources[name] <= served
+        }
+        self._pruned = graph.prune(served, outputs)
+        self.transform_graph = graph.imported
+        self.function = self._pruned.function
+        # Transformed feature -> the raw features it is computed from.
+        self.sources = {name: sorted(sources[name]) for name in outputs}
+
+    def __call__(self, raw_features: dict) -> dict:
+        return self._pruned(raw_features)
+
+
 class _Servable(tf.Module):
-    """What the SavedModel tracks: the model and the transform layer (so its tables
-    and vocabulary assets are saved with it, and the export needs no transform dir)."""
+    """What the SavedModel tracks: the model and the serving transform."""
 
     def __init__(
         self,
         model: tf_keras.Model,
-        tft_layer,
+        transform: ServingTransform,
         head: Head,
-        label_keys: Sequence[str],
         postprocess: Postprocess | None = None,
     ):
         super().__init__()
         self.model = model
-        self.tft_layer = tft_layer
+        self.serving_transform = transform
         self._head = head
-        self._label_keys = tuple(label_keys)
         self._input_names = tuple(model.input_names)
         self._postprocess = postprocess
 
     def transform(self, raw_features: dict) -> dict:
-        transformed = self.tft_layer(raw_features)
-        return {k: v for k, v in transformed.items() if k not in self._label_keys}
+        return self.serving_transform(raw_features)
 
     def predict(self, raw_features: dict) -> dict:
         transformed = self.transform(raw_features)
@@ -129,30 +177,6 @@ def _set_method_names(export_dir: str, methods: dict) -> None:
     updater.save()
 
 
-def write_raw_feature_spec(
-    export_dir: str, feature_spec, annotations: Mapping[str, Mapping] | None = None
-) -> str:
-    """Writes ``assets.extra/raw_feature_spec.json``: name -> type, shape, nullable,
-    plus the feature's ``annotations`` (what a client needs beyond the spec, e.g.
-    that a ``VarLenFeature`` is a list rather than a nullable value, or that a
-    string holds an encoded image)."""
-    annotations = annotations or {}
-    contract = {
-        name: {
-            "type": type_name(spec.dtype),
-            "shape": list(spec.shape) if isinstance(spec, tf.io.FixedLenFeature) else None,
-            "nullable": is_optional(spec),
-            **annotations.get(name, {}),
-        }
-        for name, spec in feature_spec.items()
-    }
-    path = os.path.join(export_dir, RAW_FEATURE_SPEC_FILE)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(contract, f, indent=2)
-    return path
-
-
 def _free_version(export_dir_base: str, version: int | None) -> int:
     if version is not None:
         if tf.io.gfile.exists(os.path.join(export_dir_base, str(version))):
@@ -186,6 +210,7 @@ def export_saved_model(
     label_keys: Sequence[str] = (),
     version: int | None = None,
     warmup_examples: Sequence[bytes] = (),
+    check_examples: Sequence[bytes] | None = None,
     feature_annotations: Mapping[str, Mapping] | None = None,
     postprocess: Postprocess | None = None,
 ) -> str:
@@ -194,28 +219,59 @@ def export_saved_model(
     ``version`` defaults to seconds since the epoch, as Estimator's export did.
     ``warmup_examples`` (serialized raw tf.Examples) become
     ``assets.extra/tf_serving_warmup_requests``, replayed by TF Serving at load.
+    Before the version is published, a fresh process loads it as TF Serving does and
+    runs every signature on ``check_examples`` (default: the warm-up examples) and on
+    them with every nullable feature absent; a failure raises
+    :class:`serving_input.serving_check.ExportCheckError` naming the signature, the
+    feature and the op, and leaves no version folder.
     ``feature_annotations`` go into ``assets.extra/raw_feature_spec.json``
-    (:func:`write_raw_feature_spec`). ``postprocess`` maps the head's predictions
-    (:func:`predictions_of`) in every signature.
+    (:func:`serving_input.feature_spec.write_raw_feature_spec`). ``postprocess`` maps
+    the head's predictions (:func:`predictions_of`) in every signature.
     """
+    started = time.time()
     tf.io.gfile.makedirs(export_dir_base)
     version = _free_version(export_dir_base, version)
     final_dir = os.path.join(export_dir_base, str(version))
     temp_dir = os.path.join(export_dir_base, f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+    check = serving_check()  # started now if need be: its TensorFlow import overlaps the save
     try:
-        servable = _Servable(
-            model, tft_output.transform_features_layer(), head, label_keys, postprocess
-        )
         receiver = serving_input_fn()
+        transform = ServingTransform(
+            tft_output, list(receiver.feature_spec), label_keys, model.input_names
+        )
+        servable = _Servable(model, transform, head, postprocess)
         functions, methods = _signatures(servable, receiver)
         tf.saved_model.save(servable, temp_dir, signatures=functions)
         _set_method_names(temp_dir, methods)
         write_raw_feature_spec(temp_dir, receiver.feature_spec, feature_annotations)
         if warmup_examples:
             write_warmup_requests(temp_dir, methods, warmup_examples)
+        examples = warmup_examples if check_examples is None else check_examples
+        check_or_raise(check, temp_dir, examples, transform.sources)
         tf.io.gfile.rename(temp_dir, final_dir)
     except BaseException:
         if tf.io.gfile.exists(temp_dir):
             tf.io.gfile.rmtree(temp_dir)
         raise
+    remove_stale_temp_dirs(export_dir_base, started)
     return final_dir
+
+
+def remove_stale_temp_dirs(export_dir_base: str, started: float) -> list[str]:
+    """Removes what killed exports left: hidden ``.tmp-export-*`` folders in which
+    nothing changed since ``started`` (the running export's start), so an export
+    still writing beside this one is left alone. Returns the folders removed."""
+    removed = []
+    for name in tf.io.gfile.listdir(export_dir_base):
+        path = os.path.join(export_dir_base, name.rstrip("/"))
+        if not name.startswith(TEMP_PREFIX) or not tf.io.gfile.isdir(path):
+            continue
+        newest = max(
+            tf.io.gfile.stat(os.path.join(folder, entry)).mtime_nsec / 1e9
+            for folder, subfolders, files in tf.io.gfile.walk(path)
+            for entry in [""] + subfolders + files
+        )
+        if newest < started:
+            tf.io.gfile.rmtree(path)
+            removed.append(path)
+    return removed

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow.data.experimental import AutoShardPolicy
 
 
 def make_input_fn(
@@ -22,7 +23,8 @@ def make_input_fn(
     The dataset yields ``(features, label)`` batches parsed with the transformed
     feature spec (or just ``features`` when ``label_key`` is None; with several label
     keys, a multi-head model's, ``label`` is a dict by key). One pass per call: the
-    trainer asks for a fresh dataset each epoch.
+    trainer asks for a fresh dataset each epoch. Under a multi-worker strategy each
+    worker trains on its own share of the records (tf.data's ``DATA`` auto-sharding).
     """
     feature_spec = tft_output.transformed_feature_spec()
 
@@ -42,6 +44,11 @@ def make_input_fn(
         elif label_key is not None:
             keys = list(label_key)
             dataset = dataset.map(lambda features: (features, {k: features.pop(k) for k in keys}))
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        # Several workers each keep every n-th batch (the seeded shuffle gives every
+        # worker the same order, so their shares are disjoint). Keras' default, one
+        # file per worker, fails when the Beam job wrote fewer files than workers.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = AutoShardPolicy.DATA
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     return input_fn

@@ -15,6 +15,7 @@ import tf_keras
 
 from serving_input import ServingInputReceiver
 from trainer import export
+from trainer.distribution import barrier, is_chief, write_dir
 from trainer.heads import ClassificationHead, Head, MultiHead
 
 InputFn = Callable[[], tf.data.Dataset]
@@ -175,6 +176,9 @@ class Model:
         midway, started again, resumes from its last finished epoch. With
         ``early_stopping_patience``, stops when ``monitor`` stops improving (its mode,
         min or max, from its name: :func:`monitor_mode`) and restores the best weights.
+        Under a multi-worker strategy every worker calls it; only the chief writes
+        ``model_dir`` (:mod:`trainer.distribution`), and a rerun of all the workers
+        resumes from the chief's backup.
         """
         if not eval_input_fn and monitor.startswith("val_"):
             monitor = monitor.removeprefix("val_")
@@ -189,44 +193,53 @@ class Model:
                     restore_best_weights=True,
                 )
             )
-        best_path = history_path = None
-        if self.model_dir:
-            history_path = os.path.join(self.model_dir, HISTORY_FILE)
-            backup_dir = os.path.join(self.model_dir, BACKUP_DIR)
-            # Keras empties the backup folder when a fit finishes; a killed one leaves files.
-            resuming = tf.io.gfile.isdir(backup_dir) and bool(tf.io.gfile.listdir(backup_dir))
-            if not resuming and tf.io.gfile.exists(history_path):
-                tf.io.gfile.remove(history_path)  # a finished run's: this one starts afresh
-            best_path = os.path.join(self.model_dir, BEST_CHECKPOINT)
+        if not self.model_dir:
+            history = self._fit(input_fn, eval_input_fn, epochs, callbacks)
+            return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        strategy = self.keras_model.distribute_strategy
+        # Read by every worker: the chief's files. Written: into out_dir (the model
+        # folder on the chief, a temporary one on the other workers).
+        history_path = os.path.join(self.model_dir, HISTORY_FILE)
+        best_path = os.path.join(self.model_dir, BEST_CHECKPOINT)
+        backup_dir = os.path.join(self.model_dir, BACKUP_DIR)
+        # Keras empties the backup folder when a fit finishes; a killed one leaves files.
+        resuming = tf.io.gfile.isdir(backup_dir) and bool(tf.io.gfile.listdir(backup_dir))
+        if not resuming and is_chief(strategy) and tf.io.gfile.exists(history_path):
+            tf.io.gfile.remove(history_path)  # a finished run's: this one starts afresh
+        with write_dir(self.model_dir, strategy) as out_dir:
             # In this order: a run killed between two of them has saved its best
             # weights and its backup before its history row (the row is the proof).
             callbacks += [
                 BestCheckpoint(
-                    best_path,
+                    os.path.join(out_dir, BEST_CHECKPOINT),
                     monitor,
                     mode,
                     # A resumed run keeps the best of the epochs before the interruption.
                     best=_best_so_far(history_path, monitor, mode) if resuming else None,
                 ),
+                # Keras' own multi-worker handling: the chief writes the backup, every
+                # worker restores from it.
                 tf_keras.callbacks.BackupAndRestore(backup_dir),
-                tf_keras.callbacks.CSVLogger(history_path, append=True),
-                tf_keras.callbacks.TensorBoard(os.path.join(self.model_dir, "logs")),
+                tf_keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY_FILE), append=True),
+                tf_keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
             ]
-        history = self.keras_model.fit(
+            self._fit(input_fn, eval_input_fn, epochs, callbacks)
+        barrier(strategy)  # the chief's last checkpoint and history row are written
+        if early_stopping_patience is not None and tf.io.gfile.exists(best_path):
+            # Also when training ran out of epochs, or resumed: the best epoch's weights.
+            self.keras_model.load_weights(best_path)
+        with tf.io.gfile.GFile(history_path) as f:
+            rows = list(csv.DictReader(f))
+        return {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"}
+
+    def _fit(self, input_fn: InputFn, eval_input_fn: InputFn | None, epochs: int, callbacks):
+        return self.keras_model.fit(
             self._dataset(input_fn, weighted=True),
             validation_data=self._dataset(eval_input_fn) if eval_input_fn else None,
             epochs=epochs,
             callbacks=callbacks,
             verbose=0,
         )
-        if early_stopping_patience is not None and best_path and tf.io.gfile.exists(best_path):
-            # Also when training ran out of epochs, or resumed: the best epoch's weights.
-            self.keras_model.load_weights(best_path)
-        if history_path and tf.io.gfile.exists(history_path):
-            with tf.io.gfile.GFile(history_path) as f:
-                rows = list(csv.DictReader(f))
-            return {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"}
-        return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
     def _by_head(self, metrics: dict[str, float]) -> dict:
         """Keras' flat metric names -> ``{head: {metric: value}}`` for a multi-head model
@@ -252,7 +265,7 @@ class Model:
         """
         metrics = self.keras_model.evaluate(self._dataset(input_fn), verbose=0, return_dict=True)
         metrics = self._by_head({k: float(v) for k, v in metrics.items()})
-        if self.model_dir:
+        if self.model_dir and is_chief(self.keras_model.distribute_strategy):
             tf.io.gfile.makedirs(self.model_dir)
             with tf.io.gfile.GFile(os.path.join(self.model_dir, "metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
@@ -275,6 +288,7 @@ class Model:
         *,
         version: int | None = None,
         warmup_examples: Sequence[bytes] = (),
+        check_examples: Sequence[bytes] | None = None,
         feature_annotations: Mapping[str, Mapping] | None = None,
     ) -> str:
         """Exports for TF Serving; returns ``export_dir_base/<version>``.
@@ -285,7 +299,10 @@ class Model:
         with a raw one, ``serving_default`` = ``predict``.
         ``warmup_examples`` (serialized raw tf.Examples) are written as TF Serving's
         warm-up requests; ``feature_annotations`` (feature -> e.g. ``{"list": True}``)
-        go beside them into ``assets.extra/raw_feature_spec.json``.
+        go beside them into ``assets.extra/raw_feature_spec.json``. The version is
+        published only after a fresh process has loaded it as TF Serving does and run
+        every signature on ``check_examples`` (default: the warm-up examples), also
+        with every nullable feature absent (:func:`trainer.export.export_saved_model`).
         """
         return export.export_saved_model(
             self.keras_model,
@@ -296,6 +313,7 @@ class Model:
             label_keys=self.label_keys,
             version=version,
             warmup_examples=warmup_examples,
+            check_examples=check_examples,
             feature_annotations=feature_annotations,
             postprocess=self.postprocess,
         )

@@ -1,7 +1,8 @@
 """The evaluation picture: ``report.html`` with PNGs beside it, and ``report.json``.
 
-Learning curves (loss and the head's metrics per epoch, train vs eval) from the Keras
-history; on the eval data, for a classifier the confusion matrix and per-class
+Learning curves (loss and the head's metrics per epoch, train vs the split that picks the
+early-stopping epoch: validation, or eval without one) from the Keras history; on the
+eval data, for a classifier the confusion matrix and per-class
 precision/recall, for a multi-label head per-label precision/recall, for a regressor
 predicted vs actual; a multi-head model has one section per head. Figures are drawn with
 matplotlib's Agg canvas (no display, no pyplot state).
@@ -35,11 +36,11 @@ def _save(fig: Figure, out_dir: str, name: str) -> str:
     return name
 
 
-def _learning_curves(history: dict[str, list[float]], out_dir: str) -> str:
+def _learning_curves(history: dict[str, list[float]], out_dir: str, held_out: str) -> str:
     names = [k for k in history if not k.startswith("val_")]
     fig = Figure(figsize=(4.5 * len(names), 3.5), layout="constrained")
     for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
-        for key, label in ((name, "train"), (f"val_{name}", "eval")):
+        for key, label in ((name, "train"), (f"val_{name}", held_out)):
             if key in history:
                 epochs = np.arange(1, len(history[key]) + 1)
                 ax.plot(epochs, history[key], marker=".", label=label)
@@ -168,16 +169,19 @@ def _section(head, predictions, labels, out_dir: str, prefix: str = ""):
     return kind, summary, images, table
 
 
-def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir: str) -> str:
+def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir: str, *,
+                 validation_split: str = "eval") -> str:
     """Writes ``out_dir/report.html``, its PNGs and ``report.json``; returns the HTML's path.
 
     ``model`` is a trained :class:`trainer.Model`, ``history`` what its ``train``
     returned, ``eval_input_fn`` yields ``(transformed features, transformed label)``.
-    A multi-head model gets one section per head (PNGs prefixed ``<head>_``, its
-    summary under ``heads`` in ``report.json``).
+    ``validation_split``: the split the history's ``val_`` metrics (and early stopping)
+    come from. A multi-head model gets one section per head (PNGs prefixed
+    ``<head>_``, its summary under ``heads`` in ``report.json``), and ``splits`` in
+    ``report.json`` says which split each figure comes from.
     """
     tf.io.gfile.makedirs(out_dir)
-    images = [_learning_curves(history, out_dir)] if history else []
+    images = [_learning_curves(history, out_dir, validation_split)] if history else []
     predictions, labels = model.predict(eval_input_fn), _eval_labels(eval_input_fn)
     head = model.head
     if isinstance(head, MultiHead):
@@ -198,13 +202,18 @@ def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir:
         kind, summary, more, table = _section(head, predictions, labels, out_dir)
         images += more
     with tf.io.gfile.GFile(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump({"kind": kind, "images": images, "history": history, **summary}, f, indent=2)
+        splits = {"learning_curves": ["train", validation_split],
+                  "early_stopping": validation_split, "evaluation": "eval"}
+        json.dump({"kind": kind, "splits": splits, "images": images, "history": history,
+                   **summary}, f, indent=2)
     body = "\n".join(f'<p><img src="{name}" alt="{name}"></p>' for name in images)
     title = html.escape(", ".join(model.label_keys))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>tfbake report</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:right}</style>"
-        f"</head><body><h1>{title}: {kind}</h1>\n{body}\n{table}"
+        f"</head><body><h1>{title}: {kind}</h1>\n"
+        f"<p>Learning curves: train and {validation_split} (which picks the early-stopping "
+        f"epoch); every other figure: the eval split, after training.</p>\n{body}\n{table}"
         "</body></html>\n"
     )
     path = os.path.join(out_dir, "report.html")

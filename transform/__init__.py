@@ -5,16 +5,20 @@
   ``preprocessing_fn(inputs) -> dict`` is accepted as is.
 """
 
-from transform.csv_source import CsvFormat, CsvRowDecoder, csv_records, read_header
+from serving_input.csv_rows import CsvFormat, column_names, read_header
+from transform.csv_source import CsvRowDecoder, csv_records
 from transform.pipeline import (
+    VALIDATION,
     TransformError,
     TransformJob,
     analysis_cache_report_path,
     data_pattern,
     rejects_pattern,
     run,
+    runner_name,
     stats_path,
     transform_fn_dir,
+    workers_on_this_machine,
 )
 from transform.preprocessing import (
     FeaturePreprocessing,
@@ -23,6 +27,7 @@ from transform.preprocessing import (
 )
 
 __all__ = [
+    "VALIDATION",
     "CsvFormat",
     "CsvRowDecoder",
     "FeaturePreprocessing",
@@ -30,12 +35,15 @@ __all__ = [
     "TransformJob",
     "analysis_cache_report_path",
     "build_preprocessing_fn",
+    "column_names",
     "csv_records",
     "data_pattern",
     "load_preprocessing_fn",
     "read_header",
     "rejects_pattern",
     "run",
+    "runner_name",
     "stats_path",
     "transform_fn_dir",
+    "workers_on_this_machine",
 ]

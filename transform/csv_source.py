@@ -26,15 +26,15 @@ import tensorflow as tf
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving_input.text_values import (
-    LIST_DELIMITER,
-    TEXT_PARSERS,
-    bad_text_message,
-    parse_list_text,
+from serving_input.csv_rows import (  # noqa: F401 (read_header: still importable from here)
+    CsvFormat,
+    CsvLineDecoder,
+    csv_reader,
+    read_header,
 )
-from transform.rejects import SplitCounters, reject_record
+from serving_input.text_values import TEXT_PARSERS
+from transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 REJECTS_TAG = "rejects"
 
@@ -45,101 +45,17 @@ ARROW_TYPES = {
 }
 
 
-class CsvFormat(BaseModel):
-    """How CSV files are laid out (the config's ``data.csv``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    header: bool = True
-    column_names: list[str] | None = None
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    na_values: list[str] = Field(default_factory=lambda: ["", "NA", "?"])
-    # Between the values of a list feature's cell ("a|b"); an NA cell is an empty list.
-    list_delimiter: str = Field(default=LIST_DELIMITER, min_length=1)
-
-    @model_validator(mode="after")
-    def _names_known(self) -> CsvFormat:
-        if not self.header and not self.column_names:
-            raise ValueError("csv.column_names is required when csv.header is false")
-        if self.list_delimiter == self.delimiter:
-            raise ValueError("csv.list_delimiter must differ from csv.delimiter")
-        return self
-
-
 def arrow_schema(raw_feature_spec: Mapping) -> pa.Schema:
     """The Arrow schema of the RecordBatches decoded for ``raw_feature_spec``."""
     return pa.schema([(name, ARROW_TYPES[spec.dtype]) for name, spec in raw_feature_spec.items()])
 
 
-def read_header(path: str, delimiter: str) -> list[str]:
-    """Column names from the first line of a CSV file."""
-    with tf.io.gfile.GFile(path) as f:
-        line = f.readline()
-    return next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))
-
-
 _NUMPY_TYPES = {tf.float32: np.float32, tf.int64: np.int64}
 
 
-class CsvRowDecoder:
-    """One CSV line -> the raw feature values in spec order (``None`` = missing).
-
-    The Beam job decodes with it, and so do the demo and the tests when they turn CSV
-    rows into serving requests, so both read a line the same way. A feature named in
-    ``list_features`` is a list (its cell: values joined by ``fmt.list_delimiter``).
-    """
-
-    def __init__(
-        self,
-        raw_feature_spec: Mapping,
-        column_names: list[str],
-        fmt: CsvFormat,
-        list_features: Iterable[str] = (),
-    ):
-        self.feature_names = list(raw_feature_spec)
-        self._lists = frozenset(list_features)
-        self._format = fmt
-        self._num_columns = len(column_names)
-        self._na = frozenset(fmt.na_values)
-        index = {name: i for i, name in enumerate(column_names)}
-        self.columns = [
-            (
-                name,
-                index[name],
-                TEXT_PARSERS[spec.dtype],
-                isinstance(spec, tf.io.VarLenFeature),
-                spec.dtype,
-            )
-            for name, spec in raw_feature_spec.items()
-        ]
-
-    def decode(self, line: str) -> list:
-        """The row's values; ``ValueError`` says why the line cannot be used."""
-        try:
-            fields = next(csv.reader([line], delimiter=self._format.delimiter, strict=True))
-        except (csv.Error, StopIteration) as err:
-            raise ValueError(f"not a valid CSV line: {err}") from None
-        if len(fields) != self._num_columns:
-            raise ValueError(f"expected {self._num_columns} columns, got {len(fields)}")
-        values = []
-        for name, i, parse, nullable, dtype in self.columns:
-            text = fields[i]
-            if name in self._lists:
-                na = text in self._na
-                values.append(
-                    [] if na else parse_list_text(name, text, dtype, self._format.list_delimiter)
-                )
-                continue
-            if text in self._na:
-                if not nullable:
-                    raise ValueError(f'missing value for required feature "{name}"')
-                values.append(None)
-                continue
-            try:
-                values.append(parse(text))
-            except ValueError:
-                raise ValueError(bad_text_message(name, text, dtype)) from None
-        return values
+class CsvRowDecoder(CsvLineDecoder):
+    """:class:`serving_input.csv_rows.CsvLineDecoder` with a fast path for blocks of lines
+    (:meth:`decode_block`) into Arrow RecordBatches, for the Beam job."""
 
     def decode_block(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
         """Non-blank lines -> (a RecordBatch of the good rows, ``[(line, reason)]`` of the bad).
@@ -156,7 +72,9 @@ class CsvRowDecoder:
         parsed = []
         for _, i, _, nullable, dtype in self.columns:
             texts = by_column[i]
-            present = ~np.fromiter(map(self._na.__contains__, texts), dtype=bool, count=n)
+            present = ~np.fromiter(
+                map(self._na.__contains__, map(str.strip, texts)), dtype=bool, count=n
+            )
             if not nullable:
                 bad |= ~present
             values, ok = _parse_column(texts, present, dtype)
@@ -197,7 +115,7 @@ class CsvRowDecoder:
             or max(map(len, lines)) > csv.field_size_limit()
         ):
             try:
-                reader = csv.reader(lines, delimiter=delimiter, strict=True)
+                reader = csv_reader(lines, self._format)
                 rows = list(reader)
             except csv.Error:
                 return None
@@ -209,8 +127,12 @@ class CsvRowDecoder:
             bad = counts != width - 1
             if not bad.any():
                 fields = joined.replace("\n", delimiter).split(delimiter)
+                if self._format.skipinitialspace:
+                    fields = [field.lstrip(" ") for field in fields]
                 return [fields[i::width] for i in range(width)], bad
             rows = [line.split(delimiter) for line in lines]
+            if self._format.skipinitialspace:
+                rows = [[field.lstrip(" ") for field in row] for row in rows]
         bad = np.fromiter((len(r) != width for r in rows), dtype=bool, count=n)
         if bad.any():  # rows of the wrong width are rejects; parse a good row in their place
             filler = next((r for r in rows if len(r) == width), None)
@@ -227,20 +149,6 @@ class CsvRowDecoder:
             except ValueError as err:
                 rejects.append((line, str(err)))
         return _rows_to_record_batch(rows, schema), rejects
-
-    def decode_dict(self, line: str) -> dict:
-        """The row as ``{feature: value}`` (a list feature: a list), strings as ``str``,
-        missing values left out."""
-
-        def text(value):
-            return value.decode("utf-8") if isinstance(value, bytes) else value
-
-        return {
-            name: [text(v) for v in value] if isinstance(value, list) else text(value)
-            for name, value in zip(self.feature_names, self.decode(line))
-            if value is not None
-        }
-
 
 def _parse_column(texts, present: np.ndarray, dtype) -> tuple:
     """A column's values (numbers: an array over all rows, 0 where absent; strings: an
@@ -453,7 +361,8 @@ def csv_records(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
 
 
 class _DecodeCsvRange(beam.DoFn):
-    """A file range -> RecordBatches of its good rows; each bad line -> a reject."""
+    """A file range -> RecordBatches of its good rows; each bad line -> a reject. With a
+    ``holdout``, the lines it takes go to its split's outputs instead."""
 
     def __init__(
         self,
@@ -463,6 +372,7 @@ class _DecodeCsvRange(beam.DoFn):
         split: str,
         batch_size: int,
         list_features: Iterable[str] = (),
+        holdout: Holdout | None = None,
     ):
         self._spec = dict(raw_feature_spec)
         self._column_names = list(column_names)
@@ -470,9 +380,12 @@ class _DecodeCsvRange(beam.DoFn):
         self._split = split
         self._batch_size = batch_size
         self._lists = list(list_features)
+        self._holdout = holdout
 
     def setup(self):
-        self._counters = SplitCounters(self._split)
+        self._output = SplitOutput(self._split, REJECTS_TAG)
+        self._counters = self._output.counters
+        self._held_out = self._holdout.outputs() if self._holdout else None
         self._schema = arrow_schema(self._spec)
         self._decoder = CsvRowDecoder(self._spec, self._column_names, self._format, self._lists)
 
@@ -491,7 +404,7 @@ class _DecodeCsvRange(beam.DoFn):
                     continue
                 if line is None:
                     self._counters.read.inc()
-                    yield self._reject(
+                    yield self._output.reject(
                         path, raw.decode("utf-8", "backslashreplace"), "not valid UTF-8"
                     )
                 elif line.strip():  # a blank line holds no row
@@ -503,16 +416,22 @@ class _DecodeCsvRange(beam.DoFn):
             yield from self._decode(path, pending)
 
     def _decode(self, path: str, lines: list[str]) -> Iterable:
-        self._counters.read.inc(len(lines))
-        batch, rejects = self._decoder.decode_block(lines, self._schema)
-        for line, reason in rejects:
-            yield self._reject(path, line, reason)
-        if batch.num_rows:
-            yield batch
-
-    def _reject(self, path: str, line: str, reason: str):
-        self._counters.rejected.inc()
-        return beam.pvalue.TaggedOutput(REJECTS_TAG, reject_record(self._split, path, line, reason))
+        groups = [(self._output, lines)]
+        if self._holdout is not None:
+            held = [self._holdout.takes(line.encode("utf-8")) for line in lines]
+            groups = [
+                (self._output, [line for line, h in zip(lines, held) if not h]),
+                (self._held_out, [line for line, h in zip(lines, held) if h]),
+            ]
+        for output, group in groups:
+            if not group:
+                continue
+            output.counters.read.inc(len(group))
+            batch, rejects = self._decoder.decode_block(group, self._schema)
+            for line, reason in rejects:
+                yield output.reject(path, line, reason)
+            if batch.num_rows:
+                yield output.batch(batch)
 
 
 class ReadCsv(beam.PTransform):
@@ -521,6 +440,8 @@ class ReadCsv(beam.PTransform):
     Lines are split as Beam's text source splits them (``\\n`` or ``\\r\\n``; ``.gz`` and
     ``.bz2`` files are decompressed); ``batch_size`` lines make one RecordBatch.
     ``list_features`` are lists: their cells are split at ``fmt.list_delimiter``.
+    With a ``holdout``, the records it takes are its split's RecordBatches and rejects
+    (outputs ``holdout`` and ``holdout_rejects``).
     """
 
     def __init__(
@@ -533,9 +454,11 @@ class ReadCsv(beam.PTransform):
         batch_size: int = 8192,
         range_bytes: int = RANGE_BYTES,
         list_features: Iterable[str] = (),
+        holdout: Holdout | None = None,
     ):
         super().__init__()
         self._lists = list(list_features)
+        self._holdout = holdout
         self._pattern = file_pattern
         self._spec = raw_feature_spec
         self._column_names = column_names
@@ -559,6 +482,7 @@ class ReadCsv(beam.PTransform):
                     self._split,
                     self._batch_size,
                     self._lists,
+                    self._holdout,
                 )
-            ).with_outputs(REJECTS_TAG, main="record_batches")
+            ).with_outputs(REJECTS_TAG, *HOLDOUT_TAGS, main="record_batches")
         )

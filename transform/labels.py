@@ -6,6 +6,7 @@ replayed at serving time, a label only ever exists in training data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -13,6 +14,12 @@ import tensorflow_transform as tft
 
 # The label's class counts, beside its vocabulary (class weights are computed from it).
 FREQUENCY_SUFFIX = "_frequency"
+
+
+def label_value_op(label_key: str) -> str:
+    """The name of the op holding a class label's value (after cleaning, before its
+    vocabulary), by which the Beam job finds eval values that are no training class."""
+    return "tfbake_label_value_" + re.sub(r"[^A-Za-z0-9_.]", "_", label_key)
 
 
 def transform_label(
@@ -35,6 +42,7 @@ def transform_label(
     if classes is not None:
         return _multi_hot(label, label_key, classes)
     if classification:
+        label = tf.identity(label, name=label_value_op(label_key))
         tft.vocabulary(label, vocab_filename=f"{label_key}{FREQUENCY_SUFFIX}", store_frequency=True)
         return tft.compute_and_apply_vocabulary(label, vocab_filename=label_key)
     label = tf.cast(label, tf.float32)

@@ -17,22 +17,34 @@ import apache_beam as beam
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow_transform.beam.common import METRICS_NAMESPACE as TFT_METRICS_NAMESPACE
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
+from serving_input.csv_rows import CsvFormat, column_names
 from transform.analysis_cache import AnalysisCache, TracedAnalyzers, span_key, trace_analyzers
 from transform.beam_overhead import memoize_dofn_specs, pipeline_options
-from transform.csv_source import CsvFormat, ReadCsv, arrow_schema, read_header
+from transform.csv_source import ReadCsv, arrow_schema
 from transform.job_record import JobRecord, code_fingerprint
-from transform.rejects import COUNTER_NAMESPACE
+from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
 from transform.tfrecord_shards import WriteTFRecordShards
 from transform.tfrecord_source import ReadExamples
+from transform.unknown_labels import (
+    CountUnknownLabels,
+    unknown_label_counts,
+    unknown_labels_message,
+)
 
 SPLITS = ("train", "eval")
+# The split that picks the early-stopping epoch, when the job has one.
+VALIDATION = "validation"
 # Runner names that mean "this machine": run them on the FnApiRunner, so Beam never
 # tries to download the Prism runner (see shared/STACK.md).
 LOCAL_RUNNERS = (None, "direct", "directrunner", "fnapirunner")
@@ -64,12 +76,24 @@ class TransformJob:
     # tf.Transform's analyzer cache, per training span (transform.analysis_cache); it
     # must outlive output_dir, which each run empties. None: no cache.
     analysis_cache_dir: str | None = None
+    # Class labels whose eval values must all be classes of the training data.
+    class_labels: Sequence[str] = ()
+    # A validation split: its own files, or a deterministic fraction of the train
+    # files' records (held out before analysis). At most one of the two.
+    validation_pattern: str | None = None
+    validation_fraction: float | None = None
 
     @property
     def train_spans(self) -> list[str]:
         """The training spans' patterns, in order."""
         pattern = self.train_pattern
         return [pattern] if isinstance(pattern, str) else list(pattern)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits the job writes: train, eval and, when asked for, validation."""
+        has_validation = self.validation_pattern or self.validation_fraction
+        return (*SPLITS, VALIDATION) if has_validation else SPLITS
 
 
 # The layout of a transform output directory.
@@ -106,7 +130,7 @@ def _column_names(job: TransformJob) -> list[str]:
             files = sorted(glob.glob(pattern)) or sorted(tf.io.gfile.glob(pattern))
             if not files:
                 raise TransformError(f"no file matches {pattern!r}")
-            headers[files[0]] = read_header(files[0], job.csv.delimiter)
+            headers[files[0]] = column_names(files[0], job.csv)
         (first, names), *others = headers.items()
         for path, header in others:
             if header != names:
@@ -121,6 +145,11 @@ def _column_names(job: TransformJob) -> list[str]:
 
 
 def _read(pipeline, job: TransformJob, split: str, pattern: str, column_names, label: str):
+    """A source's outputs: ``record_batches``, ``rejects`` and, for train with a
+    validation fraction, the held-out ones."""
+    holdout = None
+    if split == "train" and job.validation_fraction:
+        holdout = Holdout(VALIDATION, job.validation_fraction)
     if job.data_format == "csv":
         source = ReadCsv(
             pattern,
@@ -129,9 +158,10 @@ def _read(pipeline, job: TransformJob, split: str, pattern: str, column_names, l
             job.csv,
             split,
             list_features=job.list_features,
+            holdout=holdout,
         )
     else:
-        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features)
+        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features, holdout)
     return pipeline | label >> source
 
 
@@ -145,14 +175,35 @@ def _reader(job: TransformJob, column_names) -> str:
             "raw_feature_spec": {k: repr(v) for k, v in sorted(job.raw_feature_spec.items())},
             "lists": sorted(job.list_features),
             "images": dict(sorted(job.image_features.items())),
+            # The records held out of each span are not analyzed.
+            "validation_fraction": job.validation_fraction,
         },
         sort_keys=True,
     )
 
 
+def _is_local(runner: str | None) -> bool:
+    return runner is None or runner.lower() in LOCAL_RUNNERS
+
+
+def runner_name(beam_args: Sequence[str]) -> str:
+    """The runner that pipeline flags select (``DirectRunner`` when none is given)."""
+    return PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+
+
+def workers_on_this_machine(beam_args: Sequence[str]) -> bool:
+    """Whether the job's SDK workers surely see this machine's files: a local runner, or
+    a portable one with ``--environment_type=LOOPBACK`` (the workers run in the
+    launching process)."""
+    options = PipelineOptions(list(beam_args))
+    if _is_local(options.view_as(StandardOptions).runner):
+        return True
+    environment = options.view_as(PortableOptions).environment_type or ""
+    return environment.upper() == "LOOPBACK"
+
+
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:
-    runner = options.view_as(StandardOptions).runner
-    if runner is None or runner.lower() in LOCAL_RUNNERS:
+    if _is_local(options.view_as(StandardOptions).runner):
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
 
@@ -197,6 +248,11 @@ class WriteExamples(beam.PTransform):
         )
 
 
+def _flatten(name: str, pcolls: list):
+    """One PCollection of ``pcolls``' elements (the one itself when alone)."""
+    return pcolls[0] if len(pcolls) == 1 else pcolls | name >> beam.Flatten()
+
+
 def _counter_totals(result, namespace: str) -> dict[tuple[str, str], int]:
     """(step, counter name) -> value, of the job's counters in ``namespace``."""
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(namespace))
@@ -206,13 +262,13 @@ def _counter_totals(result, namespace: str) -> dict[tuple[str, str], int]:
     }
 
 
-def _stats(result) -> dict:
+def _stats(result, splits: Sequence[str]) -> dict:
     values: dict[str, int] = {}
     for (_, name), value in _counter_totals(result, COUNTER_NAMESPACE).items():
         values[name] = values.get(name, 0) + value  # a split read in several spans
     return {
         split: {kind: values.get(f"{split}_{kind}", 0) for kind in ("read", "written", "rejected")}
-        for split in SPLITS
+        for split in splits
     }
 
 
@@ -256,6 +312,9 @@ def _cache_and_record(job: TransformJob, column_names, traced: TracedAnalyzers):
     try:
         cache = AnalysisCache.for_spans(job.analysis_cache_dir, job.train_spans, reader, traced)
         eval_key = span_key(job.eval_pattern, reader)
+        validation_key = (
+            span_key(job.validation_pattern, reader) if job.validation_pattern else None
+        )
     except ValueError as err:  # a span matches no file or repeats another
         raise TransformError(f"data.train: {err}") from None
     if traced.graph_fingerprint is None:
@@ -265,6 +324,8 @@ def _cache_and_record(job: TransformJob, column_names, traced: TracedAnalyzers):
             "graph": traced.graph_fingerprint,
             "train": [cache.spans[pattern].key for pattern in job.train_spans],
             "eval": eval_key,
+            "validation": validation_key,
+            "class_labels": list(job.class_labels),
             "code": code_fingerprint(),
             "versions": [tf.__version__, tft.__version__, beam.__version__],
         }
@@ -294,7 +355,9 @@ def run(job: TransformJob) -> dict:
     analyzed; when nothing the output depends on changed since the last run (spans,
     eval data, the traced graph, this code: ``transform.job_record``), the output is
     kept as it is. Raises :class:`TransformError` when a split's rejects exceed
-    ``job.max_reject_fraction`` (``stats.json`` is written first, to show why).
+    ``job.max_reject_fraction`` (``stats.json`` is written first, to show why), or when
+    an eval (or validation) value of one of ``job.class_labels`` is no class of the
+    training data.
     """
     out = job.output_dir
     column_names = _column_names(job) if job.data_format == "csv" else None
@@ -343,23 +406,35 @@ def run(job: TransformJob) -> dict:
         ) | "AnalyzeTrain" >> tft_beam.AnalyzeDatasetWithCache(job.preprocessing_fn)
         if cache:
             cache.write(output_cache, pipeline)
-        train_batches, train_rejects = (
-            (reads[0].record_batches, reads[0].rejects)
-            if len(reads) == 1
-            else (
-                [r.record_batches for r in reads] | "FlattenTrain" >> beam.Flatten(),
-                [r.rejects for r in reads] | "FlattenTrainRejects" >> beam.Flatten(),
-            )
-        )
-        transformed = {
-            split: ((batches, adapter_config), transform_fn)
-            | f"Transform{split.capitalize()}"
-            >> tft_beam.TransformDataset(output_record_batches=True)
-            for split, batches in (("train", train_batches), ("eval", evaluation.record_batches))
+        # Each split's (raw RecordBatches, rejects); the spans' flattened for train.
+        reads_by_split = {
+            "train": (
+                _flatten("FlattenTrain", [r.record_batches for r in reads]),
+                _flatten("FlattenTrainRejects", [r.rejects for r in reads]),
+            ),
+            "eval": (evaluation.record_batches, evaluation.rejects),
         }
-        for split, rejects in (("train", train_rejects), ("eval", evaluation.rejects)):
+        if job.validation_pattern:
+            validation = _read(
+                pipeline, job, VALIDATION, job.validation_pattern, column_names, "ReadValidation"
+            )
+            reads_by_split[VALIDATION] = (validation.record_batches, validation.rejects)
+        elif job.validation_fraction:
+            reads_by_split[VALIDATION] = (
+                _flatten("FlattenHeldOut", [r[HOLDOUT_TAG] for r in reads]),
+                _flatten("FlattenHeldOutRejects", [r[HOLDOUT_REJECTS_TAG] for r in reads]),
+            )
+        for split in job.splits:
             label = split.capitalize()
-            _ = transformed[split] | f"Write{label}" >> WriteExamples(out, split)
+            batches, rejects = reads_by_split[split]
+            if job.class_labels and split != "train":
+                _ = batches | f"CountUnknown{label}Labels" >> CountUnknownLabels(
+                    split, job.class_labels, adapter_config, transform_fn[0]
+                )
+            transformed = ((batches, adapter_config), transform_fn) | (
+                f"Transform{label}" >> tft_beam.TransformDataset(output_record_batches=True)
+            )
+            _ = transformed | f"Write{label}" >> WriteExamples(out, split)
             _ = rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
                 os.path.join(out, "rejects", split), file_name_suffix=".jsonl"
             )
@@ -377,9 +452,16 @@ def run(job: TransformJob) -> dict:
         cache.commit()
         report = cache.report(_analyzed_spans(result, [k.key for k in span_keys]))
         _write_json(analysis_cache_report_path(out), report)
-    stats = _stats(result)
+    stats = _stats(result, job.splits)
     _write_json(stats_path(out), stats)
+    _check_rejects(stats, job)
+    for (split, label), counts in unknown_label_counts(result).items():
+        classes = tft.TFTransformOutput(out).vocabulary_by_name(label)
+        raise TransformError(
+            unknown_labels_message(split, label, counts, [c.decode() for c in classes])
+        )
+    # Last: an output that failed a check is made again by the next run, which fails
+    # the same way (a kept output's rejects are checked again, against the job's limit).
     if record is not None:
         record.write(out, reports=(os.path.basename(analysis_cache_report_path(out)),))
-    _check_rejects(stats, job)
     return stats

@@ -27,6 +27,7 @@ from transform.ops.categories import (
     vocabulary_size,
     with_missing_id,
 )
+from transform.ops.cleaning import Case, Cleaning, clean_strings
 from transform.ops.crosses import cross_output
 from transform.ops.images import Image, image_output
 from transform.ops.lists import id_list_output
@@ -46,6 +47,7 @@ PreprocessingFn = Callable[[dict], dict]
 
 __all__ = [
     "Bucketize",
+    "Cleaning",
     "Clip",
     "FeaturePreprocessing",
     "Image",
@@ -65,6 +67,8 @@ _ALONE = {
     "image": (),
     "cross": ("hash_buckets",),
 }
+# Keys that clean a string's raw values before its treatment (transform.ops.cleaning).
+_CLEANING = ("strip", "case", "map")
 
 
 class FeaturePreprocessing(BaseModel):
@@ -76,11 +80,17 @@ class FeaturePreprocessing(BaseModel):
     Lists: ``vocabulary`` or ``hash_buckets`` with ``output`` (``multi_hot``, or ``ids``
     with ``max_items``). ``text``, ``image``, ``passthrough``, ``drop`` and ``cross``
     (with ``hash_buckets``) are whole treatments of their own. ``is_missing`` adds a
-    ``<feature>_is_missing`` indicator for a nullable feature.
+    ``<feature>_is_missing`` indicator for a nullable feature. A string's raw values
+    are first cleaned by ``strip``, ``case`` and ``map``
+    (:class:`~transform.ops.cleaning.Cleaning`); an entry of only these keys keeps
+    the default treatment.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    strip: bool | None = None
+    case: Case | None = None
+    map: dict[str, str] | None = None
     impute: ImputeStrategy | None = None
     impute_value: float | int | str | None = None
     is_missing: bool = False
@@ -103,7 +113,26 @@ class FeaturePreprocessing(BaseModel):
         return self.vocabulary is not None or self.hash_buckets is not None
 
     def _declared(self) -> list[str]:
-        return [k for k in self.model_fields_set if getattr(self, k) not in (None, False)]
+        """The declared treatment keys (cleaning keys aside)."""
+        return [
+            k
+            for k in self.model_fields_set
+            if k not in _CLEANING and getattr(self, k) not in (None, False)
+        ]
+
+    @property
+    def cleaning(self) -> Cleaning:
+        """The entry's own cleaning keys (unset ones left to the config's defaults)."""
+        return Cleaning.of(self)
+
+    def with_default_treatment(self, dtype: tf.dtypes.DType) -> FeaturePreprocessing:
+        """This entry, or, when it declares only cleaning keys, the default treatment
+        of ``dtype`` (a vocabulary for strings, numbers as they are) with them."""
+        if self._declared():
+            return self
+        return _default_ops(dtype).model_copy(
+            update={key: getattr(self, key) for key in _CLEANING}
+        )
 
     def number_ops(self) -> list[str]:
         """The declared ops that only a number can take (``scale: none`` is no op)."""
@@ -163,6 +192,10 @@ def check_compatible(
     """Raises ``ValueError`` naming the feature and op when ops do not fit the feature."""
     kind = "an image" if is_image else "a list" if is_list else _a(_type_name(dtype))
     is_string = dtype == tf.string
+    cleaning = [k for k in _CLEANING if getattr(ops, k) is not None]
+    if cleaning and (not is_string or is_image):
+        raise ValueError(f'{cleaning[0]} cleans strings, but feature "{name}" is {kind}')
+    ops = ops.with_default_treatment(dtype)
     if ops.drop:
         return
     if ops.cross is not None:
@@ -272,6 +305,7 @@ def build_preprocessing_fn(
     label_key: str | None = None,
     classification: bool = True,
     user_fn: PreprocessingFn | None = None,
+    cleaning: Cleaning | None = None,
 ) -> PreprocessingFn:
     """Compiles declared steps (and an optional user function) into one ``preprocessing_fn``.
 
@@ -280,7 +314,9 @@ def build_preprocessing_fn(
     feature of its own. For a classifier the label becomes ids in the label vocabulary
     (named after the label; its order is the order of the exported ``classes``). With
     ``user_fn``, its outputs come first and only the declared steps are added, plus
-    the label unless ``user_fn`` made it.
+    the label unless ``user_fn`` made it. String features are cleaned first (their
+    entry's ``strip``/``case``/``map``, unset keys from ``cleaning``), so the declared
+    steps and ``user_fn`` all see the cleaned values.
     """
     spec = dict(raw_feature_spec)
     crosses = {name: ops for name, ops in steps.items() if ops.cross is not None}
@@ -300,12 +336,22 @@ def build_preprocessing_fn(
             is_image=ops.image is not None,
         )
 
+    cleanings = {
+        name: (steps[name].cleaning if name in steps else Cleaning()).over(cleaning)
+        for name, feature in spec.items()
+        if feature.dtype == tf.string and name != label_key and name not in crosses
+    }
+
     def preprocessing_fn(inputs: dict) -> dict:
+        inputs = {
+            name: clean_strings(x, cleanings.get(name)) if name in spec else x
+            for name, x in inputs.items()
+        }
         outputs: dict = dict(user_fn(dict(inputs))) if user_fn is not None else {}
         for name, feature in spec.items():
             if name == label_key or (user_fn is not None and name not in steps):
                 continue
-            ops = steps.get(name) or _default_ops(feature.dtype)
+            ops = (steps.get(name) or FeaturePreprocessing()).with_default_treatment(feature.dtype)
             _add(outputs, feature_outputs(inputs[name], ops, name))
         for name, ops in crosses.items():
             _add(outputs, {name: cross_output([inputs[f] for f in ops.cross], ops.hash_buckets)})

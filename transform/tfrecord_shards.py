@@ -12,6 +12,7 @@ temporary folder is removed at the end.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.transforms.window import GlobalWindows
 
+_LOG = logging.getLogger(__name__)
 _GZIP = tf.io.TFRecordOptions(compression_type="GZIP")
 
 
@@ -37,6 +39,7 @@ class _WriteBundleFiles(beam.DoFn):
 
     def start_bundle(self):
         self._files: dict[str, tuple[str, tf.io.TFRecordWriter]] = {}
+        self._counts: collections.Counter = collections.Counter()
 
     def process(self, element: tuple[str, Sequence[bytes]]):
         prefix, records = element
@@ -47,12 +50,19 @@ class _WriteBundleFiles(beam.DoFn):
         write = self._files[prefix][1].write
         for record in records:
             write(record)
+        self._counts[prefix] += len(records)
         if self._counter is not None:
             self._counter.inc(len(records))
 
     def finish_bundle(self):
         for prefix, (path, writer) in self._files.items():
             writer.close()
+            # Which worker wrote what: on a distributed runner, the job's log shows how
+            # the work was spread.
+            _LOG.info(
+                "%s: %d examples -> %s (worker pid %d)",
+                os.path.basename(prefix), self._counts[prefix], path, os.getpid(),
+            )
             yield GlobalWindows.windowed_value((prefix, path))
         self._files = {}
 

@@ -19,7 +19,7 @@ from tfx_bsl.coders import example_coder
 
 from transform.csv_source import REJECTS_TAG
 from transform.ops.images import image_errors
-from transform.rejects import SplitCounters, reject_record
+from transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 _KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
 
@@ -44,18 +44,31 @@ def check_example(example: tf.train.Example, raw_feature_spec: Mapping) -> None:
 
 
 class _DecodeExamples(beam.DoFn):
-    def __init__(self, raw_feature_spec: Mapping, split: str, image_features: Mapping[str, int]):
+    def __init__(self, raw_feature_spec: Mapping, split: str, image_features: Mapping[str, int],
+                 holdout: Holdout | None = None):
         self._spec = dict(raw_feature_spec)
         self._split = split
         self._images = dict(image_features)
+        self._holdout = holdout
 
     def setup(self):
-        self._counters = SplitCounters(self._split)
+        self._output = SplitOutput(self._split, REJECTS_TAG)
+        self._held_out = self._holdout.outputs() if self._holdout else None
         schema = schema_utils.schema_from_feature_spec(self._spec)
         self._decoder = example_coder.ExamplesToRecordBatchDecoder(schema.SerializeToString())
 
     def process(self, batch: list[tuple[str, bytes]]) -> Iterable:
-        self._counters.read.inc(len(batch))
+        if self._holdout is None:
+            yield from self._decode(batch, self._output)
+            return
+        held = [self._holdout.takes(record) for _, record in batch]
+        yield from self._decode([r for r, h in zip(batch, held) if not h], self._output)
+        yield from self._decode([r for r, h in zip(batch, held) if h], self._held_out)
+
+    def _decode(self, batch: list[tuple[str, bytes]], output: SplitOutput) -> Iterable:
+        if not batch:
+            return
+        output.counters.read.inc(len(batch))
         reasons, examples = [], []
         for _, record in batch:
             try:
@@ -80,25 +93,22 @@ class _DecodeExamples(beam.DoFn):
             if reason is None:
                 good.append(record)
                 continue
-            self._counters.rejected.inc()
-            yield beam.pvalue.TaggedOutput(
-                REJECTS_TAG,
-                reject_record(self._split, source, base64.b64encode(record).decode(), reason),
-            )
+            yield output.reject(source, base64.b64encode(record).decode(), reason)
         if good:
             batch_out = self._decoder.DecodeBatch(good)
             # Arrange the columns in spec order, as the CSV source does.
-            yield pa.RecordBatch.from_arrays(
+            yield output.batch(pa.RecordBatch.from_arrays(
                 [batch_out.column(batch_out.schema.get_field_index(n)) for n in self._spec],
                 names=list(self._spec),
-            )
+            ))
 
 
 class ReadExamples(beam.PTransform):
     """TFRecord files of tf.Example -> RecordBatches (main) and rejects (``rejects``).
 
     ``image_features`` (name -> channels): features holding encoded images, each
-    decoded to check it.
+    decoded to check it. With a ``holdout``, the records it takes are its split's
+    RecordBatches and rejects (outputs ``holdout`` and ``holdout_rejects``).
     """
 
     def __init__(
@@ -107,12 +117,14 @@ class ReadExamples(beam.PTransform):
         raw_feature_spec: Mapping,
         split: str,
         image_features: Mapping[str, int] | None = None,
+        holdout: Holdout | None = None,
     ):
         super().__init__()
         self._pattern = file_pattern
         self._spec = raw_feature_spec
         self._split = split
         self._images = dict(image_features or {})
+        self._holdout = holdout
 
     def expand(self, pipeline):
         return (
@@ -121,7 +133,7 @@ class ReadExamples(beam.PTransform):
             | "WithSource" >> beam.Map(lambda record, source: (source, record), self._pattern)
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
             | "Decode"
-            >> beam.ParDo(_DecodeExamples(self._spec, self._split, self._images)).with_outputs(
-                REJECTS_TAG, main="record_batches"
-            )
+            >> beam.ParDo(
+                _DecodeExamples(self._spec, self._split, self._images, self._holdout)
+            ).with_outputs(REJECTS_TAG, *HOLDOUT_TAGS, main="record_batches")
         )

@@ -5,12 +5,14 @@ package, no build step, nothing fetched from the network). The page reads a smal
 API under ``/console/api/`` and sends its requests to the real ``/v1/models/...`` API:
 
 - ``GET /console/api/models``: every model with its versions' states and labels;
-- ``GET /console/api/models/{name}/versions/{version}``: signatures, the raw feature
-  contract and real example rows of that version (:mod:`model_server.export_contract`);
+- ``GET /console/api/models/{name}/versions/{version}``: signatures (each with how its
+  form is built), the raw feature contract and real example rows of that version
+  (:mod:`model_server.export_contract`);
 - ``POST /console/api/models/{name}/versions/{version}/request`` with
   ``{"signature_name": ..., "rows": [...]}``: the REST path and JSON body calling that
-  signature with those rows, and the client code sending the same request
-  (:mod:`model_server.request_samples`, the generator ``tfbake inspect`` prints).
+  signature with those rows (raw feature rows, or rows of the signature's input
+  tensors: see each signature's ``form``), and the client code sending the same
+  request (:mod:`model_server.request_samples`, the generator ``tfbake inspect`` prints).
 
 The routes are added beside the REST API's; nothing runs on the ``/v1/`` request path.
 """
@@ -27,6 +29,7 @@ from google.protobuf import json_format
 
 from model_server import errors, export_contract, request_samples
 from model_server.core import ModelSpec, ServerCore
+from model_server.http_server import read_body
 from model_server.servable import Servable
 from serving_input import signatures as sig
 
@@ -47,9 +50,10 @@ class Console:
       grpc_target: ``host:port`` of the server's gRPC API, for the gRPC client code.
     """
 
-    def __init__(self, core: ServerCore, *, grpc_target: str):
+    def __init__(self, core: ServerCore, *, grpc_target: str, body_timeout_ms: int = 60000):
         self.core = core
         self.grpc_target = grpc_target
+        self.body_timeout_s = body_timeout_ms / 1000 if body_timeout_ms > 0 else None
         # (name, version, path) -> description; a loaded version never changes.
         self._descriptions: dict[tuple, dict] = {}
 
@@ -107,7 +111,11 @@ class Console:
         except errors.ServingError as e:
             return _error(e.http_status, e.message)
         try:
-            doc = await request.json()
+            body = await read_body(request, self.body_timeout_s)
+        except TimeoutError:
+            return _error(408, "Request body not received in time")
+        try:
+            doc = json.loads(body)
             signature_name, rows = doc["signature_name"], doc["rows"]
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise TypeError
@@ -121,21 +129,23 @@ class Console:
                                f"it has {sorted(signature_defs)}")
         signature_def = signature_defs[signature_name]
         api = request_samples.api_of(signature_def)
+        feature_rows = request_samples.takes_feature_rows(signature_name, signature_def)
         try:
             body = request_samples.request_body(
                 signature_name, signature_def, rows,
                 request_samples.feature_dtypes(signature_defs))
             samples = request_samples.request_samples(
-                signature_defs, rows, model_name=servable.name, version=servable.version,
-                rest_url=str(request.url.origin()), grpc_target=self.grpc_target,
-                signatures=[signature_name])
+                signature_defs, rows if feature_rows else [], model_name=servable.name,
+                version=servable.version, rest_url=str(request.url.origin()),
+                grpc_target=self.grpc_target, signatures=[signature_name],
+                tensor_rows=None if feature_rows else {signature_name: rows})
         except ValueError as e:
             return _error(400, str(e))
         return web.json_response({
             "api": api,
             "path": request_samples.rest_path(servable.name, api, servable.version),
             # As text: the body may hold NaN (a missing float), which JSON.parse refuses.
-            "body": json.dumps(body, indent=2),
+            "body": json.dumps(body, indent=2, ensure_ascii=False),
             "samples": [s.to_dict() for s in samples],
         })
 
@@ -154,19 +164,53 @@ def _describe(servable: Servable) -> dict:
     features = export_contract.raw_features(signature_defs, contract)
     for feature in features:
         feature.example = next((r[feature.name] for r in rows if feature.name in r), None)
-    covered = [n for n in signature_defs if request_samples.signature_kind(signature_defs[n])]
+    tensor_rows = export_contract.warmup_tensor_rows(servable.path, signature_defs, limit=1)
+    signatures = {name: _signature_form(name, d, bool(features or rows), tensor_rows.get(name))
+                  for name, d in sorted(signature_defs.items())}
     return {
         "model_name": servable.name,
         "version": servable.version,
         "signature_defs": signature_defs,
-        "signatures": {name: {**export_contract.signature_summary(d),
-                              "api": request_samples.api_of(d), "callable": name in covered}
-                       for name, d in sorted(signature_defs.items())},
-        "default_signature": _default_signature(covered),
+        "signatures": signatures,
+        "default_signature": _default_signature(
+            [n for n, s in signatures.items() if s["callable"]]),
         "raw_features": [dataclasses.asdict(f) for f in features],
         "contract": contract,
         "example_rows": export_contract.choose_rows(rows, [f.name for f in features], 5),
     }
+
+
+def _signature_form(name: str, signature_def: dict, has_features: bool,
+                    warmup_rows: list[dict] | None) -> dict:
+    """A signature as the page shows it: summary, API, whether (and why not) it can be
+    called, and how its form is built: ``"features"`` (the raw feature contract) or
+    ``"tensors"`` (one field per input, with an example row)."""
+    described = {**export_contract.signature_summary(signature_def),
+                 "api": request_samples.api_of(signature_def),
+                 "kind": request_samples.signature_kind(signature_def)}
+    reason = request_samples.uncallable_reason(signature_def)
+    if request_samples.takes_feature_rows(name, signature_def):
+        if reason is None and not has_features:
+            reason = ("it takes serialized tf.Examples and the export names no features "
+                      "(no raw feature contract, no warm-up examples): use the JSON editor")
+        return {**described, "form": "features", "callable": reason is None, "reason": reason}
+    if reason is not None:
+        return {**described, "form": "tensors", "callable": False, "reason": reason}
+    fields = []
+    for alias, info in sorted(signature_def["inputs"].items()):
+        dtype = export_contract.dtype_name(info["dtype"])
+        shape = request_samples.instance_shape(signature_def, alias)
+        if shape != []:
+            widget = "json"  # a value with dimensions (or of unknown rank), as JSON text
+        elif dtype == "string":
+            widget = "file" if alias.endswith(request_samples.BYTES_SUFFIX) else "text"
+        else:
+            widget = {"bool": "bool"}.get(dtype, "number" if "float" in dtype else "int")
+        fields.append({"name": alias, "dtype": dtype, "shape": shape, "widget": widget})
+    row = (warmup_rows or [request_samples.placeholder_row(signature_def)])[0]
+    return {**described, "form": "tensors", "callable": True, "reason": None,
+            "fields": fields, "example_row": request_samples.jsonable(row),
+            "batched": request_samples.batched(signature_def)}
 
 
 def _default_signature(covered: list[str]) -> str | None:

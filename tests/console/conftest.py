@@ -21,3 +21,26 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def console_page(browser):
+    """Opens a server's console (its REST URL) in a new page: ``console_page(url)``.
+    At the end of the test every page is closed, and none may have raised a
+    JavaScript error."""
+    opened = []
+
+    def open_page(url: str, height: int = 1000):
+        page = browser.new_page(viewport={"width": 1300, "height": height})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        opened.append((page, errors))
+        return page
+
+    yield open_page
+    raised = []
+    for page, errors in opened:
+        page.close()
+        raised += errors
+    assert not raised  # no JavaScript error in any state

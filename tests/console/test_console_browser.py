@@ -13,14 +13,8 @@ SPECIES = {"Adelie", "Chinstrap", "Gentoo"}
 
 
 @pytest.fixture
-def page(browser, served):
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(served[0] + "/")
-    yield page
-    page.close()
-    assert not errors, errors  # no JavaScript error in any state
+def page(console_page, served):
+    return console_page(served[0])
 
 
 def _open_penguins(page):

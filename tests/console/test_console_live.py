@@ -39,12 +39,10 @@ def _row_texts(page, version: int) -> list[str]:
     return row.locator("td").all_inner_texts()
 
 
-def test_labels_and_a_failed_version_appear_without_a_reload(browser, live_server, tmp_path):
+def test_labels_and_a_failed_version_appear_without_a_reload(console_page, live_server,
+                                                             tmp_path):
     rest, base, version = live_server
-    page = browser.new_page(viewport={"width": 1300, "height": 800})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(rest + "/")
+    page = console_page(rest, height=800)
     page.locator(f'#models tbody tr[data-version="{version}"]').wait_for()
     assert _row_texts(page, version) == [MODEL, str(version), "AVAILABLE", "stable"]
     page.evaluate("window.stillTheSamePage = true")
@@ -63,5 +61,3 @@ def test_labels_and_a_failed_version_appear_without_a_reload(browser, live_serve
     assert _row_texts(page, version) == [MODEL, str(version), "AVAILABLE", "stable"]
     assert page.evaluate("window.stillTheSamePage") is True  # refreshed in place
     page.screenshot(path=tmp_path / "live_states.png", full_page=True)
-    page.close()
-    assert not errors, errors

@@ -30,6 +30,8 @@ if REPO not in sys.path:
     # `python -m pytest` from the root finds it anyway, `pytest` then does too.
     sys.path.insert(0, REPO)
 HPT_VERSION = 123
+# The shared server's limit on a decoded request tensor (gRPC tests send 8 MB).
+MAX_TENSOR_BYTES = 16_000_000
 STARTUP_TIMEOUT_S = 90
 
 
@@ -246,6 +248,7 @@ def server(model_dirs, tmp_path_factory):
             "--file_system_poll_wait_seconds=0.3",
             f"--monitoring_config_file={monitoring}",
             "--rest_api_max_body_bytes=1000000",
+            f"--max_request_tensor_bytes={MAX_TENSOR_BYTES}",
         ],
         str(work), "shared",
     ).wait_ready()
@@ -306,4 +309,5 @@ def helpers():
         save_version_model=save_version_model,
         ServerProcess=ServerProcess,
         HPT_VERSION=HPT_VERSION,
+        MAX_TENSOR_BYTES=MAX_TENSOR_BYTES,
     )

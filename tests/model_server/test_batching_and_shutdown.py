@@ -1,10 +1,16 @@
-"""Server-side batching merges concurrent requests; SIGTERM finishes in-flight work."""
+"""Server-side batching merges concurrent requests; SIGTERM answers every request
+received before it, large ones included."""
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
+import http.client
+import json
+import os
 import re
+import signal
 import threading
-import time
 
 import pytest
 import requests
@@ -76,21 +82,65 @@ def test_request_larger_than_max_batch_is_refused(batching_server):
     assert r.json() == {"error": "Task size 17 is larger than maximum input batch size 16"}
 
 
-def test_sigterm_lets_in_flight_requests_finish(batching_server):
-    # A request waits ~50 ms in the batch queue; SIGTERM arrives meanwhile.
-    url = batching_server.rest_url + "/v1/models/hpt:predict"
-    requests.post(url, json={"instances": [1.0]}, timeout=30)  # connection warm
-    result = {}
+IN_FLIGHT = 40
+LARGE_BODY_BYTES = 1_200_000
+HOLD_MICROS = 3_000_000
 
-    def in_flight():
-        result["response"] = requests.post(url, json={"instances": [4.0]}, timeout=30)
 
-    thread = threading.Thread(target=in_flight)
-    thread.start()
-    time.sleep(0.02)
-    code = batching_server.stop()
-    thread.join()
-    assert code == 0
-    assert result["response"].json() == {"predictions": [4.0]}
+@pytest.fixture
+def holding_server(model_dirs, helpers, tmp_path):
+    """A server whose batches wait 3 s for more rows (and never fill), so requests
+    stay in flight."""
+    params = tmp_path / "batching.config"
+    params.write_text(
+        f"max_batch_size {{ value: {2 * IN_FLIGHT} }}\n"
+        f"batch_timeout_micros {{ value: {HOLD_MICROS} }}\n"
+        "num_batch_threads { value: 1 }\n"
+    )
+    server = helpers.ServerProcess(
+        ["--model_name=hpt", f"--model_base_path={model_dirs['hpt']}", "--port=0",
+         f"--rest_api_port={helpers.free_port()}", "--enable_batching",
+         f"--batching_parameters_file={params}", "--rest_api_max_body_bytes=2000000",
+         "--shutdown_grace_period_in_ms=60000"],
+        str(tmp_path), "holding",
+    ).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_sigterm_answers_every_large_request_received(holding_server, helpers):
+    # 40 bodies of 1.2 MB, each sent whole (http.client returns from request() once
+    # every byte is written), then SIGTERM at once: some are still in the kernel's
+    # buffers, the rest wait in the batch. Every one is answered, then exit 0.
+    host, port = holding_server.rest_url.split("//")[1].split(":")
+    payload = os.urandom(LARGE_BODY_BYTES * 3 // 4)
+    body = json.dumps({"signature_name": "bytes", "instances": [
+        {"b64": base64.b64encode(payload).decode()}]}).encode()
+    assert len(body) >= LARGE_BODY_BYTES
+    sent = threading.Barrier(IN_FLIGHT + 1)
+    signalled = threading.Event()
+
+    def one(i):
+        connection = http.client.HTTPConnection(host, int(port), timeout=120)
+        connection.request("POST", "/v1/models/hpt:predict", body,
+                           {"Content-Type": "application/json"})
+        sent.wait()
+        response = connection.getresponse()
+        answered_after_signal = signalled.is_set()
+        return response.status, json.loads(response.read()), answered_after_signal
+
+    threads = concurrent.futures.ThreadPoolExecutor(IN_FLIGHT)
+    futures = [threads.submit(one, i) for i in range(IN_FLIGHT)]
+    sent.wait()
+    holding_server.process.send_signal(signal.SIGTERM)
+    signalled.set()
+    results = [f.result() for f in futures]
+    threads.shutdown()
+    assert holding_server.process.wait(timeout=90) == 0
+    for status, answer, after_signal in results:
+        assert status == 200, answer
+        assert answer["predictions"][0]["size"] == len(payload)
+        assert after_signal  # it was in flight when the signal came
     with pytest.raises(requests.ConnectionError):
-        requests.post(url, json={"instances": [1.0]}, timeout=5)
+        requests.post(holding_server.rest_url + "/v1/models/hpt:predict",
+                      json={"instances": [1.0]}, timeout=5)

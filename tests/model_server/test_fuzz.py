@@ -1,11 +1,17 @@
-"""Fuzz: malformed REST bodies and gRPC requests get TF Serving-shaped client errors."""
+"""Fuzz: no client input gets a 5xx or holds the server. Malformed REST bodies (text
+that is not Unicode included) and gRPC requests get TF Serving-shaped client errors; a
+few bytes asking for a huge tensor are refused before it is built; connections that
+send slowly are closed while good requests keep being answered."""
 
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import grpc
 import numpy as np
+import pytest
 import requests
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +22,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+
+import model_server
 
 REST_EXAMPLES = 2200
 GRPC_EXAMPLES = 300
@@ -38,6 +46,19 @@ not_a_number = st.one_of(st.none(), st.booleans(), st.text(max_size=6),
 bad_b64 = st.text(alphabet="-_!*@ ", min_size=1, max_size=12).map(lambda s: {"b64": s})
 # Beyond 2**64 JSON integers are doubles (valid floats); 2**63..2**64-1 are refused.
 huge_ints = st.integers(min_value=2**63, max_value=2**64 - 1)
+# Text that is not Unicode: lone surrogates (json.dumps writes them as "\ud800"
+# escapes), in values, keys and names.
+not_unicode = st.builds(lambda a, c, b: a + c + b, st.text(max_size=3),
+                        st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+                        st.text(max_size=3))
+
+
+def _not_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def deep(depth):
@@ -81,9 +102,19 @@ bad_predict_bodies = st.one_of(
     st.dictionaries(st.sampled_from(["x", "k", "z"]), st.just(1), max_size=3).filter(
         lambda d: set(d) != {"x", "k"}).map(
         lambda d: json.dumps({"signature_name": "multi", "instances": [d]})),
+    # text that is not Unicode: a string value, a key, a signature name; bytes that are
+    # not UTF-8 inside a string; and the same after a NaN (the second parser's path)
+    st.lists(not_unicode, min_size=1, max_size=2).map(
+        lambda v: json.dumps({"signature_name": "bytes", "instances": v})),
+    not_unicode.map(lambda k: json.dumps({"instances": [{k: 1.0}]})),
+    not_unicode.map(lambda k: json.dumps({"signature_name": k, "instances": [1.0]})),
+    not_unicode.map(lambda k: '{"instances": [NaN], "z": ' + json.dumps(k) + "}"),
+    st.binary(min_size=1, max_size=4).filter(_not_utf8).map(
+        lambda b: b'{"signature_name": "bytes", "instances": ["' + b + b'"]}'),
 )
 
 bad_feature_values = st.one_of(
+    not_unicode,
     st.none(), st.lists(st.lists(scalars, min_size=1, max_size=2), min_size=1, max_size=2),
     st.dictionaries(st.text(max_size=3).filter(lambda k: k != "b64"), scalars, min_size=1,
                     max_size=2),
@@ -100,6 +131,7 @@ bad_example_bodies = st.one_of(
     bad_feature_values.map(lambda v: {"context": {"x": v}, "examples": [{}]}),
     json_values.filter(lambda v: not isinstance(v, dict)).map(
         lambda v: {"context": v, "examples": [{"x": 1.0}]}),
+    not_unicode.map(lambda k: {"examples": [{k: 1.0}]}),
 )
 
 
@@ -228,3 +260,143 @@ def test_malformed_grpc_requests_get_invalid_argument(grpc_channel):
     good.model_spec.name = "hpt"
     good.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0], np.float32)))
     assert tf.make_ndarray(stub.Predict(good).outputs["y"]).tolist() == [3.0]
+
+
+AMPLIFYING_EXAMPLES = 40
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@st.composite
+def amplifying_requests(draw, limit):
+    """A PredictRequest of a few bytes whose one value, spread over its shape, would
+    take more than ``limit`` bytes (up to 2**40)."""
+    dtype, field, value, itemsize = draw(st.sampled_from([
+        (types_pb2.DT_FLOAT, "float_val", 1.0, 4), (types_pb2.DT_DOUBLE, "double_val", 1.0, 8),
+        (types_pb2.DT_INT64, "int64_val", 1, 8), (types_pb2.DT_INT32, "int_val", 1, 4),
+        (types_pb2.DT_BOOL, "bool_val", True, 1), (types_pb2.DT_STRING, "string_val", b"a", 8),
+    ]))
+    dims = draw(st.lists(st.integers(1, 2**20), min_size=1, max_size=3).filter(
+        lambda d: limit < int(np.prod(d, dtype=object)) * itemsize <= 2**40))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "hpt"
+    request.model_spec.signature_name = draw(st.sampled_from(["", "bytes", "multi"]))
+    alias = {"": "x", "bytes": "image_bytes", "multi": draw(st.sampled_from(["x", "k"]))}[
+        request.model_spec.signature_name]
+    tensor = request.inputs[alias]
+    tensor.dtype = dtype
+    tensor.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims)
+    getattr(tensor, field).append(value)
+    if request.model_spec.signature_name == "multi":  # the other input, well formed
+        other = "k" if alias == "x" else "x"
+        request.inputs[other].CopyFrom(tf.make_tensor_proto(
+            [1] if other == "k" else [1.0], dtype=tf.int64 if other == "k" else tf.float32))
+    return request, alias
+
+
+def test_a_request_asking_for_a_huge_tensor_is_refused_before_it_is_built(
+        grpc_channel, server, helpers):
+    # e.g. tensor_shape [2**28] with one float_val: 30 bytes that would become 1 GiB.
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc_channel)
+    peak_before = _peak_rss_bytes(server.process.pid)
+
+    @settings(max_examples=AMPLIFYING_EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(amplifying_requests(helpers.MAX_TENSOR_BYTES))
+    def check(case):
+        request, alias = case
+        assert request.ByteSize() < 100
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Predict(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith(f"Input tensor {alias} of shape [")
+        assert f"limit of {helpers.MAX_TENSOR_BYTES} bytes" in refused.value.details()
+
+    check()
+    # The server's peak memory grew by less than the limit: nothing was built.
+    assert _peak_rss_bytes(server.process.pid) - peak_before < helpers.MAX_TENSOR_BYTES
+    good = predict_pb2.PredictRequest()
+    good.model_spec.name = "hpt"
+    good.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0], np.float32)))
+    assert tf.make_ndarray(stub.Predict(good, timeout=30).outputs["y"]).tolist() == [3.0]
+
+
+SLOW_TIMEOUT_MS = 600
+SLOW_CONNECTIONS = 8
+SMALL_TENSOR_BYTES = 4000
+
+
+@pytest.fixture(scope="module")
+def strict_server(model_dirs):
+    """An in-process server with short header and body timeouts and a small tensor limit."""
+    with model_server.serve(
+        model_dirs["hpt"], model_name="hpt", rest_api_header_timeout_in_ms=SLOW_TIMEOUT_MS,
+        rest_api_body_timeout_in_ms=SLOW_TIMEOUT_MS, max_request_tensor_bytes=SMALL_TENSOR_BYTES,
+    ) as running:
+        yield running
+
+
+def _receive(sock: socket.socket, within_s: float, until: bytes | None = None):
+    """What the server sends on ``sock`` within ``within_s`` (or until it has sent
+    ``until``), and whether it closed the connection."""
+    sock.settimeout(within_s)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+            if until is not None and received.endswith(until):
+                return received, False
+    except TimeoutError:
+        return received, False
+    except ConnectionResetError:
+        pass
+    return received, True
+
+
+def test_slow_connections_are_closed_while_good_requests_are_answered(strict_server):
+    host, port = strict_server.rest_url.split("//")[1].split(":")
+    head = b"POST /v1/models/hpt:predict HTTP/1.1\r\nHost: x\r\n"
+    silent = [socket.create_connection((host, int(port))) for _ in range(SLOW_CONNECTIONS)]
+    slow_head = [socket.create_connection((host, int(port))) for _ in range(SLOW_CONNECTIONS)]
+    slow_body = [socket.create_connection((host, int(port))) for _ in range(SLOW_CONNECTIONS)]
+    for sock in slow_body:
+        sock.sendall(head + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+    session = requests.Session()
+    deadline = time.monotonic() + 3 * SLOW_TIMEOUT_MS / 1000
+    answered = 0
+    while time.monotonic() < deadline:
+        for sock in slow_head:  # a byte at a time, never a whole head
+            try:
+                sock.sendall(head[answered % len(head):][:1])
+            except OSError:
+                pass  # closed by the server already
+        r = session.post(strict_server.rest_url + "/v1/models/hpt:predict",
+                         json={"instances": [1.0]}, timeout=10)
+        assert r.json() == {"predictions": [2.5]}
+        answered += 1
+        time.sleep(0.05)
+    assert answered > 10
+    for sock in silent + slow_head:
+        assert _receive(sock, 2.0) == (b"", True)
+    for sock in slow_body:  # answered 408, with Connection: close
+        answer, _ = _receive(sock, 2.0, until=b'(--rest_api_body_timeout_in_ms)"}')
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"Connection: close" in answer and answer.endswith(b'ms)"}'), answer
+    for sock in silent + slow_head + slow_body:
+        sock.close()
+
+
+def test_a_rest_tensor_over_the_limit_is_refused_naming_it(strict_server):
+    values = [1.0] * (SMALL_TENSOR_BYTES // 4 + 1)
+    r = requests.post(strict_server.rest_url + "/v1/models/hpt:predict",
+                      json={"instances": values}, timeout=10)
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        f"Input tensor x of shape [{len(values)}] (float) would take {4 * len(values)} bytes, "
+        f"more than the limit of {SMALL_TENSOR_BYTES} bytes (--max_request_tensor_bytes)")

@@ -187,6 +187,10 @@ def test_get_model_metadata(stub):
     request.metadata_field[:] = ["graph"]
     assert rpc_error(stub.GetModelMetadata, request) == (
         grpc.StatusCode.INVALID_ARGUMENT, "Metadata field graph is not supported")
+    del request.metadata_field[:]
+    assert rpc_error(stub.GetModelMetadata, request) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "GetModelMetadataRequest must specify at least one metadata_field")
 
 
 def test_get_model_status(models):

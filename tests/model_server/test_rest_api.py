@@ -210,6 +210,18 @@ def test_json_parse_error(http, server):
                  startswith="JSON Parse error")
 
 
+def test_text_that_is_not_unicode_is_a_json_parse_error(http, server):
+    # A lone surrogate escape: alone, and after a NaN (read by the second parser).
+    assert_error(post(http, server, f"{HPT}:predict",
+                      b'{"signature_name": "bytes", "instances": ["\\ud800"]}'), 400,
+                 message="JSON Parse error: no low surrogate in string: line 1 column 44 "
+                         "(char 43)")
+    assert_error(post(http, server, f"{HPT}:predict", b'{"instances": [NaN], "a": "\\udc00"}'),
+                 400, message="JSON Parse error: The surrogate pair in string is invalid.")
+    assert_error(post(http, server, f"{HPT}:predict", b'{"instances": ["\xff\xfe"]}'), 400,
+                 startswith="JSON Parse error")
+
+
 def test_graph_error_is_invalid_argument(http, server):
     body = {"signature_name": "classify", "examples": [{"x": "not a float"}]}
     assert_error(post(http, server, f"{HPT}:classify", body), 400)
@@ -233,3 +245,13 @@ def test_metrics_count_requests(http, server):
 
 def test_warmup_was_replayed(server):
     assert "Finished reading 1 warmup records for hpt version 123" in server.stderr()
+
+
+def test_console_prefills_a_tensor_signature_from_the_warmup_requests(http, server):
+    # The warm-up file holds a PredictRequest to serving_default with x = [1.0].
+    doc = http.get(f"{server.rest_url}/console/api/models/hpt/versions/123", timeout=30).json()
+    default = doc["signatures"]["serving_default"]
+    assert (default["form"], default["example_row"]) == ("tensors", {"x": 1.0})
+    assert default["fields"] == [{"name": "x", "dtype": "float32", "shape": [],
+                                  "widget": "number"}]
+    assert doc["signatures"]["classify"]["form"] == "features"  # a tf.Example signature

@@ -6,7 +6,8 @@
 
 const API = "/console/api";
 const REFRESH_MS = 2000;
-const state = { model: null, version: null, description: null, path: null };
+const state = { model: null, version: null, description: null, path: null, fields: [],
+  form: null };
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -96,8 +97,12 @@ function renderSignatures(signatures) {
   const tensors = (infos) => element("td", {}, ...Object.entries(infos).map(([name, info]) =>
     element("div", {}, element("code", { text: name }), ` ${info.dtype} ${shapeText(info.shape)}`)));
   for (const [name, s] of Object.entries(signatures)) {
-    body.append(element("tr", {}, element("td", { text: name }),
-      element("td", { text: s.method_name }), tensors(s.inputs), tensors(s.outputs)));
+    const method = element("td", { text: s.method_name });
+    if (!s.callable) {
+      method.append(element("div", { class: "muted reason", text: `Not callable here: ${s.reason}` }));
+    }
+    body.append(element("tr", { "data-signature": name }, element("td", { text: name }),
+      method, tensors(s.inputs), tensors(s.outputs)));
   }
 }
 
@@ -118,11 +123,33 @@ function renderContract(features) {
 const isImage = (f) => f.type === "string" && f.annotations.media === "image";
 const isList = (f) => Boolean(f.annotations.list) || (f.shape && f.shape.length > 0);
 
-function fieldFor(f, value) {
-  const id = `feature-${f.name}`;
+// A form field: {name, widget, note}; widget is number | int | text | bool | file
+// (bytes, sent as {"b64": ...}) | list (one value per line) | json (a value with
+// dimensions, as JSON text).
+function contractFields(features) {
+  return features.map((f) => ({
+    name: f.name,
+    widget: isImage(f) ? "file" : isList(f) ? "list"
+      : f.type === "string" ? "text" : f.type === "int" ? "int" : "number",
+    note: `${f.type}${isList(f) ? " list" : ""}${f.nullable ? ", optional" : ""}`,
+    accept: isImage(f) ? "image/*" : null,
+  }));
+}
+
+function tensorFields(signature) {
+  return signature.fields.map((f) => ({
+    name: f.name, widget: f.widget,
+    note: f.shape === null ? `${f.dtype}, any shape`
+      : f.shape.length ? `${f.dtype} ${shapeText(f.shape)}` : f.dtype,
+  }));
+}
+
+function fieldFor(field, value) {
+  const id = `feature-${field.name}`;
   let input;
-  if (isImage(f)) {
-    input = element("input", { id, type: "file", accept: "image/*", name: f.name });
+  if (field.widget === "file") {
+    input = element("input", { id, type: "file", name: field.name });
+    if (field.accept) input.accept = field.accept;
     if (value && value.b64 !== undefined) input.dataset.b64 = value.b64;
     input.addEventListener("change", async () => {
       const file = input.files[0];
@@ -135,42 +162,73 @@ function fieldFor(f, value) {
       input.dataset.b64 = btoa(binary);
       await buildRequest();
     });
-  } else if (isList(f)) {
-    input = element("textarea", { id, name: f.name, placeholder: "one value per line" });
+  } else if (field.widget === "list") {
+    input = element("textarea", { id, name: field.name, placeholder: "one value per line" });
     input.value = Array.isArray(value) ? value.join("\n") : (value ?? "");
+  } else if (field.widget === "json") {
+    input = element("textarea", { id, name: field.name, placeholder: "a JSON value" });
+    input.value = value === undefined ? "" : JSON.stringify(value);
+  } else if (field.widget === "bool") {
+    input = element("input", { id, name: field.name, type: "checkbox" });
+    input.checked = value === true;
   } else {
-    const numeric = f.type === "float" || f.type === "int";
-    input = element("input", { id, name: f.name, type: numeric ? "number" : "text",
-      step: f.type === "int" ? "1" : "any" });
+    const numeric = field.widget === "number" || field.widget === "int";
+    input = element("input", { id, name: field.name, type: numeric ? "number" : "text",
+      step: field.widget === "int" ? "1" : "any" });
     input.value = value ?? "";
   }
-  const required = f.nullable ? ", optional" : "";
-  const label = element("label", { for: id }, f.name, " ",
-    element("span", { class: "type", text: `${f.type}${isList(f) ? " list" : ""}${required}` }));
+  const label = element("label", { for: id }, field.name, " ",
+    element("span", { class: "type", text: field.note }));
   return [label, input];
 }
 
-function renderForm(features, row) {
-  const fields = $("#fields");
-  fields.replaceChildren();
-  for (const f of features) fields.append(...fieldFor(f, row[f.name]));
+function renderForm(fields, row) {
+  state.fields = fields;
+  const box = $("#fields");
+  box.replaceChildren();
+  for (const field of fields) box.append(...fieldFor(field, row[field.name]));
 }
 
 function formRow() {
-  // Values as typed; the server types them by the contract (and says what is wrong).
+  // Values as typed; the server types them by the contract or the signature (and says
+  // what is wrong).
   const row = {};
-  for (const f of state.description.raw_features) {
-    const input = document.getElementById(`feature-${f.name}`);
-    if (isImage(f)) {
-      if (input.dataset.b64) row[f.name] = { b64: input.dataset.b64 };
-    } else if (isList(f)) {
+  for (const field of state.fields) {
+    const input = document.getElementById(`feature-${field.name}`);
+    if (field.widget === "file") {
+      if (input.dataset.b64) row[field.name] = { b64: input.dataset.b64 };
+    } else if (field.widget === "list") {
       const values = input.value.split("\n").map((v) => v.trim()).filter((v) => v !== "");
-      if (values.length) row[f.name] = values;
+      if (values.length) row[field.name] = values;
+    } else if (field.widget === "json") {
+      if (input.value.trim() === "") continue;
+      try {
+        row[field.name] = JSON.parse(input.value);
+      } catch (e) {
+        throw new Error(`Input "${field.name}": not a JSON value (${e.message})`);
+      }
+    } else if (field.widget === "bool") {
+      row[field.name] = input.checked;
     } else if (input.value !== "") {
-      row[f.name] = input.value;
+      row[field.name] = input.value;
     }
   }
   return row;
+}
+
+// The form of the chosen signature: the raw feature contract (tf.Example signatures,
+// predict_raw), kept while switching between those, or the signature's own inputs.
+function showSignature() {
+  const signature = state.description.signatures[$("#signature").value];
+  if (!signature) return;
+  const form = signature.form === "tensors" ? `tensors:${$("#signature").value}` : "features";
+  if (form !== state.form) {
+    state.form = form;
+    if (signature.form === "tensors") renderForm(tensorFields(signature), signature.example_row);
+    else renderForm(contractFields(state.description.raw_features),
+      state.description.example_rows[0] || {});
+  }
+  $("#send-form").textContent = signature.kind === "examples" ? "Send as tf.Example" : "Send";
 }
 
 async function selectVersion(model, version) {
@@ -183,16 +241,27 @@ async function selectVersion(model, version) {
     return;
   }
   state.description = doc;
+  state.form = null;
   $("#detail").hidden = false;
   $("#detail-title").textContent = `${model}, version ${version}`;
   renderSignatures(doc.signatures);
   renderContract(doc.raw_features);
+  $("#contract-section").hidden = doc.raw_features.length === 0;
   const select = $("#signature");
-  select.replaceChildren(...Object.entries(doc.signatures).filter(([, s]) => s.callable)
-    .map(([name, s]) => element("option", { value: name, text: `${name} (${s.api})` })));
-  select.value = doc.default_signature;
-  renderForm(doc.raw_features, doc.example_rows[0] || {});
+  select.replaceChildren(...Object.entries(doc.signatures).map(([name, s]) => {
+    const option = element("option", { value: name,
+      text: s.callable ? `${name} (${s.api})` : `${name} (not callable here)`, title: s.reason ?? "" });
+    option.disabled = !s.callable;
+    return option;
+  }));
+  select.value = doc.default_signature ?? "";
   $("#answer").replaceChildren(element("p", { class: "muted", text: "No request sent yet." }));
+  if (doc.default_signature === null) {
+    $("#fields").replaceChildren(element("p", { class: "muted",
+      text: "No signature of this version can be called from a form." }));
+    return;
+  }
+  showSignature();
   await buildRequest();
 }
 
@@ -204,10 +273,17 @@ function showError(message) {
 
 async function buildRequest() {
   const url = `${API}/models/${encodeURIComponent(state.model)}/versions/${state.version}/request`;
+  let rows;
+  try {
+    rows = [formRow()];
+  } catch (e) {
+    showError(e.message);
+    return false;
+  }
   const { ok, doc } = await getJson(url, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ signature_name: $("#signature").value, rows: [formRow()] }),
+    body: JSON.stringify({ signature_name: $("#signature").value, rows }),
   });
   if (!ok) {
     showError(doc.error);
@@ -245,11 +321,18 @@ function valueTable(entries) {
 }
 
 function answerTables(doc) {
+  // A single output is answered bare (TF Serving's JSON): shown under its name.
+  const outputs = Object.keys(state.description.signatures[$("#signature").value].outputs);
+  const single = outputs.length === 1 ? outputs[0] : "value";
   if (Array.isArray(doc.results) && doc.results.every(Array.isArray)) {  // :classify
     return doc.results.map((pairs) => scoreTable(pairs));
   }
   if (Array.isArray(doc.results)) {  // :regress
     return [valueTable(doc.results.map((v, i) => [`example ${i}`, v]))];
+  }
+  if (doc.outputs !== undefined) {  // :predict, columnar format
+    const named = doc.outputs && typeof doc.outputs === "object" && !Array.isArray(doc.outputs);
+    return [valueTable(named ? Object.entries(doc.outputs) : [[single, doc.outputs]])];
   }
   if (Array.isArray(doc.predictions)) {  // :predict, row format
     return doc.predictions.map((p) => {
@@ -257,10 +340,14 @@ function answerTables(doc) {
           p.classes.length === p.scores.length) {
         return scoreTable(p.classes.map((c, i) => [c, p.scores[i]]));
       }
-      return valueTable(p && typeof p === "object" ? Object.entries(p) : [["value", p]]);
+      return valueTable(p && typeof p === "object" ? Object.entries(p) : [[single, p]]);
     });
   }
   return [];
+}
+
+function showSending() {
+  $("#answer").replaceChildren(element("p", { class: "muted", text: "Sending…" }));
 }
 
 async function send(body) {
@@ -295,10 +382,17 @@ function renderSamples(samples) {
 
 $("#try-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  showSending();  // at once, so no earlier answer stays on screen meanwhile
   if (await buildRequest()) await send($("#json-editor").value);
 });
-$("#send-json").addEventListener("click", () => send($("#json-editor").value));
-$("#signature").addEventListener("change", buildRequest);
+$("#send-json").addEventListener("click", () => {
+  showSending();
+  send($("#json-editor").value);
+});
+$("#signature").addEventListener("change", async () => {
+  showSignature();
+  await buildRequest();
+});
 
 refreshModels();
 setInterval(refreshModels, REFRESH_MS);

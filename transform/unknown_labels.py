@@ -1,0 +1,114 @@
+"""Eval label values that are no training class, found by the Beam job before training.
+
+A class label's vocabulary is computed over the training split, so an eval value
+spelled another way (``"high."`` for ``"high"``) has no id. The job runs the part of
+the transform graph that computes each class label's value (cleaned, or derived by a
+``preprocessing_fn``) and its id over the eval (and validation) rows and counts the
+values without an id in Beam counters; the job then fails naming them
+(:func:`unknown_labels_message`), with their counts and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import apache_beam as beam
+import numpy as np
+from tfx_bsl.tfxio import tensor_adapter
+
+from serving_input.transform_graph import TransformGraph
+from transform.labels import label_value_op
+
+COUNTER_NAMESPACE = "tfbake_unknown_labels"
+
+
+class _CountUnknownValues(beam.DoFn):
+    """Raw RecordBatches -> a counter per (split, label, value) whose id is -1."""
+
+    def __init__(self, split: str, labels: Sequence[str], adapter_config):
+        self._split = split
+        self._labels = list(labels)
+        self._adapter_config = adapter_config
+        self._transform_dir = None
+        self._function = None
+
+    def setup(self):
+        self._adapter = tensor_adapter.TensorAdapter(self._adapter_config)
+
+    def _prune(self, transform_dir: str):
+        graph = TransformGraph(transform_dir)
+        fetches = {}
+        for label in self._labels:
+            value = graph.tensor(label_value_op(label))
+            if value is not None:  # None: a preprocessing_fn made the label's ids itself
+                fetches[label] = {"value": value, "id": graph.outputs[label]}
+        needed = set().union(*(graph.sources(f) for f in fetches.values())) if fetches else set()
+        self._graph = graph  # keeps the loaded tables alive
+        return graph.prune(needed, fetches) if fetches else None
+
+    def process(self, record_batch, transform_dir: str):
+        if transform_dir != self._transform_dir:
+            self._function = self._prune(transform_dir)
+            self._transform_dir = transform_dir
+        if self._function is None:
+            return
+        tensors = self._adapter.ToBatchTensors(record_batch, produce_eager_tensors=True)
+        found = self._function({name: tensors[name] for name in self._function.raw_inputs})
+        for label, pair in found.items():
+            unknown = pair["value"].numpy()[pair["id"].numpy() < 0]
+            for value, count in zip(*np.unique(unknown, return_counts=True)):
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8", "backslashreplace")
+                value = value.item() if hasattr(value, "item") else value
+                name = json.dumps([self._split, label, value])
+                beam.metrics.Metrics.counter(COUNTER_NAMESPACE, name).inc(int(count))
+
+
+class CountUnknownLabels(beam.PTransform):
+    """A split's raw RecordBatches -> counters of the class label values that have no id
+    in the training label vocabulary (``transform_fn``: the saved transform's folder)."""
+
+    def __init__(self, split: str, labels: Sequence[str], adapter_config, transform_fn):
+        super().__init__()
+        self._split = split
+        self._labels = labels
+        self._adapter_config = adapter_config
+        self._transform_fn = transform_fn
+
+    def expand(self, record_batches):
+        return record_batches | "CountUnknownValues" >> beam.ParDo(
+            _CountUnknownValues(self._split, self._labels, self._adapter_config),
+            transform_dir=beam.pvalue.AsSingleton(self._transform_fn),
+        )
+
+
+def unknown_label_counts(result) -> dict[tuple[str, str], dict]:
+    """(split, label) -> {value: rows} from a finished job's counters."""
+    counters = result.metrics().query(
+        beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
+    )["counters"]
+    found: dict[tuple[str, str], dict] = {}
+    for counter in counters:
+        split, label, value = json.loads(counter.key.metric.name)
+        count = counter.committed or counter.attempted or 0
+        if count:
+            values = found.setdefault((split, label), {})
+            values[value] = values.get(value, 0) + count
+    return found
+
+
+def unknown_labels_message(split: str, label: str, counts: dict, classes: Sequence[str]) -> str:
+    """Why the job stops: the ``split`` values of ``label`` that are no training class."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+    values = ", ".join(
+        f"{json.dumps(v)} ({n} row{'' if n == 1 else 's'})" for v, n in ordered[:20]
+    )
+    more = f" and {len(ordered) - 20} more" if len(ordered) > 20 else ""
+    example = json.dumps(str(ordered[0][0]))
+    return (
+        f'{split} label "{label}" has values that are no class of the training data: '
+        f"{values}{more}. The training classes are {json.dumps(list(classes))}. Map each "
+        f"to its class (label: {{name: {label}, map: {{{example}: <class>}}}}, after any "
+        f"strip / case), or leave those rows out of the {split} data"
+    )

@@ -77,7 +77,6 @@ from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util  # noqa: E4
 import transform  # noqa: E402
 from tfbake import stages  # noqa: E402
 from tfbake.config import load_config  # noqa: E402
-from transform.analysis_cache import trace_analyzers  # noqa: E402
 from transform.csv_source import ReadCsv, arrow_schema, read_header  # noqa: E402
 from transform.job_record import RECORD_FILE as JOB_RECORD_FILE  # noqa: E402
 from transform.pipeline import WriteExamples, _pipeline  # noqa: E402
@@ -302,18 +301,12 @@ def beam_transform_pass(
 ) -> Clock:
     shutil.rmtree(out_dir, ignore_errors=True)
     spec = config.raw_feature_spec()
-    # The transform_fn is a TF1 graph when the job traced the preprocessing_fn so
-    # (transform.analysis_cache.trace_analyzers); tf.Transform must be told to apply it.
-    tf_compat_v1 = trace_analyzers(
-        stages.preprocessing_fn(config),
-        tensor_adapter.TensorAdapter(adapter_config_of(spec)).OriginalTypeSpecs(),
-    ).tf_compat_v1
     clock = Clock().__enter__()
     columns = read_header(config.data.train, config.data.csv.delimiter)
     adapter_config = adapter_config_of(spec)
     options = PipelineOptions([*config.beam_args(), *mode_args])
     pipeline = _pipeline(options)
-    with tft_beam.Context(temp_dir=os.path.join(out_dir, ".tmp"), force_tf_compat_v1=tf_compat_v1):
+    with tft_beam.Context(temp_dir=os.path.join(out_dir, ".tmp")):
         raw = pipeline | "Read" >> ReadCsv(
             config.data.train, spec, columns, config.data.csv, "train"
         )

@@ -124,10 +124,9 @@ class _AnalyzerFingerprints(nodes.Visitor):
 
 @dataclasses.dataclass(frozen=True)
 class TracedAnalyzers:
-    """How tf.Transform is to trace a ``preprocessing_fn`` (``tf_compat_v1``: once, into
-    a TF1 graph that every analysis phase and the ``transform_fn`` are cut from; else
-    once per phase, as a ``tf.function``) and each cacheable analyzer's fingerprint (by
-    label) in that graph."""
+    """A ``preprocessing_fn``'s trace: whether it traced in TF1 graph mode
+    (``tf_compat_v1``; deterministic, so the whole graph has a fingerprint), and each
+    cacheable analyzer's fingerprint (by label) in that graph."""
 
     tf_compat_v1: bool
     fingerprints: dict[str, str]
@@ -139,11 +138,12 @@ class TracedAnalyzers:
 def trace_analyzers(
     preprocessing_fn: Callable[[dict], dict], type_specs: Mapping[str, tf.TypeSpec]
 ) -> TracedAnalyzers:
-    """Traces ``preprocessing_fn`` as tf.Transform will, in TF1 graph mode when the
-    function allows it (one trace instead of one per phase, and SavedModels written
-    from the graph instead of traced again), else as a ``tf.function``. A fingerprint
-    covers everything that feeds its analyzer: the traced graph from the raw inputs to
-    it (op types, attributes, constants, the inputs' names) and its own settings."""
+    """Traces ``preprocessing_fn`` as tf.Transform does, in TF1 graph mode when the
+    function allows it (a graph that serializes the same in every process: the job
+    record's fingerprint), else as a ``tf.function``. An analyzer's fingerprint covers
+    everything that feeds it: the traced graph from the raw inputs to it (op types,
+    attributes, constants, the inputs' names) and its own settings. Its label is the
+    one tf.Transform's own trace gives the analyzer, in either mode."""
     try:
         graph, inputs = _trace(preprocessing_fn, type_specs, tf_compat_v1=True)
         tf_compat_v1 = True

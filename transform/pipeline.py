@@ -386,7 +386,10 @@ def run(job: TransformJob) -> dict:
     memoize_dofn_specs()
     temp_dir = os.path.join(out, ".tmp")
     pipeline = _pipeline(pipeline_options(job.beam_args))
-    with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1):
+    # TF2 mode, whatever the fingerprints' trace: the export and the unknown-label check
+    # prune the transform_fn as a tf.function (serving_input.transform_graph), which a
+    # TF1 graph mode job does not write. It traces the function once per phase.
+    with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
         reads = [
             _read(
                 pipeline,

@@ -179,7 +179,7 @@ class Training(_Strict):
     distribute: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
     # Initialize from a previous model: a run's artifacts folder, an export folder or
     # one export version; rows of categorical and text features remapped by token.
-    warm_start: str | None = None
+    warm_start: ConfigPath | None = None
 
 
 class Export(_Strict):

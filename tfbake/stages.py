@@ -117,7 +117,7 @@ def transform_job(
     return transform.TransformJob(
         raw_feature_spec=config.raw_feature_spec(),
         preprocessing_fn=preprocessing_fn(config),
-        train_pattern=config.train_spans,
+        train_pattern=config.data.train,
         eval_pattern=config.data.eval,
         output_dir=config.transform_dir,
         data_format=config.data.format,

@@ -50,6 +50,9 @@ demo: $(STAMP)
 	# One body, two heads (delay minutes, delayed yes/no), each with its own signatures.
 	$(PY) examples/flights_data.py --out artifacts/flights/data
 	$(VENV)/bin/tfbake run configs/flights_multihead.yaml
+	# A tag per word (POS, OANC sentences): each sentence answered with its own tags.
+	$(PY) examples/pos_data.py --out artifacts/pos_tagging/data --cache artifacts/downloads
+	$(VENV)/bin/tfbake run configs/pos_tagging.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 )
 
 import serving_input
+from model_server.ragged import as_rows, cut_rows, token_counts
 from model_server.request_samples import raw_spec_of_inputs
 from serving_input import signatures as sig_keys
 from serving_input.csv_rows import CsvFormat, CsvLineDecoder, csv_reader
@@ -134,6 +135,20 @@ def _example_to_json(example: tf.train.Example) -> dict:
         elif kind == "int64_list":
             out[name] = [int(v) for v in feature.int64_list.value]
     return out
+
+
+def _rest_array(value, dtype: tf.dtypes.DType) -> np.ndarray:
+    """A REST output value (nested lists; strings plain or ``{"b64": ...}``) as an array."""
+    if dtype != tf.string:
+        return np.asarray(value, dtype=dtype.as_numpy_dtype)
+    array = np.array(value, dtype=object)
+    flat = [
+        base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode("utf-8")
+        for v in array.reshape(-1).tolist()
+    ]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(array.shape)
 
 
 class Client:
@@ -333,6 +348,14 @@ class Client:
             return {name: np.zeros((0,)) for name in outputs}
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
+    @staticmethod
+    def _own_rows(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-token outputs (beside a ``token_count``), sent padded over gRPC, as one
+        array per example cut at its count."""
+        for name, counts in token_counts(result).items():
+            result[name] = as_rows(cut_rows(result[name], counts))
+        return result
+
     def _predict_rest(self, model, version, label, signature_name, chunk, signature, outputs):
         def column(array: np.ndarray):
             if array.dtype == object or array.dtype.kind in "SU":
@@ -353,21 +376,15 @@ class Client:
         if len(outputs) == 1 or not isinstance(values, dict):
             values = {outputs[0]: values}
         result = {}
+        cuts = token_counts(values)
         for name in outputs:
             info = signature["outputs"][name]
             dtype = _DTYPES.get(info["dtype"], tf.float32)
-            value = values[name]
-            if dtype == tf.string:
-                array = np.array(value, dtype=object)
-                flat = [
-                    base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode("utf-8")
-                    for v in array.reshape(-1).tolist()
-                ]
-                out = np.empty(len(flat), dtype=object)
-                out[:] = flat
-                result[name] = out.reshape(array.shape)
+            if name in cuts:  # cut by this server; padded by TF Serving's: cut here
+                result[name] = as_rows([_rest_array(row, dtype)[: int(count)]
+                                        for row, count in zip(values[name], cuts[name])])
             else:
-                result[name] = np.asarray(value, dtype=dtype.as_numpy_dtype)
+                result[name] = _rest_array(values[name], dtype)
         return result
 
     def _predict_grpc(self, model, version, label, signature_name, chunk, output_filter):
@@ -378,7 +395,9 @@ class Client:
         if output_filter:
             request.output_filter.extend(output_filter)
         response = self._grpc_call(self._predict.Predict, request)
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return self._own_rows(
+            {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        )
 
     # ------------------------------------------------------------------ classify / regress
 

@@ -28,6 +28,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import input_pb2
 
 from model_server import errors
+from model_server.ragged import cut_rows, token_counts
 from model_server.servable import TensorInfo
 
 INSTANCES, INPUTS, SIGNATURE_NAME = "instances", "inputs", "signature_name"
@@ -564,7 +565,8 @@ def _key(name: str) -> str:
 
 
 def predictions_json(outputs: dict[str, np.ndarray]) -> bytes:
-    """Row format: ``{"predictions": [...]}``; every output batched on dimension 0."""
+    """Row format: ``{"predictions": [...]}``; every output batched on dimension 0, a
+    per-token output cut at each example's token count (:mod:`model_server.ragged`)."""
     if not outputs:
         raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
     batch_size = -1
@@ -578,7 +580,11 @@ def predictions_json(outputs: dict[str, np.ndarray]) -> bytes:
             )
         batch_size = array.shape[0]
     columns = []
+    cuts = token_counts(outputs)
     for name, array in outputs.items():
+        if name in cuts:  # each example's own tokens
+            columns.append((name, _cut_json(name, array, cuts[name])))
+            continue
         tokens = value_tokens(name, array)
         inner = array.shape[1:]
         stride = int(np.prod(inner)) if inner else 1
@@ -596,11 +602,22 @@ def predictions_json(outputs: dict[str, np.ndarray]) -> bytes:
     return ('{"predictions":[' + ",".join(rows) + "]}").encode()
 
 
+def _cut_json(name: str, array: np.ndarray, counts: np.ndarray) -> list[str]:
+    """A per-token output's rows as JSON lists, each cut at its example's token count."""
+    return [_nest(value_tokens(name, row), row.shape) for row in cut_rows(array, counts)]
+
+
 def outputs_json(outputs: dict[str, np.ndarray]) -> bytes:
-    """Columnar format: ``{"outputs": value}`` or ``{"outputs": {name: value}}``."""
+    """Columnar format: ``{"outputs": value}`` or ``{"outputs": {name: value}}``; a
+    per-token output is a list per example, cut at its token count."""
     if not outputs:
         raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
-    values = {name: _nest(value_tokens(name, a), a.shape) for name, a in outputs.items()}
+    cuts = token_counts(outputs)
+    values = {
+        name: "[" + ",".join(_cut_json(name, a, cuts[name])) + "]" if name in cuts
+        else _nest(value_tokens(name, a), a.shape)
+        for name, a in outputs.items()
+    }
     if len(values) == 1:
         body = next(iter(values.values()))
     else:

@@ -37,3 +37,14 @@ CLASS_IDS = "class_ids"
 ALL_CLASS_IDS = "all_class_ids"
 ALL_CLASSES = "all_classes"
 PREDICTIONS = "predictions"
+
+# Output keys of a sequence-tagging head's predict signature. Per-token outputs are
+# padded to the model's sequence length; TOKEN_COUNT [N] says how many of each row's
+# entries are the example's own (the server's JSON writer and the client cut each row
+# there; TF Serving, which has no ragged tensors, answers them padded).
+TOKENS = "tokens"
+TAGS = "tags"
+TAG_IDS = "tag_ids"
+TAG_SCORES = "tag_scores"
+TOKEN_COUNT = "token_count"
+PER_TOKEN_OUTPUTS = (TOKENS, TAGS, TAG_IDS, TAG_SCORES)

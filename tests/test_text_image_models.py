@@ -36,6 +36,8 @@ from tests.trainer.test_canned_signatures import (
     _check_tf_serving_rules,
     _classifier_table,
     _io,
+    _multi_head_table,
+    _multi_label_table,
     _signature_defs,
 )
 
@@ -272,7 +274,12 @@ def test_export_signatures_follow_the_estimator_table(name, runs):
             "outputs": transformed,
         },
     }
-    defs = _signature_defs(runs[name][1])
+    _assert_signatures(runs[name][1], expected)
+
+
+def _assert_signatures(export_dir: str, expected: dict) -> None:
+    """The export has exactly these signatures, each with its method, inputs and outputs."""
+    defs = _signature_defs(export_dir)
     assert sorted(defs) == sorted(expected)
     for key, want in expected.items():
         assert defs[key].method_name == want["method"], key
@@ -305,3 +312,69 @@ def test_broken_image_is_invalid_argument_naming_the_feature(served):
     assert grpc_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = grpc_error.value.details()
     assert "picture" in details and "not a decodable" in details, details
+
+
+# An image classifier with two heads from YAML: the image class (softmax) and marks
+# (multi-label: which regions are bright), on one convolution body.
+MARKS = {"top": ["bright_top"], "left": ["bright_left"], "bottom": []}
+
+
+def _marked_images(n: int, seed: int) -> list[dict]:
+    return [{**row, "marks": [m.encode() for m in MARKS[row["label"]]]}
+            for row in _images(n, seed)]
+
+
+def _write_marked_examples(path, rows: list[dict]) -> str:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for row in rows:
+            example = tf.train.Example()
+            for key, value in row.items():
+                values = value if isinstance(value, list) else [value]
+                example.features.feature[key].bytes_list.value.extend(
+                    v.encode() if isinstance(v, str) else v for v in values
+                )
+            writer.write(example.SerializeToString())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def multi_head_image_export(tmp_path_factory):
+    from tfbake import stages
+    from tfbake.config import load_config
+
+    tmp = tmp_path_factory.mktemp("image_heads")
+    raw = _config(
+        tmp, "shapes_heads",
+        {"format": "tfrecord",
+         "train": _write_marked_examples(tmp / "train.tfrecord", _marked_images(45, 0)),
+         "eval": _write_marked_examples(tmp / "eval.tfrecord", _marked_images(15, 1))},
+        {"picture": {"type": "string", "media": "image"}},
+        {"picture": {"image": {"height": SIZE, "width": SIZE, "channels": 1}}},
+        {"type": "image_classifier", "filters": [4], "hidden_units": [8]},
+    )
+    raw.pop("label")
+    raw["labels"] = [
+        {"name": "label", "type": "string"},
+        {"name": "marks", "head": "multi_label", "classes": ["bright_top", "bright_left"]},
+    ]
+    raw["training"]["epochs"] = 3
+    config = load_config(write_config(tmp, raw))
+    stages.run_transform(config)
+    model, metrics = stages.run_training(config)
+    return stages.run_export(config, model), metrics
+
+
+def test_image_classifier_takes_a_softmax_and_a_multi_label_head_from_yaml(
+    multi_head_image_export,
+):
+    export_dir, metrics = multi_head_image_export
+    assert set(metrics) == {"loss", "label", "marks"}
+    table = _multi_head_table({"label": _classifier_table(3), "marks": _multi_label_table(2)})
+    expected = {
+        **table,
+        "predict_raw": {"method": PREDICT, "inputs": {"picture": ("string", BATCH)},
+                        "outputs": table["predict"]["outputs"]},
+        "transform_features": {"method": PREDICT, "inputs": {"examples": ("string", BATCH)},
+                               "outputs": {"picture": ("float32", [-1, SIZE, SIZE, 1])}},
+    }
+    _assert_signatures(export_dir, expected)

@@ -145,6 +145,9 @@ class Config(_Strict):
                 raise ValueError(f'labels: label "{name}" is declared twice')
         check_label_and_model(self.all_labels, self.model)
         self._check_labels_and_cleaning()
+        for label in self.all_labels:
+            if label.tokens is not None:
+                self._check_tagged_tokens(label)
         for name, ops in self.preprocessing.items():
             if ops.cross is not None:
                 self._check_cross(name, ops.cross)
@@ -185,6 +188,36 @@ class Config(_Strict):
             ops = self.preprocessing.get(name)
             if feature.type == "string" and ops is not None:
                 self._merged_cleaning(f"preprocessing.{name}", ops.cleaning)
+
+    def _check_tagged_tokens(self, label: Label) -> None:
+        """The tags of a sequence_tagging label need one id per token of their feature:
+        a text or list with ``output: ids``, every token kept (OOV buckets, no n-grams)."""
+        key = f'label "{label.name}": tokens'
+        feature = self.features.get(label.tokens)
+        if feature is None or feature.type != "string" or not feature.serving:
+            raise ValueError(f'{key}: "{label.tokens}" is not a served string feature')
+        ops = self.preprocessing.get(label.tokens)
+        text = ops.text if ops is not None else None
+        if text is not None:
+            vocabulary, output, ngrams = text.vocabulary, text.output, text.ngrams
+        elif ops is not None and feature.list:
+            vocabulary, output, ngrams = ops.vocabulary, ops.output, None
+        else:
+            raise ValueError(
+                f'{key}: preprocessing.{label.tokens} must make one id per token: a text '
+                "(text: {output: ids, max_tokens: L}) or a list (output: ids, max_items: L)"
+            )
+        if output != "ids":
+            raise ValueError(f"{key}: preprocessing.{label.tokens} needs output: ids")
+        if ngrams is not None or (vocabulary is not None and not vocabulary.num_oov_buckets):
+            raise ValueError(
+                f"{key}: every token needs an id for its tag: preprocessing.{label.tokens} "
+                "may not use ngrams, and its vocabulary needs num_oov_buckets >= 1"
+            )
+
+    def tagged_tokens(self, label: Label) -> tuple[str, FeaturePreprocessing]:
+        """A sequence_tagging label's token feature and its preprocessing entry."""
+        return label.tokens, self.preprocessing[label.tokens]
 
     def _merged_cleaning(self, key: str, own: Cleaning) -> Cleaning:
         try:
@@ -299,7 +332,8 @@ class Config(_Strict):
     def list_columns(self) -> list[str]:
         """The multi-valued columns of the training data: the list features and the
         multi-label labels (in a CSV cell, their values joined by ``list_delimiter``)."""
-        labels = [label.name for label in self.all_labels if label.kind == "multi_label"]
+        labels = [label.name for label in self.all_labels
+                  if label.kind in ("multi_label", "sequence_tagging")]
         return [*self.list_features(), *labels]
 
     def image_features(self) -> dict[str, int]:

@@ -22,7 +22,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-HeadType = Literal["classification", "multi_label", "regression"]
+HeadType = Literal["classification", "multi_label", "regression", "sequence_tagging"]
 
 
 class Label(_Strict):
@@ -37,6 +37,9 @@ class Label(_Strict):
     (string or int classes, a float target) and returns it under ``name``, and it is
     then turned into class ids or a target as a label column is. ``strip``, ``case``
     and ``map`` clean a string label's values first (``map: {"high.": "high"}``).
+    ``head: sequence_tagging``: the label is a list of tags (string), one per token of
+    the feature named by ``tokens`` (a text with ``output: ids``, or a list with
+    ``output: ids``), learned by a token model.
     """
 
     name: str
@@ -49,6 +52,8 @@ class Label(_Strict):
     classes: list[str] | None = Field(default=None, min_length=1)
     threshold: float = Field(default=0.5, gt=0, lt=1)
     weight: float = Field(default=1.0, gt=0)
+    # sequence_tagging: the feature whose tokens the tags are aligned with.
+    tokens: str | None = None
     # Regression: learn the z-scored label (mean/std of the training data, from the
     # Beam job); the export answers in the label's own units.
     normalize: bool = False
@@ -69,6 +74,18 @@ class Label(_Strict):
                 f'label "{self.name}": classes (the label vocabulary, in order) are '
                 + ("required by" if kind == "multi_label" else "only for")
                 + " head: multi_label"
+            )
+        if (kind == "sequence_tagging") != (self.tokens is not None):
+            raise ValueError(
+                f'label "{self.name}": tokens (the feature whose tokens the tags are aligned '
+                "with) is "
+                + ("required by" if kind == "sequence_tagging" else "only for")
+                + " head: sequence_tagging"
+            )
+        if kind == "sequence_tagging" and (self.type != "string" or self.derived):
+            raise ValueError(
+                f'label "{self.name}": head sequence_tagging needs a string label column '
+                "(its tags)"
             )
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError(f'label "{self.name}": classes {self.classes} repeat a class')
@@ -103,12 +120,20 @@ ModelType = Literal[
     "wide_deep_regressor",
     "text_classifier",
     "image_classifier",
+    # sequence_tagging labels: token embedding -> encoder -> a tag per token.
+    "token_tagger",
     # The head(s) come from the label(s): any head type, several labels.
     "dnn",
     "linear",
     "wide_deep",
     "custom",
 ]
+
+
+TEXT_ENCODERS = ("pooling", "cnn", "lstm", "gru")  # default: cnn
+TAGGER_ENCODERS = ("bilstm", "transformer")  # default: bilstm
+# Model types whose encoder body takes several labels (one head each) too.
+MULTI_HEAD_ENCODERS = ("text_classifier", "image_classifier", "token_tagger")
 
 
 class Model(_Strict):
@@ -122,9 +147,13 @@ class Model(_Strict):
     # Wide & deep: which transformed features go to each part (default: all to both).
     linear_features: list[str] | None = None
     dnn_features: list[str] | None = None
-    # text_classifier: token embedding -> encoder (units; kernel_size for cnn).
+    # text_classifier: token embedding -> encoder (units; kernel_size for cnn);
+    # token_tagger: token embedding -> encoder (units) -> a tag per token.
     embedding_dim: int = Field(default=32, gt=0)
-    encoder: Literal["pooling", "cnn", "lstm", "gru"] = "cnn"
+    encoder: Literal["pooling", "cnn", "lstm", "gru", "bilstm", "transformer"] | None = None
+    # transformer: attention heads and encoder blocks.
+    num_heads: int = Field(default=2, gt=0)
+    num_layers: int = Field(default=1, gt=0)
     units: int = Field(default=32, gt=0)
     kernel_size: int = Field(default=3, gt=0)
     # image_classifier: one convolution block per entry of filters (kernel_size too).
@@ -149,7 +178,21 @@ class Model(_Strict):
             )
         if self.loss and self.type != "custom":
             raise ValueError(f"model.loss is only for model.type custom, not {self.type}")
+        encoders = TEXT_ENCODERS if self.type == "text_classifier" else TAGGER_ENCODERS
+        if self.encoder is not None and self.encoder not in encoders:
+            raise ValueError(
+                f"model.encoder: {self.type} takes {' | '.join(encoders)}, not {self.encoder}"
+                if self.type in ("text_classifier", "token_tagger")
+                else f"model.encoder is for text_classifier and token_tagger, not {self.type}"
+            )
         return self
+
+    @property
+    def text_encoder(self) -> str:
+        """The encoder of a text classifier or token tagger (its default when unset)."""
+        if self.encoder is not None:
+            return self.encoder
+        return TEXT_ENCODERS[1] if self.type == "text_classifier" else TAGGER_ENCODERS[0]
 
 
 class EarlyStopping(_Strict):
@@ -197,7 +240,7 @@ def label_feature_spec(label: Label) -> dict:
     if label.derived:
         return {}
     dtype = _DTYPES[label.type]
-    if label.kind == "multi_label":
+    if label.kind in ("multi_label", "sequence_tagging"):
         return {label.name: tf.io.VarLenFeature(dtype)}
     return {label.name: tf.io.FixedLenFeature([], dtype)}
 
@@ -206,15 +249,31 @@ def check_label_and_model(label: Label | list[Label], model: Model) -> None:
     """Raises ``ValueError`` naming the key when the label(s) do not fit the model type.
 
     ``*_classifier`` and ``*_regressor`` types take one label of their kind; several
-    labels (a multi-head model) need ``dnn``, ``linear``, ``wide_deep`` or ``custom``.
+    labels (a multi-head model) need ``dnn``, ``linear``, ``wide_deep``, ``custom`` or
+    an encoder body (``text_classifier``, ``image_classifier``, ``token_tagger``).
+    ``sequence_tagging`` labels need ``token_tagger`` (or ``custom``), and it needs them.
     """
     labels = label if isinstance(label, list) else [label]
-    if len(labels) > 1 and model.type.endswith(("_classifier", "_regressor")):
+    tagging = [lab.name for lab in labels if lab.kind == "sequence_tagging"]
+    if model.type == "token_tagger" and len(tagging) != len(labels):
+        raise ValueError(
+            "model.type: token_tagger answers a tag per token: every label needs "
+            "head: sequence_tagging"
+        )
+    if tagging and model.type not in ("token_tagger", "custom"):
+        raise ValueError(
+            f'label "{tagging[0]}": head sequence_tagging needs model.type token_tagger '
+            f"(or custom), not {model.type}"
+        )
+    if (len(labels) > 1 and model.type.endswith(("_classifier", "_regressor"))
+            and model.type not in MULTI_HEAD_ENCODERS):
         raise ValueError(
             f"model.type: {model.type} has one head; several labels need dnn, linear, "
-            "wide_deep or custom"
+            "wide_deep, text_classifier, image_classifier, token_tagger or custom"
         )
-    (first,) = labels[:1]
+    first = labels[0]
+    if len(labels) > 1 and model.type in MULTI_HEAD_ENCODERS:
+        return  # each label's head follows its own kind
     if model.type.endswith("_classifier") and not first.is_classifier:
         raise ValueError(
             f"label.type: a float label is a regression target, but model.type "

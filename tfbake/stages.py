@@ -22,8 +22,11 @@ from serving_input.serving_check import serving_check
 from tfbake import paths
 from tfbake.config import Config, ConfigError, load_object
 from tfbake.model_config import Label
-from transform.labels import transform_label
+from transform.labels import transform_label, transform_tags
 from transform.ops.cleaning import clean_strings
+from transform.ops.missing import densify
+from transform.ops.text import tokens
+from transform.token_alignment import TokenAlignment
 
 WEIGHTS_FILE = "model.weights.h5"
 # The dtypes a derived label's value may have, by its declared type.
@@ -78,6 +81,11 @@ def preprocessing_fn(config: Config):
                 value = inputs[label.name]
             else:
                 continue  # the user's function transformed the label column itself
+            if label.kind == "sequence_tagging":
+                outputs[label.name] = transform_tags(
+                    value, label.name, token_length(config, label)
+                )
+                continue
             outputs[label.name] = transform_label(
                 value,
                 label.name,
@@ -88,6 +96,36 @@ def preprocessing_fn(config: Config):
         return outputs
 
     return with_labels
+
+
+def token_length(config: Config, label: Label) -> int:
+    """L, the length of a sequence_tagging label's token ids (and of its tag ids)."""
+    _, ops = config.tagged_tokens(label)
+    return ops.text.max_tokens if ops.text is not None else ops.max_items
+
+
+def token_alignments(config: Config) -> list[TokenAlignment]:
+    """The sequence_tagging labels whose rows need one tag per token."""
+    alignments = []
+    for label in config.all_labels:
+        if label.kind == "sequence_tagging":
+            feature, ops = config.tagged_tokens(label)
+            alignments.append(TokenAlignment(label.name, feature, ops.text))
+    return alignments
+
+
+def tokenizer(config: Config, label: Label) -> trainer.sequence_tagging.Tokenize:
+    """Raw serving features -> the tokens of a sequence_tagging label's token feature,
+    as the ``preprocessing_fn`` splits them (the export answers them beside the tags)."""
+    feature, ops = config.tagged_tokens(label)
+    if ops.text is None:
+        return lambda raw: tf.RaggedTensor.from_sparse(raw[feature])
+
+    def text_tokens(raw: dict) -> tf.RaggedTensor:
+        x = raw[feature]
+        return tokens(densify(x, "") if isinstance(x, tf.SparseTensor) else x, ops.text)
+
+    return text_tokens
 
 
 def transform_job(
@@ -127,7 +165,9 @@ def transform_job(
         list_features=config.list_columns(),
         image_features=config.image_features(),
         analysis_cache_dir=config.analysis_cache_dir,
-        class_labels=[label.name for label in config.all_labels if label.kind == "classification"],
+        class_labels=[label.name for label in config.all_labels
+                      if label.kind in ("classification", "sequence_tagging")],
+        token_alignments=token_alignments(config),
         validation_pattern=validation if isinstance(validation, str) else None,
         validation_fraction=None if validation is None or isinstance(validation, str)
         else validation.fraction,
@@ -161,22 +201,29 @@ CANNED_MODELS = {
     "wide_deep_regressor": trainer.DNNLinearCombinedRegressor,
     "text_classifier": trainer.TextClassifier,
     "image_classifier": trainer.ImageClassifier,
+    "token_tagger": trainer.TokenTagger,
     # The head(s) from the label(s): the classifier classes take any head.
     "dnn": trainer.DNNClassifier,
     "linear": trainer.LinearClassifier,
     "wide_deep": trainer.DNNLinearCombinedClassifier,
 }
-# The encoder hyperparameters of the text and image classifiers.
+# The encoder hyperparameters of the text and image classifiers and the token tagger
+# (besides hidden_units, activation and dropout for the classifiers).
 ENCODER_HYPERPARAMETERS = {
-    "text_classifier": ("embedding_dim", "encoder", "units", "kernel_size"),
+    "text_classifier": ("embedding_dim", "units", "kernel_size"),
     "image_classifier": ("filters", "kernel_size", "pooling"),
+    "token_tagger": ("embedding_dim", "units", "num_heads", "num_layers"),
 }
 
 
-def label_head(label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
+def label_head(config: Config, label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
     """The head of one configured label."""
     if label.kind == "multi_label":
         return trainer.MultiLabelHead(label.classes, threshold=label.threshold)
+    if label.kind == "sequence_tagging":
+        return trainer.SequenceTaggingHead(
+            tft_output.vocabulary_by_name(label.name), label.tokens, tokenizer(config, label)
+        )
     if label.kind == "classification":
         return trainer.ClassificationHead(tft_output.vocabulary_by_name(label.name))
     return trainer.RegressionHead(*trainer.label_statistics(tft_output, label.name))
@@ -185,9 +232,9 @@ def label_head(label: Label, tft_output: tft.TFTransformOutput) -> trainer.Head:
 def build_head(config: Config, tft_output: tft.TFTransformOutput) -> trainer.Head:
     """The label's head, or a :class:`trainer.MultiHead` (one head per label, named after it)."""
     if config.label is not None:
-        return label_head(config.label, tft_output)
+        return label_head(config, config.label, tft_output)
     return trainer.MultiHead(
-        {label.name: label_head(label, tft_output) for label in config.labels},
+        {label.name: label_head(config, label, tft_output) for label in config.labels},
         loss_weights={label.name: label.weight for label in config.labels},
     )
 
@@ -248,7 +295,15 @@ def build_model(config: Config) -> trainer.Model:
     class_weights = _class_weights(config, tft_output)
     if class_weights is not None:
         kwargs.update(class_weights=class_weights)
-    if m.type in ENCODER_HYPERPARAMETERS:
+    if m.type == "token_tagger":
+        kwargs.update(
+            dropout=m.dropout,
+            encoder=m.text_encoder,
+            **{key: getattr(m, key) for key in ENCODER_HYPERPARAMETERS[m.type]},
+        )
+    elif m.type in ENCODER_HYPERPARAMETERS:
+        if m.type == "text_classifier":
+            kwargs.update(encoder=m.text_encoder)
         kwargs.update(
             hidden_units=m.hidden_units,
             activation=m.activation,

@@ -4,10 +4,11 @@
 - canned models (:class:`LinearClassifier`, :class:`LinearRegressor`,
   :class:`DNNClassifier`, :class:`DNNRegressor`, :class:`DNNLinearCombinedClassifier`,
   :class:`DNNLinearCombinedRegressor`, :class:`TextClassifier`,
-  :class:`ImageClassifier`) and :class:`Model` (a user's own tf_keras model), each
-  with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
+  :class:`ImageClassifier`, :class:`TokenTagger`) and :class:`Model` (a user's own
+  tf_keras model), each with ``train``, ``evaluate``, ``predict`` and ``export_saved_model``;
 - heads (:class:`ClassificationHead`, :class:`MultiLabelHead`, :class:`RegressionHead`,
-  and :class:`MultiHead` over several): loss, metrics, outputs and the export's signatures;
+  :class:`SequenceTaggingHead`, and :class:`MultiHead` over several): loss, metrics,
+  outputs and the export's signatures;
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
@@ -43,7 +44,9 @@ from trainer.input_fn import make_input_fn
 from trainer.label_normalization import label_statistics
 from trainer.model import Model, monitor_mode
 from trainer.report import write_report
+from trainer.sequence_tagging import SequenceTaggingHead, tagging_report
 from trainer.text_classifier import TextClassifier
+from trainer.token_tagger import TokenTagger
 from trainer.warm_start import WARM_START_REPORT, PreviousModel, WarmStartReport, warm_start
 
 __all__ = [
@@ -62,15 +65,18 @@ __all__ = [
     "MultiLabelHead",
     "PreviousModel",
     "RegressionHead",
+    "SequenceTaggingHead",
     "SignatureSpec",
     "TextClassifier",
     "WarmStartReport",
+    "TokenTagger",
     "class_weights",
     "label_statistics",
     "latest_export",
     "make_input_fn",
     "monitor_mode",
     "warm_start",
+    "tagging_report",
     "workers_in_tf_config",
     "write_dir",
     "write_report",

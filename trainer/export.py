@@ -33,10 +33,22 @@ TEMP_PREFIX = ".tmp-export-"
 Postprocess = Callable[[dict], dict]
 
 
-def predictions_of(head: Head, logits, postprocess: Postprocess | None = None) -> dict:
-    """The head's predictions, through a user's ``postprocess`` (e.g. tag ids -> tag
-    names) when given: traced into the export's graph, so it serves without the code."""
-    predictions = head.predictions(logits)
+def predictions_of(
+    head: Head,
+    logits,
+    postprocess: Postprocess | None = None,
+    features: Mapping | None = None,
+    raw_features: Mapping | None = None,
+) -> dict:
+    """The head's predictions of examples with these transformed ``features`` (and raw
+    ones when served: :meth:`~trainer.heads.Head.predictions_for`), through a user's
+    ``postprocess`` when given: traced into the export's graph, so it serves without
+    the code."""
+    predictions = (
+        head.predictions(logits)
+        if features is None
+        else head.predictions_for(logits, features, raw_features)
+    )
     return dict(postprocess(predictions)) if postprocess else predictions
 
 
@@ -114,7 +126,7 @@ class _Servable(tf.Module):
     def predict(self, raw_features: dict) -> dict:
         transformed = self.transform(raw_features)
         logits = self.model({name: transformed[name] for name in self._input_names}, training=False)
-        return predictions_of(self._head, logits, self._postprocess)
+        return predictions_of(self._head, logits, self._postprocess, transformed, raw_features)
 
 
 def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[dict, dict]:

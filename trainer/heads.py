@@ -75,6 +75,18 @@ class Head(abc.ABC):
         """The transformed [N] label as the loss and metrics expect it."""
         return label
 
+    def predictions_for(
+        self,
+        logits: tf.Tensor,
+        features: Mapping[str, tf.Tensor],
+        raw_features: Mapping | None = None,
+    ) -> Outputs:
+        """The predictions of examples given their transformed ``features`` (and, when
+        served, their ``raw_features``): a head whose answer depends on the example
+        itself (a tagging head: how many tokens it has) reads them; most heads need
+        only the logits (:meth:`predictions`)."""
+        return self.predictions(logits)
+
     def loss_weights(self):
         """Keras ``compile``'s ``loss_weights`` (None: one loss)."""
         return None
@@ -414,6 +426,14 @@ class MultiHead(Head):
             f"{name}/{key}": value
             for name, head in self.heads.items()
             for key, value in head.predictions(logits[name]).items()
+        }
+
+    def predictions_for(self, logits, features, raw_features=None) -> Outputs:
+        """Every head's :meth:`Head.predictions_for`, keyed ``<head>/<key>``."""
+        return {
+            f"{name}/{key}": value
+            for name, head in self.heads.items()
+            for key, value in head.predictions_for(logits[name], features, raw_features).items()
         }
 
     def signatures(self) -> list[SignatureSpec]:

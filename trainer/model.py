@@ -277,7 +277,7 @@ class Model:
         for batch in input_fn():
             features = batch[0] if isinstance(batch, tuple) else batch
             logits = self.keras_model(features, training=False)
-            predictions = export.predictions_of(self.head, logits, self.postprocess)
+            predictions = export.predictions_of(self.head, logits, self.postprocess, features)
             batches.append({k: v.numpy() for k, v in predictions.items()})
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]} if batches else {}
 

@@ -4,7 +4,8 @@ Learning curves (loss and the head's metrics per epoch, train vs the split that 
 early-stopping epoch: validation, or eval without one) from the Keras history; on the
 eval data, for a classifier the confusion matrix and per-class
 precision/recall, for a multi-label head per-label precision/recall, for a regressor
-predicted vs actual; a multi-head model has one section per head. Figures are drawn with
+predicted vs actual, for a tagging head token accuracy, per-tag precision/recall/F1
+and entity F1; a multi-head model has one section per head. Figures are drawn with
 matplotlib's Agg canvas (no display, no pyplot state).
 """
 
@@ -28,6 +29,7 @@ from trainer.heads import (
     RegressionHead,
     head_outputs,
 )
+from trainer.sequence_tagging import SequenceTaggingHead, tagging_report, tags_of
 
 
 def _save(fig: Figure, out_dir: str, name: str) -> str:
@@ -155,11 +157,29 @@ def _regression(head, predictions, labels, out_dir: str, prefix: str):
     return summary, [_save(fig, out_dir, f"{prefix}predicted_vs_actual.png")], table
 
 
+def _sequence_tagging(head, predictions, labels, out_dir: str, prefix: str):
+    """Token accuracy, per-tag precision/recall/F1 and, for BIO tags, entity F1 over
+    each eval sentence's own tokens (:func:`trainer.sequence_tagging.tagging_report`)."""
+    actual = [[head.tags[i - 1] for i in row if i > 0] for row in labels.astype(np.int64)]
+    summary = {"rows": len(actual), **tagging_report(actual, tags_of(predictions))}
+    per_tag = summary["per_tag"]
+    tags = list(per_tag)
+    precision = [per_tag[t]["precision"] for t in tags]
+    recall = [per_tag[t]["recall"] for t in tags]
+    images = [_per_class_chart(tags, precision, recall, out_dir, prefix)]
+    table = _per_class_table(tags, precision, recall, [per_tag[t]["support"] for t in tags])
+    entity = summary.get("entity")
+    found = f", entity F1 {entity['f1']:.3f}" if entity else ""
+    table = f"<p>token accuracy {summary['token_accuracy']:.3f}{found}</p>{table}"
+    return summary, images, table
+
+
 # Head type -> (report kind, section).
 _SECTIONS = {
     ClassificationHead: ("classification", _classification),
     MultiLabelHead: ("multi_label", _multi_label),
     RegressionHead: ("regression", _regression),
+    SequenceTaggingHead: ("sequence_tagging", _sequence_tagging),
 }
 
 

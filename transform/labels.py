@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform import schema_inference
 
 # The label's class counts, beside its vocabulary (class weights are computed from it).
 FREQUENCY_SUFFIX = "_frequency"
@@ -20,6 +21,12 @@ def label_value_op(label_key: str) -> str:
     """The name of the op holding a class label's value (after cleaning, before its
     vocabulary), by which the Beam job finds eval values that are no training class."""
     return "tfbake_label_value_" + re.sub(r"[^A-Za-z0-9_.]", "_", label_key)
+
+
+def label_id_op(label_key: str) -> str:
+    """The name of the op holding the ids of a label whose values are a list (one id
+    per value of :func:`label_value_op`); a class label's ids are its output."""
+    return "tfbake_label_id_" + re.sub(r"[^A-Za-z0-9_.]", "_", label_key)
 
 
 def transform_label(
@@ -67,3 +74,26 @@ def _multi_hot(label: tf.SparseTensor, label_key: str, classes: Sequence[str]) -
     )
     with tf.control_dependencies([check]):
         return tf.cast(tf.reduce_any(matches, axis=1), tf.float32)
+
+
+def transform_tags(tags: tf.SparseTensor, label_key: str, length: int) -> tf.Tensor:
+    """A sequence-tagging label (one tag per token, a list per example) -> int64 [length]
+    tag ids aligned with its token ids: tag vocabulary id + 1, so that id 0 is reserved
+    for padding (the loss and metrics skip it), padded with 0 and cut at ``length`` as
+    the token ids are. The tag vocabulary is named ``label_key``; a tag of eval data
+    that training data never had fails the job, naming it (as an unknown class does).
+    """
+    # Named as a class label's value and id, so the Beam job finds eval tags that are no
+    # training tag as it finds unknown classes (transform.unknown_labels).
+    values = tf.identity(tags.values, name=label_value_op(label_key))
+    ids = tft.compute_and_apply_vocabulary(
+        tf.SparseTensor(tags.indices, values, tags.dense_shape), vocab_filename=label_key
+    )
+    named = tf.identity(ids.values, name=label_id_op(label_key))
+    ragged = tf.RaggedTensor.from_sparse(tf.SparseTensor(ids.indices, named, ids.dense_shape)) + 1
+    dense = ragged.to_tensor(default_value=0, shape=[None, length])
+    size = tft.experimental.get_vocabulary_size_by_name(label_key)
+    schema_inference.set_tensor_schema_override(
+        dense, tf.constant(0, tf.int64), tf.cast(size, tf.int64)
+    )
+    return dense

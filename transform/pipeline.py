@@ -36,6 +36,8 @@ from transform.job_record import JobRecord, code_fingerprint
 from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
 from transform.tfrecord_shards import WriteTFRecordShards
 from transform.tfrecord_source import ReadExamples
+from transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
+from transform.token_alignment import KeepAlignedRows, TokenAlignment
 from transform.unknown_labels import (
     CountUnknownLabels,
     unknown_label_counts,
@@ -82,6 +84,8 @@ class TransformJob:
     # files' records (held out before analysis). At most one of the two.
     validation_pattern: str | None = None
     validation_fraction: float | None = None
+    # Sequence-tagging labels whose rows need one tag per token (others are rejects).
+    token_alignments: Sequence[TokenAlignment] = ()
 
     @property
     def train_spans(self) -> list[str]:
@@ -177,6 +181,8 @@ def _reader(job: TransformJob, column_names) -> str:
             "images": dict(sorted(job.image_features.items())),
             # The records held out of each span are not analyzed.
             "validation_fraction": job.validation_fraction,
+            # Rows whose tags do not align with their tokens are not analyzed.
+            "token_alignments": repr(list(job.token_alignments)),
         },
         sort_keys=True,
     )
@@ -246,6 +252,17 @@ class WriteExamples(beam.PTransform):
                 counter=(COUNTER_NAMESPACE, f"{self._split}_written"),
             )
         )
+
+
+def _aligned(job: TransformJob, split: str, label: str, batches, rejects):
+    """A split's (RecordBatches, rejects) with the rows whose tags do not align with
+    their tokens (``job.token_alignments``) moved to the rejects."""
+    if not job.token_alignments:
+        return batches, rejects
+    kept = batches | f"Align{label}Tags" >> KeepAlignedRows(job.token_alignments, split)
+    return kept.record_batches, (
+        (rejects, kept[ALIGNMENT_REJECTS]) | f"{label}Rejects" >> beam.Flatten()
+    )
 
 
 def _flatten(name: str, pcolls: list):
@@ -402,8 +419,15 @@ def run(job: TransformJob) -> dict:
             for i, pattern in enumerate(spans)
         ]
         evaluation = _read(pipeline, job, "eval", job.eval_pattern, column_names, "ReadEval")
+        # Each training span's (RecordBatches, rejects), rows whose tags do not align
+        # with their tokens moved to the rejects before analysis.
+        train = [
+            _aligned(job, "train", "Train" if len(spans) == 1 else f"Train[{i}]",
+                     read.record_batches, read.rejects)
+            for i, read in enumerate(reads)
+        ]
         transform_fn, output_cache = (
-            {key: read.record_batches for key, read in zip(span_keys, reads)},
+            {key: batches for key, (batches, _) in zip(span_keys, train)},
             cache.read(pipeline) if cache else None,
             adapter_config,
         ) | "AnalyzeTrain" >> tft_beam.AnalyzeDatasetWithCache(job.preprocessing_fn)
@@ -412,8 +436,8 @@ def run(job: TransformJob) -> dict:
         # Each split's (raw RecordBatches, rejects); the spans' flattened for train.
         reads_by_split = {
             "train": (
-                _flatten("FlattenTrain", [r.record_batches for r in reads]),
-                _flatten("FlattenTrainRejects", [r.rejects for r in reads]),
+                _flatten("FlattenTrain", [batches for batches, _ in train]),
+                _flatten("FlattenTrainRejects", [rejects for _, rejects in train]),
             ),
             "eval": (evaluation.record_batches, evaluation.rejects),
         }
@@ -430,6 +454,8 @@ def run(job: TransformJob) -> dict:
         for split in job.splits:
             label = split.capitalize()
             batches, rejects = reads_by_split[split]
+            if split != "train":
+                batches, rejects = _aligned(job, split, label, batches, rejects)
             if job.class_labels and split != "train":
                 _ = batches | f"CountUnknown{label}Labels" >> CountUnknownLabels(
                     split, job.class_labels, adapter_config, transform_fn[0]

@@ -1,6 +1,7 @@
 """Eval label values that are no training class, found by the Beam job before training.
 
-A class label's vocabulary is computed over the training split, so an eval value
+A class label's vocabulary is computed over the training split (a sequence-tagging
+label's tag vocabulary too), so an eval value
 spelled another way (``"high."`` for ``"high"``) has no id. The job runs the part of
 the transform graph that computes each class label's value (cleaned, or derived by a
 ``preprocessing_fn``) and its id over the eval (and validation) rows and counts the
@@ -18,7 +19,7 @@ import numpy as np
 from tfx_bsl.tfxio import tensor_adapter
 
 from serving_input.transform_graph import TransformGraph
-from transform.labels import label_value_op
+from transform.labels import label_id_op, label_value_op
 
 COUNTER_NAMESPACE = "tfbake_unknown_labels"
 
@@ -42,7 +43,10 @@ class _CountUnknownValues(beam.DoFn):
         for label in self._labels:
             value = graph.tensor(label_value_op(label))
             if value is not None:  # None: a preprocessing_fn made the label's ids itself
-                fetches[label] = {"value": value, "id": graph.outputs[label]}
+                ids = graph.tensor(label_id_op(label))  # a list label's: one per value
+                fetches[label] = {
+                    "value": value, "id": graph.outputs[label] if ids is None else ids
+                }
         needed = set().union(*(graph.sources(f) for f in fetches.values())) if fetches else set()
         self._graph = graph  # keeps the loaded tables alive
         return graph.prune(needed, fetches) if fetches else None

@@ -36,6 +36,8 @@ demo: $(STAMP)
 	$(PY) examples/penguins_demo.py configs/penguins.yaml
 	$(VENV)/bin/tfbake check configs/penguins.yaml
 	$(VENV)/bin/tfbake inspect artifacts/penguins/export --model penguins
+	# Live traffic: data checks counted, the request log, tfbake drift and replay.
+	$(PY) examples/traffic_demo.py configs/penguins.yaml
 	# A SavedModel tfbake did not make: served, inspected, a generated request run.
 	$(PY) examples/any_saved_model.py --out artifacts/any_model
 	# Retraining (docs/retraining.md): the training rows as one span per year, warm-started

@@ -21,6 +21,7 @@ from tfbake.model_config import (
     Export,
     Label,
     Model,
+    Monitoring,
     Training,
     check_label_and_model,
     label_feature_spec,
@@ -115,6 +116,7 @@ class Config(_Strict):
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     export: Export = Field(default_factory=Export)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     beam: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")

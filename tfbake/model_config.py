@@ -231,6 +231,23 @@ class Export(_Strict):
     warmup_examples: int = Field(default=5, ge=0, le=1000)
 
 
+class Monitoring(_Strict):
+    """Statistics of the raw training data (computed by the Beam job, carried by the
+    export, checked per request by the server) and the thresholds of ``tfbake drift``."""
+
+    statistics: bool = True
+    # String values kept per feature, most frequent first: the whole vocabulary when it
+    # has no more, which the server's unseen-category check needs.
+    top_k: int = Field(default=1000, ge=1, le=100_000)
+    # Drift thresholds: L-infinity distance of category shares, Jensen-Shannon
+    # divergence (base 2) of number distributions, and the rise of the share of
+    # examples missing a feature or holding a value training never had.
+    l_infinity: float = Field(default=0.2, gt=0, le=1)
+    jensen_shannon: float = Field(default=0.1, gt=0, le=1)
+    missing_rate: float = Field(default=0.1, gt=0, le=1)
+    unseen_rate: float = Field(default=0.05, gt=0, le=1)
+
+
 def label_feature_spec(label: Label) -> dict:
     """The label's part of the raw feature spec (training data only; never served):
     nothing for a derived label.

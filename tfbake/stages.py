@@ -19,6 +19,7 @@ import serving_input
 import trainer
 import transform
 from serving_input.serving_check import serving_check
+from serving_input.training_statistics import statistics_path
 from tfbake import paths
 from tfbake.config import Config, ConfigError, load_object
 from tfbake.model_config import Label
@@ -171,6 +172,8 @@ def transform_job(
         validation_pattern=validation if isinstance(validation, str) else None,
         validation_fraction=None if validation is None or isinstance(validation, str)
         else validation.fraction,
+        statistics=config.monitoring.statistics,
+        statistics_top_k=config.monitoring.top_k,
     )
 
 
@@ -538,7 +541,14 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
         warmup_examples=examples[:warmup],
         check_examples=examples,
         feature_annotations=config.feature_annotations(),
+        statistics=training_statistics(config),
     )
+
+
+def training_statistics(config: Config) -> str | None:
+    """The Beam job's training statistics file, or None when it wrote none."""
+    path = statistics_path(config.transform_dir)
+    return path if tf.io.gfile.exists(path) else None
 
 
 def run_all(

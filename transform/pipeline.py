@@ -2,7 +2,9 @@
 
 ``artifacts/<name>/transform/`` receives what DESIGN.md lists: the raw ``metadata/``,
 ``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
-``rejects/{train,eval}-*.jsonl`` and ``stats.json``.
+``rejects/{train,eval}-*.jsonl``, ``stats.json`` and (unless turned off)
+``training_statistics.pb``: per-feature statistics of the raw training data
+(:mod:`transform.statistics`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from transform.beam_overhead import memoize_dofn_specs, pipeline_options
 from transform.csv_source import ReadCsv, arrow_schema
 from transform.job_record import JobRecord, code_fingerprint
 from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from transform.statistics import DEFAULT_TOP_K, ComputeStatistics
 from transform.tfrecord_shards import WriteTFRecordShards
 from transform.tfrecord_source import ReadExamples
 from transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
@@ -86,6 +89,9 @@ class TransformJob:
     validation_fraction: float | None = None
     # Sequence-tagging labels whose rows need one tag per token (others are rejects).
     token_alignments: Sequence[TokenAlignment] = ()
+    # Statistics of the raw training data (and how many top values a string keeps).
+    statistics: bool = True
+    statistics_top_k: int = DEFAULT_TOP_K
 
     @property
     def train_spans(self) -> list[str]:
@@ -343,6 +349,7 @@ def _cache_and_record(job: TransformJob, column_names, traced: TracedAnalyzers):
             "eval": eval_key,
             "validation": validation_key,
             "class_labels": list(job.class_labels),
+            "statistics": [job.statistics, job.statistics_top_k],
             "code": code_fingerprint(),
             "versions": [tf.__version__, tft.__version__, beam.__version__],
         }
@@ -450,6 +457,13 @@ def run(job: TransformJob) -> dict:
             reads_by_split[VALIDATION] = (
                 _flatten("FlattenHeldOut", [r[HOLDOUT_TAG] for r in reads]),
                 _flatten("FlattenHeldOutRejects", [r[HOLDOUT_REJECTS_TAG] for r in reads]),
+            )
+        if job.statistics:
+            # Encoded images are no values to count or compare.
+            described = {name: spec for name, spec in job.raw_feature_spec.items()
+                         if name not in job.image_features}
+            _ = reads_by_split["train"][0] | "TrainStatistics" >> ComputeStatistics(
+                described, out, job.statistics_top_k
             )
         for split in job.splits:
             label = split.capitalize()

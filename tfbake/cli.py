@@ -276,6 +276,24 @@ def _print(title: str, value) -> None:
     print(f"{title}: {json.dumps(value, indent=2, default=str)}")
 
 
+def _print_analysis_cache(config) -> None:
+    from tfbake import stages
+    from transform.analysis_cache import describe
+
+    report = stages.analysis_cache_report(config)
+    if report:
+        print(describe(report))
+
+
+def _print_warm_start(config) -> None:
+    from tfbake import stages
+    from trainer import WarmStartReport
+
+    report = stages.warm_start_report(config)
+    if report:
+        print(WarmStartReport(**report).summary())
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != VERBOSE]
@@ -309,12 +327,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             summary = stages.run_all(config, extra, workers_see_local_files=local_ok)
             _print("rows", summary["transform"])
+            _print_analysis_cache(config)
+            _print_warm_start(config)
             _print("eval metrics", summary["eval_metrics"])
             print(f"exported: {summary['export']}")
         elif args.command == "transform":
             _print("rows", stages.run_transform(config, extra, workers_see_local_files=local_ok))
+            _print_analysis_cache(config)
         elif args.command == "train":
-            _print("eval metrics", stages.run_training(config)[1])
+            metrics = stages.run_training(config)[1]
+            _print_warm_start(config)
+            _print("eval metrics", metrics)
         elif args.command == "export":
             print(f"exported: {stages.run_export(config)}")
     except (ConfigError, LocalPathError) as err:

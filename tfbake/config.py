@@ -85,7 +85,9 @@ class Data(StrictModel):
     """
 
     format: Literal["csv", "tfrecord"] = "csv"
-    train: ConfigPath
+    # One span (a file or a glob) or a list of spans (e.g. one a day): the analysis
+    # cache keeps each span's statistics, so a new span is the only one analyzed.
+    train: ConfigPath | list[ConfigPath] = Field(min_length=1)
     eval: ConfigPath
     validation: ConfigPath | HeldOut | None = None
     csv: CsvFormat = Field(default_factory=CsvFormat)
@@ -261,6 +263,18 @@ class Config(StrictModel):
         return os.path.join(self.artifacts_dir, "transform")
 
     @property
+    def analysis_cache_dir(self) -> str:
+        """tf.Transform's analyzer cache, per training span; outside ``transform_dir``,
+        which every run empties."""
+        return os.path.join(self.artifacts_dir, "analysis_cache")
+
+    @property
+    def train_spans(self) -> list[str]:
+        """``data.train`` as a list of spans."""
+        train = self.data.train
+        return [train] if isinstance(train, str) else list(train)
+
+    @property
     def trainer_dir(self) -> str:
         return os.path.join(self.artifacts_dir, "trainer")
 
@@ -418,9 +432,11 @@ def import_path_of(path: str | os.PathLike) -> str:
 
 
 def _check_files(config: Config, source: str) -> None:
-    for key in ("train", "eval", "validation"):
-        pattern = getattr(config.data, key)
-        if not isinstance(pattern, str):
+    patterns = [("data.train", p) for p in config.train_spans] + [
+        (f"data.{key}", getattr(config.data, key)) for key in ("eval", "validation")
+    ]
+    for key, pattern in patterns:
+        if not isinstance(pattern, str):  # no validation set, or a fraction of train
             continue
         if is_remote(pattern):
             import tensorflow as tf  # gfile reads gs://, hdfs://, s3://
@@ -429,7 +445,7 @@ def _check_files(config: Config, source: str) -> None:
         else:
             found = glob.glob(pattern)
         if not found:
-            raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
+            raise ConfigError(f"{source}: {key}: no file matches {pattern!r}")
 
 
 def load_config(

@@ -214,6 +214,9 @@ class Training(StrictModel):
     # tf.distribute strategy: default (one device), mirrored (the local GPUs; the CPU
     # when none), multi_worker_mirrored (the cluster in TF_CONFIG).
     distribute: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
+    # Initialize from a previous model: a run's artifacts folder, an export folder or
+    # one export version; rows of categorical and text features remapped by token.
+    warm_start: ConfigPath | None = None
 
 
 class Export(StrictModel):

@@ -12,6 +12,8 @@
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
+- :func:`warm_start`: a new model initialized from a previous one (:class:`PreviousModel`),
+  embedding and linear rows remapped by vocabulary token;
 - :func:`write_dir`, :func:`workers_in_tf_config`: multi-worker training (only the
   chief writes the model folder);
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
@@ -51,5 +53,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     ".sequence_tagging": ["SequenceTaggingHead", "tagging_report"],
     ".text_classifier": ["TextClassifier"],
     ".token_tagger": ["TokenTagger"],
+    ".warm_start": ["WARM_START_REPORT", "PreviousModel", "WarmStartReport", "warm_start"],
 })
 __all__ = __dir__()

@@ -18,6 +18,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
         "VALIDATION",
         "TransformError",
         "TransformJob",
+        "analysis_cache_report_path",
         "data_pattern",
         "rejects_pattern",
         "run",

@@ -29,7 +29,7 @@ from transform.ops.crosses import cross_output
 from transform.ops.images import image_output
 from transform.ops.lists import id_list_output
 from transform.ops.missing import is_missing_indicator
-from transform.ops.numbers import impute, number_outputs
+from transform.ops.numbers import impute, imputed_number, number_outputs
 from transform.ops.text import text_output
 from transform.preprocessing_config import (
     Bucketize,
@@ -98,11 +98,11 @@ def feature_outputs(x, ops: FeaturePreprocessing, name: str) -> dict[str, tf.Ten
         x = impute(x, ops.impute, ops.impute_value, name) if ops.impute else x
         outputs[name] = _categorical_ids(x, ops, name)
         return outputs
-    dense = impute(x, ops.impute, ops.impute_value, name)
+    number = imputed_number(x, ops.impute, ops.impute_value, name)
     scale = None if ops.passthrough else ops.scale
     outputs.update(
         number_outputs(
-            dense, name, clip=ops.clip, log1p=ops.log1p, bucketize=ops.bucketize, scale=scale
+            number, name, clip=ops.clip, log1p=ops.log1p, bucketize=ops.bucketize, scale=scale
         )
     )
     return outputs

@@ -24,8 +24,8 @@ $(STAMP): setup.py Makefile scripts/system_packages.sh
 	scripts/system_packages.sh $(SYSTEM_PACKAGES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# compat mode puts the checkout itself on sys.path, so a top-level package added
-	# later is importable without reinstalling.
+	# compat mode puts the checkout itself on sys.path, so a module added later is
+	# importable without reinstalling (tfbake finds its stage folders beside its own).
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)

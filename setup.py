@@ -1,11 +1,18 @@
 """tfbake: one tf.Transform preprocessing_fn for training and TF Serving.
 
-One distribution with the stage packages at the top level, so that remote Beam
+One distribution, ``tfbake``, whose stage packages (top-level folders here)
+install as ``tfbake.transform``, ``tfbake.trainer``... so that remote Beam
 workers (Dataflow, Flink, Spark) can install the user's pipeline from this file
 with ``--setup_file ./setup.py``.
 """
 
+import os
+import sys
+
 from setuptools import find_packages, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tfbake import STAGES  # noqa: E402 (the stage packages' names)
 
 # The TFX family installs only as a matched set: tensorflow, tf_keras,
 # tensorflow-transform, tfx-bsl and tensorflow-metadata of one release line.
@@ -59,23 +66,15 @@ setup(
         "and serve tf.Example models with the same graph."
     ),
     python_requires=">=3.10,<3.13",
-    packages=find_packages(
-        include=[
-            "tfbake",
-            "tfbake.*",
-            "transform",
-            "transform.*",
-            "trainer",
-            "trainer.*",
-            "serving_input",
-            "serving_input.*",
-            "model_server",
-            "model_server.*",
-        ]
-    ),
+    packages=find_packages(include=["tfbake", "tfbake.*"])
+    + [f"tfbake.{p}" for p in find_packages(include=[*STAGES, *(f"{s}.*" for s in STAGES)])],
+    # The stage folders sit at the top of the repository; installed, they are
+    # subpackages of tfbake, so a user's own `trainer` (the usual name of one) cannot
+    # collide with them, on Beam workers (--setup_file) or anywhere else.
+    package_dir={f"tfbake.{name}": name for name in STAGES},
     include_package_data=True,
     # The web console's page: plain HTML/CSS/JS, served by the model server.
-    package_data={"model_server.console": ["static/*"]},
+    package_data={"tfbake.model_server.console": ["static/*"]},
     install_requires=STACK + SERVING + CONFIG + ["tqdm>=4.60", "matplotlib>=3.8"],
     extras_require={"test": TEST},
     entry_points={"console_scripts": ["tfbake = tfbake.cli:main"]},

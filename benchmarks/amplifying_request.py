@@ -2,7 +2,7 @@
 its memory.
 
 A 30-byte gRPC ``PredictRequest`` with ``tensor_shape [2**28]`` and one ``float_val``
-would become a 1 GiB float tensor if decoded. A real ``python -m model_server`` (default
+would become a 1 GiB float tensor if decoded. A real ``python -m tfbake.model_server`` (default
 limits: ``--max_request_tensor_bytes`` = the 64 MiB body limit) on a small y = 0.5 x + 2
 model refuses it; the figure is the median time of that refusal over ``--rounds``
 calls, the baseline the median of a well-formed one-value ``Predict`` on the same
@@ -32,8 +32,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from model_server import listening_address  # noqa: E402
-from model_server.config import ServerOptions  # noqa: E402
+from tfbake.model_server import listening_address  # noqa: E402
+from tfbake.model_server.config import ServerOptions  # noqa: E402
 
 TARGET_MS = 100.0
 
@@ -70,7 +70,7 @@ def main() -> None:
     tf.saved_model.save(module, os.path.join(work, "1"),
                         signatures={"serving_default": module.predict})
     process = subprocess.Popen(
-        [sys.executable, "-m", "model_server", "--model_name=m", f"--model_base_path={work}",
+        [sys.executable, "-m", "tfbake.model_server", "--model_name=m", f"--model_base_path={work}",
          "--port=0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     try:
         target = next(address for kind, address in

@@ -28,17 +28,17 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 import requests  # noqa: E402
 
-from model_server import export_contract, listening_address, request_samples  # noqa: E402
-from serving_input.feature_spec import read_raw_feature_spec  # noqa: E402
+from tfbake.model_server import export_contract, listening_address, request_samples  # noqa: E402
+from tfbake.serving_input.feature_spec import read_raw_feature_spec  # noqa: E402
 
 RATIO_LIMIT = 1.05
 
 
 @contextlib.contextmanager
 def server(export_base: str, *flags: str):
-    """``python -m model_server`` on free ports; yields its REST URL."""
+    """``python -m tfbake.model_server`` on free ports; yields its REST URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "model_server", "--model_name=m",
+        [sys.executable, "-m", "tfbake.model_server", "--model_name=m",
          f"--model_base_path={export_base}", "--port=0", "--rest_api_port=-1", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     try:

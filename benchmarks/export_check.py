@@ -31,10 +31,10 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from _shipped_example import shipped_raw_config  # noqa: E402
 
-import trainer.export  # noqa: E402
-from serving_input import serving_check  # noqa: E402
+import tfbake.trainer as trainer  # noqa: E402
 from tfbake import stages  # noqa: E402
 from tfbake.config import config_from_dict  # noqa: E402
+from tfbake.serving_input import serving_check  # noqa: E402
 
 
 class _NoCheck:

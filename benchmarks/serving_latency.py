@@ -34,7 +34,7 @@ import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-import serving_input  # noqa: E402
+import tfbake.serving_input as serving_input  # noqa: E402
 
 CONCURRENCY = 32
 WIDE_INPUT = 64
@@ -189,7 +189,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "model_server",
+                "tfbake.model_server",
                 f"--model_config_file={config}",
                 f"--port={self.grpc_port}",
                 f"--rest_api_port={self.rest_port}",

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import requests  # noqa: E402
 from _shipped_example import build_penguins_export  # noqa: E402
 
-from model_server import listening_address  # noqa: E402
+from tfbake.model_server import listening_address  # noqa: E402
 
 BAD_CONFIG = """\
 name: typo

@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-import serving_input  # noqa: E402
+import tfbake.serving_input as serving_input  # noqa: E402
 from benchmarks.serving_latency import Server, timed  # noqa: E402
 
 BATCHES = (1, 128)

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import requests  # noqa: E402
 from console_overhead import requests_to_time, round_p50, server  # noqa: E402
 
-from serving_input.training_statistics import EXPORT_STATISTICS_FILE  # noqa: E402
+from tfbake.serving_input.training_statistics import EXPORT_STATISTICS_FILE  # noqa: E402
 
 RATIO_LIMIT = 1.05
 

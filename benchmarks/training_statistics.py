@@ -27,9 +27,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    from serving_input.training_statistics import statistics_path
     from tfbake import stages
     from tfbake.config import load_config
+    from tfbake.serving_input.training_statistics import statistics_path
 
     with tempfile.TemporaryDirectory() as work:
         raw = shipped_raw_config("penguins", "penguins_data", "penguins_csv", work)

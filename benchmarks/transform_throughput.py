@@ -74,13 +74,13 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils  # n
 from tfx_bsl.coders import example_coder  # noqa: E402
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util  # noqa: E402
 
-import transform  # noqa: E402
-from serving_input.csv_rows import read_header  # noqa: E402
+import tfbake.transform as transform  # noqa: E402
 from tfbake import stages  # noqa: E402
 from tfbake.config import load_config  # noqa: E402
-from transform.csv_source import ReadCsv, arrow_schema  # noqa: E402
-from transform.job_record import RECORD_FILE as JOB_RECORD_FILE  # noqa: E402
-from transform.pipeline import WriteExamples, _pipeline  # noqa: E402
+from tfbake.serving_input.csv_rows import read_header  # noqa: E402
+from tfbake.transform.csv_source import ReadCsv, arrow_schema  # noqa: E402
+from tfbake.transform.job_record import RECORD_FILE as JOB_RECORD_FILE  # noqa: E402
+from tfbake.transform.pipeline import WriteExamples, _pipeline  # noqa: E402
 
 TARGET_JOB_ROWS_PER_S = 25_000
 TARGET_RATIO = 0.6

@@ -1,7 +1,7 @@
 """The first request after a model turns AVAILABLE, with the export's warm-up file
 replayed at load, against a steady-state request of the same server.
 
-Each round starts a fresh ``python -m model_server`` on the export (``--export``,
+Each round starts a fresh ``python -m tfbake.model_server`` on the export (``--export``,
 default the penguins export of ``make demo``; the penguins pipeline is run in a
 temporary folder when it is absent), asks for the model's status as a client does,
 then times one REST ``:classify`` (the first), ``--steady`` more (their median is the
@@ -31,8 +31,8 @@ import requests  # noqa: E402
 from _shipped_example import build_penguins_export  # noqa: E402
 from console_overhead import server  # noqa: E402
 
-from model_server import export_contract  # noqa: E402
-from serving_input.export_layout import latest_version_dir  # noqa: E402
+from tfbake.model_server import export_contract  # noqa: E402
+from tfbake.serving_input.export_layout import latest_version_dir  # noqa: E402
 
 TARGET_RATIO = 2.0
 IDLE_S = 1.0

@@ -15,8 +15,8 @@ import sys
 
 import tensorflow as tf
 
-from model_server import listening_address
 from tfbake import inspection
+from tfbake.model_server import listening_address
 
 MODEL = "any_model"
 
@@ -40,7 +40,7 @@ def main() -> None:
     tf.saved_model.save(module, os.path.join(args.out, "1"),
                         signatures={"serving_default": module.score})
     server = subprocess.Popen(
-        [sys.executable, "-m", "model_server", f"--model_name={MODEL}",
+        [sys.executable, "-m", "tfbake.model_server", f"--model_name={MODEL}",
          f"--model_base_path={os.path.abspath(args.out)}", "--port=0", "--rest_api_port=-1"],
         stdout=subprocess.PIPE, text=True)
     try:

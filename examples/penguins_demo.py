@@ -29,12 +29,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-import model_server
-import serving_input
-import trainer
-from serving_input.raw_rows import read_raw_rows
-from tfbake import stages
+from tfbake import model_server, serving_input, stages, trainer
 from tfbake.config import load_config
+from tfbake.serving_input.raw_rows import read_raw_rows
 
 
 def eval_rows(config, count: int) -> tuple[list[dict], list[str]]:

@@ -13,10 +13,10 @@ import os
 import shutil
 import urllib.request
 
-import model_server
-from serving_input.raw_rows import read_raw_rows
+from tfbake import model_server
 from tfbake.cli import main as tfbake
 from tfbake.config import load_config
+from tfbake.serving_input.raw_rows import read_raw_rows
 
 
 def main() -> None:

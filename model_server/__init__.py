@@ -1,6 +1,6 @@
 """A TensorFlow Serving-compatible model server and its client.
 
-``python -m model_server --model_name=m --model_base_path=/models/m --rest_api_port=8501``
+``python -m tfbake.model_server --model_name=m --model_base_path=/models/m --rest_api_port=8501``
 serves an export folder of integer-named SavedModel versions (or any SavedModel) over
 TF Serving's REST and gRPC APIs, with every flag of ``tensorflow_model_server`` (see
 docs/tf_serving.md); ``tfbake serve`` is the same command.
@@ -10,19 +10,19 @@ docs/tf_serving.md); ``tfbake serve`` is the same command.
 - :class:`Client`: REST or gRPC (two transports behind one interface), plain dicts /
   tf.Examples / tensors in (``tfbake predict`` streams a file through it).
 
-The modules follow TF Serving's concepts: :mod:`~model_server.source`,
-:mod:`~model_server.version_policy`, :mod:`~model_server.loader`,
-:mod:`~model_server.manager`, :mod:`~model_server.core` (one request-handling core),
-:mod:`~model_server.rest` and :mod:`~model_server.grpc_service` (thin adapters),
-:mod:`~model_server.http_server` (timeouts, draining on SIGTERM),
-:mod:`~model_server.batching`, :mod:`~model_server.metrics`;
-:mod:`~model_server.workers` runs several server processes on the same ports.
+The modules follow TF Serving's concepts: :mod:`~tfbake.model_server.source`,
+:mod:`~tfbake.model_server.version_policy`, :mod:`~tfbake.model_server.loader`,
+:mod:`~tfbake.model_server.manager`, :mod:`~tfbake.model_server.core` (one request-handling core),
+:mod:`~tfbake.model_server.rest` and :mod:`~tfbake.model_server.grpc_service` (thin adapters),
+:mod:`~tfbake.model_server.http_server` (timeouts, draining on SIGTERM),
+:mod:`~tfbake.model_server.batching`, :mod:`~tfbake.model_server.metrics`;
+:mod:`~tfbake.model_server.workers` runs several server processes on the same ports.
 """
 
-from model_server.client import Client
-from model_server.config import ServerOptions
-from model_server.errors import ServingError
-from model_server.server import RunningServer, listening_address, main, serve
+from tfbake.model_server.client import Client
+from tfbake.model_server.config import ServerOptions
+from tfbake.model_server.errors import ServingError
+from tfbake.model_server.server import RunningServer, listening_address, main, serve
 
 __all__ = [
     "Client",

@@ -1,8 +1,8 @@
-"""``python -m model_server``: a TF Serving-compatible model server."""
+"""``python -m tfbake.model_server``: a TF Serving-compatible model server."""
 
 import sys
 
-from model_server.server import main
+from tfbake.model_server.server import main
 
 if __name__ == "__main__":
     sys.exit(main())

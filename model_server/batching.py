@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model_server import errors
-from model_server.config import BatchingOptions
-from model_server.servable import Servable, Signature
+from tfbake.model_server import errors
+from tfbake.model_server.config import BatchingOptions
+from tfbake.model_server.servable import Servable, Signature
 
 log = logging.getLogger(__name__)
 

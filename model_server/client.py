@@ -2,8 +2,8 @@
 
 ``Client(url)`` speaks REST for ``http://host:port`` and gRPC for ``grpc://host:port``
 or a bare ``host:port`` (``protocol=`` overrides); the protocols are two transports
-behind one interface (:mod:`model_server.client_transports`). Inputs may be plain
-dicts of raw features (encoded into tf.Examples by :func:`serving_input.encode_example`
+behind one interface (:mod:`tfbake.model_server.client_transports`). Inputs may be plain
+dicts of raw features (encoded into tf.Examples by :func:`tfbake.serving_input.encode_example`
 with the raw feature spec, given or derived from the model's ``predict_raw``
 signature), ``tf.train.Example``s, serialized examples, or a mapping of input name to
 array. Any number of rows is sent in chunks of ``batch_size``.
@@ -16,16 +16,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-import serving_input
-from model_server.client_transports import (
+from tfbake import serving_input
+from tfbake.model_server.client_transports import (
     GrpcTransport,
     ModelSpec,
     RestTransport,
     ServingRequestError,
     Transport,
 )
-from model_server.request_samples import raw_spec_of_inputs
-from serving_input import signatures as sig_keys
+from tfbake.model_server.request_samples import raw_spec_of_inputs
+from tfbake.serving_input import signatures as sig_keys
 
 __all__ = ["Client", "ServingRequestError"]
 
@@ -103,7 +103,7 @@ class Client:
 
     def raw_feature_spec(self, model: str) -> dict:
         """The raw feature spec: as given, or read from the ``predict_raw`` signature
-        (:func:`serving_input.raw_feature_spec_of`: a feature sent with a count is a
+        (:func:`tfbake.serving_input.raw_feature_spec_of`: a feature sent with a count is a
         ``VarLenFeature``, nullable or a list; any other is required)."""
         if self.feature_spec is not None:
             return self.feature_spec

@@ -1,4 +1,4 @@
-"""The two wire protocols of :class:`~model_server.client.Client`, behind one interface.
+"""The two wire protocols of :class:`~tfbake.model_server.client.Client`, behind one interface.
 
 A transport sends one request of TF Serving's API (status, metadata, predict,
 classify, regress) for one model spec and returns the answer in one form whichever
@@ -34,9 +34,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from model_server.json_tensor import EXAMPLES
-from model_server.ragged import as_rows, cut_rows, token_counts
-from model_server.tensors import dtype_of
+from tfbake.model_server.json_tensor import EXAMPLES
+from tfbake.model_server.ragged import as_rows, cut_rows, token_counts
+from tfbake.model_server.tensors import dtype_of
 
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", 2**31 - 1),
                  ("grpc.max_send_message_length", 2**31 - 1)]

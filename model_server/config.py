@@ -429,7 +429,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     """tensorflow_model_server's flags (``--flag=value`` or ``--flag value``; a boolean
     also as ``--flag``), plus tfbake's own."""
     p = argparse.ArgumentParser(
-        prog="python -m model_server",
+        prog="python -m tfbake.model_server",
         description="A TensorFlow Serving-compatible model server (REST and gRPC).",
     )
     d = ServerOptions()

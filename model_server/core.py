@@ -4,7 +4,7 @@ Each TF Serving API is one method here, working on protocol-neutral values (nump
 arrays, ``Input`` protos, TF Serving's response protos for status and metadata), and
 every check and error message of TF Serving's APIs (docs/tf_serving.md) is written
 here once. The adapters only
-translate wire formats and map :class:`~model_server.errors.ServingError` codes.
+translate wire formats and map :class:`~tfbake.model_server.errors.ServingError` codes.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from model_server import errors
-from model_server.batching import BatchScheduler
-from model_server.config import BatchingOptions, ConfigError, check_model_server_config
-from model_server.manager import AspiredVersionsManager
-from model_server.metrics import Metrics
-from model_server.servable import Servable, Signature
-from model_server.tensors import check_tensor_size, serialized_examples
-from model_server.traffic import TrafficWatch
-from serving_input import signatures as sig_keys
+from tfbake.model_server import errors
+from tfbake.model_server.batching import BatchScheduler
+from tfbake.model_server.config import BatchingOptions, ConfigError, check_model_server_config
+from tfbake.model_server.manager import AspiredVersionsManager
+from tfbake.model_server.metrics import Metrics
+from tfbake.model_server.servable import Servable, Signature
+from tfbake.model_server.tensors import check_tensor_size, serialized_examples
+from tfbake.model_server.traffic import TrafficWatch
+from tfbake.serving_input import signatures as sig_keys
 
 DEFAULT_SIGNATURE = sig_keys.DEFAULT_SERVING
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef

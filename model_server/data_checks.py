@@ -32,9 +32,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 from tensorflow.core.example import example_pb2
 
-from serving_input.feature_spec import read_raw_feature_spec
-from serving_input.receivers import count_input
-from serving_input.training_statistics import (
+from tfbake.serving_input.feature_spec import read_raw_feature_spec
+from tfbake.serving_input.receivers import count_input
+from tfbake.serving_input.training_statistics import (
     EXPORT_STATISTICS_FILE,
     common_stats,
     features_by_name,

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from serving_input import tf_errors
+from tfbake.serving_input import tf_errors
 
 # The HTTP status TF Serving's REST server answers for each canonical error code.
 HTTP_STATUS = {

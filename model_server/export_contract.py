@@ -24,11 +24,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from model_server import request_samples
-from model_server.request_samples import tensor_shape
-from model_server.tensors import dtype_of
-from serving_input import signatures as sig
-from serving_input.export_layout import WARMUP_FILE
+from tfbake.model_server import request_samples
+from tfbake.model_server.request_samples import tensor_shape
+from tfbake.model_server.tensors import dtype_of
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import WARMUP_FILE
 
 
 @dataclasses.dataclass
@@ -110,7 +110,7 @@ def warmup_tensor_rows(export_dir: str, signature_defs: Mapping,
                        limit: int = 20) -> dict[str, list[dict]]:
     """Rows of input tensors (input name -> one instance's value) per signature, from
     the warm-up file's PredictRequests to signatures that take tensors."""
-    from model_server.tensors import ndarray_from_proto
+    from tfbake.model_server.tensors import ndarray_from_proto
 
     rows: dict[str, list[dict]] = {}
     for log in _warmup_logs(export_dir):

@@ -21,10 +21,10 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from model_server import errors
-from model_server.config import ConfigError, ServerOptions
-from model_server.core import ClassifyResult, ModelSpec, ServerCore
-from model_server.tensors import ndarray_from_proto, tensor_proto
+from tfbake.model_server import errors
+from tfbake.model_server.config import ConfigError, ServerOptions
+from tfbake.model_server.core import ClassifyResult, ModelSpec, ServerCore
+from tfbake.model_server.tensors import ndarray_from_proto, tensor_proto
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ import orjson
 import tensorflow as tf
 from tensorflow_serving.apis import input_pb2
 
-from model_server import errors
-from model_server.ragged import cut_rows, token_counts
-from model_server.servable import TensorInfo
+from tfbake.model_server import errors
+from tfbake.model_server.ragged import cut_rows, token_counts
+from tfbake.model_server.servable import TensorInfo
 
 INSTANCES, INPUTS, SIGNATURE_NAME = "instances", "inputs", "signature_name"
 EXAMPLES, CONTEXT, B64 = "examples", "context", "b64"
@@ -566,7 +566,7 @@ def _key(name: str) -> str:
 
 def predictions_json(outputs: dict[str, np.ndarray]) -> bytes:
     """Row format: ``{"predictions": [...]}``; every output batched on dimension 0, a
-    per-token output cut at each example's token count (:mod:`model_server.ragged`)."""
+    per-token output cut at each example's token count (:mod:`tfbake.model_server.ragged`)."""
     if not outputs:
         raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
     batch_size = -1

@@ -8,11 +8,11 @@ import os
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
-from model_server.data_checks import FeatureChecks
-from model_server.metrics import Metrics
-from model_server.servable import Servable, Signature
-from model_server.tensors import ndarray_from_proto, serialized_examples
-from serving_input.export_layout import SERVE_TAG, WARMUP_FILE, read_signature_defs
+from tfbake.model_server.data_checks import FeatureChecks
+from tfbake.model_server.metrics import Metrics
+from tfbake.model_server.servable import Servable, Signature
+from tfbake.model_server.tensors import ndarray_from_proto, serialized_examples
+from tfbake.serving_input.export_layout import SERVE_TAG, WARMUP_FILE, read_signature_defs
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """AspiredVersionsManager: versions in and out without a gap in service.
 
-Per model, a :class:`~model_server.source.FileSystemSource` lists the versions on
-disk, the :class:`~model_server.version_policy.VersionPolicy` picks the aspired ones,
-and the manager loads them with :class:`~model_server.loader.SavedModelLoader` in
+Per model, a :class:`~tfbake.model_server.source.FileSystemSource` lists the versions on
+disk, the :class:`~tfbake.model_server.version_policy.VersionPolicy` picks the aspired ones,
+and the manager loads them with :class:`~tfbake.model_server.loader.SavedModelLoader` in
 TF Serving's availability-preserving order: a new version becomes AVAILABLE before
 an old one is unloaded, and a version that fails to load is left in ``END`` with its
 error while the old one keeps serving.
@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from model_server import errors
-from model_server.loader import SavedModelLoader
-from model_server.metrics import Metrics
-from model_server.servable import Servable
-from model_server.source import BasePathNotFound, FileSystemSource
-from model_server.version_policy import VersionPolicy
-from serving_input.export_layout import SAVED_MODEL_FILES, SERVE_TAG
+from tfbake.model_server import errors
+from tfbake.model_server.loader import SavedModelLoader
+from tfbake.model_server.metrics import Metrics
+from tfbake.model_server.servable import Servable
+from tfbake.model_server.source import BasePathNotFound, FileSystemSource
+from tfbake.model_server.version_policy import VersionPolicy
+from tfbake.serving_input.export_layout import SAVED_MODEL_FILES, SERVE_TAG
 
 log = logging.getLogger(__name__)
 

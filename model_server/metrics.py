@@ -16,7 +16,7 @@
 Counters keep TF Serving's exact names: prometheus_client's ``Counter`` would add a
 ``_total`` suffix, so they are prometheus_client ``Gauge``s only ever increased, shown
 as untyped samples; the histogram is prometheus_client's own. Under several server
-processes (``PROMETHEUS_MULTIPROC_DIR`` set, see :mod:`model_server.workers`) every
+processes (``PROMETHEUS_MULTIPROC_DIR`` set, see :mod:`tfbake.model_server.workers`) every
 process writes its values there and any process's page shows their sums
 (prometheus_client's multiprocess mode).
 """

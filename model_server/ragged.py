@@ -1,7 +1,7 @@
 """Per-token outputs answered per example: each row cut at its own token count.
 
 A SavedModel signature cannot output a ragged tensor, so a tagging head exports its
-per-token outputs padded beside ``token_count`` (:mod:`serving_input.signatures`).
+per-token outputs padded beside ``token_count`` (:mod:`tfbake.serving_input.signatures`).
 The server's JSON writer and the client cut each example's row there, so a sentence
 of n tokens gets n tags; a padded answer (gRPC, or TF Serving's own REST) is cut
 the same way by the client.
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from serving_input.signatures import PER_TOKEN_OUTPUTS, TOKEN_COUNT
+from tfbake.serving_input.signatures import PER_TOKEN_OUTPUTS, TOKEN_COUNT
 
 
 def token_counts(outputs: Mapping[str, object]) -> dict[str, np.ndarray]:

@@ -42,10 +42,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-import serving_input
-from model_server import errors, json_tensor
-from model_server.tensors import dtype_of
-from serving_input import signatures as sig
+from tfbake import serving_input
+from tfbake.model_server import errors, json_tensor
+from tfbake.model_server.tensors import dtype_of
+from tfbake.serving_input import signatures as sig
 
 CLIENTS = ("curl", "python-requests", "python-grpc", "javascript-fetch")
 # The dtypes of raw features (a tf.Example's float_list, int64_list, bytes_list).
@@ -247,7 +247,7 @@ def api_of(signature_def: Mapping) -> str:
 
 def raw_spec_of_inputs(inputs: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
     """The raw feature spec and list features of a raw signature's metadata inputs
-    (:func:`serving_input.raw_feature_spec_of`: counts are not features)."""
+    (:func:`tfbake.serving_input.raw_feature_spec_of`: counts are not features)."""
     return serving_input.raw_feature_spec_of({
         name: (_DTYPES[info["dtype"]], len(info.get("tensor_shape", {}).get("dim", [])))
         for name, info in inputs.items()
@@ -347,7 +347,7 @@ def _plain(value: Any) -> Any:
 
 def _raw_instances(rows: Sequence[Mapping[str, Any]], inputs: Mapping[str, Mapping]) -> list:
     """``predict_raw`` instances: every input of the signature for each row, a nullable
-    or list feature with its count (:func:`serving_input.raw_columns`)."""
+    or list feature with its count (:func:`tfbake.serving_input.raw_columns`)."""
     spec, lists = raw_spec_of_inputs(inputs)
     typed = [{name: _typed_value(name, value, spec[name].dtype)
               for name, value in row.items() if value is not None and name in spec}

@@ -19,10 +19,10 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from model_server import errors
-from model_server import json_tensor as jt
-from model_server.core import ModelSpec, ServerCore
-from model_server.http_server import read_body, timeout
+from tfbake.model_server import errors
+from tfbake.model_server import json_tensor as jt
+from tfbake.model_server.core import ModelSpec, ServerCore
+from tfbake.model_server.http_server import read_body, timeout
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A loaded model version and its signatures, with all metadata precomputed.
 
-A :class:`Servable` is what a :class:`~model_server.manager.ServableHandle` points
+A :class:`Servable` is what a :class:`~tfbake.model_server.manager.ServableHandle` points
 at: immutable once loaded, so handlers read it without locks. Everything a request
 needs to check its inputs (aliases, dtypes, shapes, method names) is resolved here
 at load time; the request path does no introspection of TensorFlow objects.
@@ -17,8 +17,8 @@ import tensorflow as tf
 from tensorflow.python.eager import context, record
 from tensorflow.python.framework import ops
 
-from model_server import errors
-from model_server.tensors import dtype_string
+from tfbake.model_server import errors
+from tfbake.model_server.tensors import dtype_string
 
 
 @dataclasses.dataclass(frozen=True)

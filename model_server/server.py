@@ -12,15 +12,20 @@ import threading
 
 import grpc
 
-from model_server import grpc_service
-from model_server.config import ConfigError, ServerOptions, parse_flags, read_model_server_config
-from model_server.core import ServerCore
-from model_server.http_server import HttpServer
-from model_server.manager import AspiredVersionsManager, StartupError
-from model_server.metrics import Metrics
-from model_server.request_log import RequestLog, log_target
-from model_server.rest import RestApi
-from model_server.traffic import TrafficWatch
+from tfbake.model_server import grpc_service
+from tfbake.model_server.config import (
+    ConfigError,
+    ServerOptions,
+    parse_flags,
+    read_model_server_config,
+)
+from tfbake.model_server.core import ServerCore
+from tfbake.model_server.http_server import HttpServer
+from tfbake.model_server.manager import AspiredVersionsManager, StartupError
+from tfbake.model_server.metrics import Metrics
+from tfbake.model_server.request_log import RequestLog, log_target
+from tfbake.model_server.rest import RestApi
+from tfbake.model_server.traffic import TrafficWatch
 
 log = logging.getLogger("model_server")
 
@@ -141,7 +146,7 @@ class ModelServer:
         if options.rest_api_port != 0:
             console = None
             if options.console:
-                from model_server.console import Console
+                from tfbake.model_server.console import Console
 
                 console = Console(self.core, grpc_target=f"{options.host}:{self.grpc_port}",
                                   body_timeout_ms=options.rest_api_body_timeout_in_ms)
@@ -247,7 +252,7 @@ async def _serve_until_signal(server: ModelServer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m model_server`` / ``tfbake serve``: tensorflow_model_server's flags.
+    """``python -m tfbake.model_server`` / ``tfbake serve``: tensorflow_model_server's flags.
 
     Returns the exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the
     flags or configuration are wrong or a configured model cannot be loaded.
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if options.num_workers > 1 and options.worker_index < 0:
-        from model_server import workers
+        from tfbake.model_server import workers
 
         return workers.run(options, argv)
     try:
@@ -362,7 +367,7 @@ def serve(
     """
     if flags.get("num_workers", 1) > 1:
         raise ConfigError("num_workers > 1 runs separate server processes: start them "
-                          "with `python -m model_server --num_workers N` or `tfbake serve`")
+                          "with `python -m tfbake.model_server --num_workers N` or `tfbake serve`")
     options = ServerOptions(
         port=port,
         rest_api_port=-1 if rest_api_port is None else rest_api_port,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-from serving_input.export_layout import SAVED_MODEL_FILES, version_of
+from tfbake.serving_input.export_layout import SAVED_MODEL_FILES, version_of
 
 log = logging.getLogger(__name__)
 

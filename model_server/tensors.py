@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from model_server import errors
+from tfbake.model_server import errors
 
 # Bytes per element of a decoded DT_STRING tensor (a reference to a bytes object).
 _STRING_ELEMENT_BYTES = 8

@@ -1,6 +1,6 @@
 """What the server does with each answered request beside answering it: the data
-checks (:mod:`model_server.data_checks`) and the request log
-(:mod:`model_server.request_log`). :class:`~model_server.core.ServerCore` calls
+checks (:mod:`tfbake.model_server.data_checks`) and the request log
+(:mod:`tfbake.model_server.request_log`). :class:`~tfbake.model_server.core.ServerCore` calls
 :class:`TrafficWatch` once per answered request; nothing here can change or fail it.
 """
 
@@ -17,9 +17,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from model_server.data_checks import DataCheckCounters, parse_examples
-from model_server.request_log import RequestLog, metadata
-from model_server.tensors import input_examples, tensor_proto
+from tfbake.model_server.data_checks import DataCheckCounters, parse_examples
+from tfbake.model_server.request_log import RequestLog, metadata
+from tfbake.model_server.tensors import input_examples, tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class TrafficWatch:
 
 
 def _examples_log(servable, request_input, result) -> prediction_log_pb2.PredictionLog:
-    from model_server.grpc_service import fill_classification
+    from tfbake.model_server.grpc_service import fill_classification
 
     record = prediction_log_pb2.PredictionLog()
     record.log_metadata.CopyFrom(metadata(servable, result.signature_name))

@@ -5,7 +5,7 @@ protobufs, writes sockets and schedules the model calls). With ``--num_workers N
 the process started becomes a parent that:
 
 - reserves the gRPC and REST ports (a free one where the flags ask for one);
-- starts N ``python -m model_server`` processes with the same flags and those ports,
+- starts N ``python -m tfbake.model_server`` processes with the same flags and those ports,
   each loading every model itself and binding both ports with ``SO_REUSEPORT``: the
   kernel spreads new connections over the N listeners (a connection stays with the
   process that accepted it);
@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 
-from model_server.config import ServerOptions
+from tfbake.model_server.config import ServerOptions
 
 log = logging.getLogger("model_server")
 
@@ -73,7 +73,7 @@ class _Worker:
         self._reader.start()
 
     def _read(self, lines: queue.Queue) -> None:
-        from model_server.server import GRPC_SOCKET_LISTENING, listening_address
+        from tfbake.model_server.server import GRPC_SOCKET_LISTENING, listening_address
 
         for line in self.process.stdout:
             kind_and_address = listening_address(line)
@@ -97,7 +97,7 @@ class _Worker:
 def run(options: ServerOptions, argv: list[str]) -> int:
     """Runs ``options.num_workers`` server processes started with ``argv`` (the
     parent's own flags) until SIGTERM/SIGINT; returns the exit status."""
-    from model_server.server import announce
+    from tfbake.model_server.server import announce
 
     try:
         grpc_socket = reserve_port(options.host, options.port)
@@ -110,7 +110,7 @@ def run(options: ServerOptions, argv: list[str]) -> int:
     rest_port = rest_socket.getsockname()[1] if rest_socket is not None else 0
     metrics_dir = tempfile.mkdtemp(prefix="tfbake-serving-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
-    command = [sys.executable, "-m", "model_server", *argv,
+    command = [sys.executable, "-m", "tfbake.model_server", *argv,
                f"--port={grpc_port}", f"--rest_api_port={rest_port}"]
     workers: list[_Worker] = []
     stopping = threading.Event()

@@ -5,14 +5,14 @@
 - :func:`encode_example` / :func:`serialize_examples`: Python rows to ``tf.Example``s,
   typed by the same raw feature spec; :func:`raw_columns`: Python rows to
   ``predict_raw`` inputs (:func:`count_input` names a nullable or list feature's count);
-- :mod:`serving_input.signatures`: the canned-estimator signature names and output keys;
-- :mod:`serving_input.export_layout`: the export folder's file names, tags, input key
+- :mod:`tfbake.serving_input.signatures`: the canned-estimator signature names and output keys;
+- :mod:`tfbake.serving_input.export_layout`: the export folder's file names, tags, input key
   and version rule, which every writer and reader of an export imports.
 
-Each name is imported on first use: ``import serving_input`` loads no TensorFlow.
+Each name is imported on first use: ``import tfbake.serving_input`` loads no TensorFlow.
 """
 
-from serving_input.lazy_exports import lazy_exports
+from tfbake.serving_input.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     ".export_layout": ["EXAMPLES_KEY"],

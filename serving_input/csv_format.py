@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from serving_input.strict_model import StrictModel
+from tfbake.serving_input.strict_model import StrictModel
 
 # Between the values of a list feature's cell ("a|b"), unless data.csv says otherwise.
 LIST_DELIMITER = "|"

@@ -4,7 +4,7 @@ Beam-free, so that every reader outside the Beam job (the warm-up samples, ``tfb
 check``, the demo, the model-server client) decodes a row as the job does: the same
 columns, missing values (``na_values``, compared after stripping), spaces after the
 delimiter (``skipinitialspace``), list cells and number parsing. The Beam job's block
-decoder (:class:`transform.csv_source.CsvRowDecoder`) extends :class:`CsvLineDecoder`.
+decoder (:class:`tfbake.transform.csv_source.CsvRowDecoder`) extends :class:`CsvLineDecoder`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
-from serving_input.csv_format import CsvFormat
-from serving_input.text_values import (
+from tfbake.serving_input.csv_format import CsvFormat
+from tfbake.serving_input.text_values import (
     TEXT_PARSERS,
     bad_text_message,
     parse_list_text,

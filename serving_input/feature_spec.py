@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from serving_input.export_layout import FEATURE_DTYPES, RAW_FEATURE_SPEC_FILE
+from tfbake.serving_input.export_layout import FEATURE_DTYPES, RAW_FEATURE_SPEC_FILE
 
 FeatureSpec = Mapping[str, "tf.io.FixedLenFeature | tf.io.VarLenFeature"]
 

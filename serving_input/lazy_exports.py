@@ -1,6 +1,6 @@
 """A package's public names, imported on first use (PEP 562).
 
-``import transform`` (or ``trainer``, ``serving_input``) then costs nothing: a
+``import tfbake.transform`` (or ``trainer``, ``serving_input``) then costs nothing: a
 command that only reads its config never loads Beam or TensorFlow, while
 ``transform.run`` still works as written.
 """

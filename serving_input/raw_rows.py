@@ -5,7 +5,7 @@ the Beam job: the export's warm-up and check examples, ``tfbake check``, the cli
 A CSV file is split into lines and records as Beam's text source and the job's CSV
 source split it (``\\r\\n`` line ends, a quoted field's line breaks, ``.gz``/``.bz2``
 files), and each record decoded by the job's own row decoder
-(:class:`~serving_input.csv_rows.CsvLineDecoder`: ``na_values``, ``skipinitialspace``,
+(:class:`~tfbake.serving_input.csv_rows.CsvLineDecoder`: ``na_values``, ``skipinitialspace``,
 list cells, number parsing). A TFRecord file holds ``tf.Example``s; a JSONL file one
 JSON object a line. A row the Beam job would reject (a bad value, a required feature
 missing) is skipped, or, with ``bad_rows="raise"``, a ``ValueError`` naming the file,
@@ -23,8 +23,8 @@ from typing import Literal
 
 import tensorflow as tf
 
-from serving_input.csv_format import CsvFormat
-from serving_input.csv_rows import CsvLineDecoder, column_names, join_records, split_lines
+from tfbake.serving_input.csv_format import CsvFormat
+from tfbake.serving_input.csv_rows import CsvLineDecoder, column_names, join_records, split_lines
 
 DataFormat = Literal["csv", "tfrecord", "jsonl"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")

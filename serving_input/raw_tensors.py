@@ -1,7 +1,7 @@
 """Plain Python rows to ``predict_raw`` inputs: one array per raw feature, plus counts.
 
-The counterpart of :func:`serving_input.build_raw_serving_input_fn`, as
-:mod:`serving_input.tf_example` is of the parsing receiver: the client, ``tfbake
+The counterpart of :func:`tfbake.serving_input.build_raw_serving_input_fn`, as
+:mod:`tfbake.serving_input.tf_example` is of the parsing receiver: the client, ``tfbake
 check``, the request samples and the export's serving check all build ``predict_raw``
 requests here. A ``VarLenFeature`` (nullable or a list) is sent as its values and
 ``<name>_count`` (how many of them the example has), so nothing is a marker: a
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from serving_input.feature_spec import FeatureSpec
-from serving_input.receivers import COUNT_SUFFIX, count_input
-from serving_input.tf_example import ExampleEncodingError, coerce_value
+from tfbake.serving_input.feature_spec import FeatureSpec
+from tfbake.serving_input.receivers import COUNT_SUFFIX, count_input
+from tfbake.serving_input.tf_example import ExampleEncodingError, coerce_value
 
 # What fills the unused places of a values input (its count says they are not values).
 _FILLER = {tf.float32: 0.0, tf.int64: 0, tf.string: b""}
@@ -58,8 +58,8 @@ def raw_columns(
     """Rows (feature name -> value, a list for a list feature; ``None`` or an absent key:
     missing) as the ``predict_raw`` inputs: name -> numpy array (strings as bytes).
 
-    Raises :class:`~serving_input.ExampleEncodingError` naming the feature and the
-    example, as :func:`serving_input.encode_example` does.
+    Raises :class:`~tfbake.serving_input.ExampleEncodingError` naming the feature and the
+    example, as :func:`tfbake.serving_input.encode_example` does.
     """
     lists = frozenset(list_features)
     columns: dict[str, np.ndarray] = {}

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import tensorflow as tf
 
-from serving_input.export_layout import EXAMPLES_KEY
-from serving_input.feature_spec import FeatureSpec
+from tfbake.serving_input.export_layout import EXAMPLES_KEY
+from tfbake.serving_input.feature_spec import FeatureSpec
 
 Features = dict[str, "tf.Tensor | tf.SparseTensor"]
 

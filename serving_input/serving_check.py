@@ -1,7 +1,7 @@
 """Does an export serve? Loaded as TF Serving loads it, in a process of its own.
 
 ``export_saved_model`` runs this before it publishes a version: in a fresh
-``python -m serving_input.serving_check`` process that imports TensorFlow and nothing
+``python -m tfbake.serving_input.serving_check`` process that imports TensorFlow and nothing
 of the training process (no tf.Transform, Beam or tf_keras, whose loaded ops would hide
 one the export lacks), the export is loaded with the TF1 session loader and tag
 ``serve`` (as ``tensorflow_model_server`` loads it: tables, init ops, assets) and every
@@ -30,12 +30,12 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from serving_input import tf_errors
-from serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG
-from serving_input.feature_spec import read_raw_feature_spec, spec_of_contract
-from serving_input.raw_tensors import raw_columns
-from serving_input.signatures import CLASSIFY_INPUTS, TRANSFORM_FEATURES
-from serving_input.tf_example import encode_example
+from tfbake.serving_input import tf_errors
+from tfbake.serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG
+from tfbake.serving_input.feature_spec import read_raw_feature_spec, spec_of_contract
+from tfbake.serving_input.raw_tensors import raw_columns
+from tfbake.serving_input.signatures import CLASSIFY_INPUTS, TRANSFORM_FEATURES
+from tfbake.serving_input.tf_example import encode_example
 
 WARMUP = "the warm-up examples"
 ABSENT = "the warm-up examples with every nullable feature absent"
@@ -65,7 +65,7 @@ class ServingCheck:
         # would stop the process.
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "serving_input.serving_check"],
+            [sys.executable, "-m", "tfbake.serving_input.serving_check"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             env=env, text=True,
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from serving_input.feature_spec import FeatureSpec, type_name
+from tfbake.serving_input.feature_spec import FeatureSpec, type_name
 
 
 class ExampleEncodingError(ValueError):

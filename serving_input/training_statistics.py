@@ -1,6 +1,6 @@
 """The training statistics file: TFDV's ``DatasetFeatureStatisticsList``, read and written.
 
-The Beam job writes it (:mod:`transform.statistics`), an export carries a copy
+The Beam job writes it (:mod:`tfbake.transform.statistics`), an export carries a copy
 (:data:`EXPORT_STATISTICS_FILE`), the model server's data checks and ``tfbake drift``
 read it. Only the proto is needed here (no Beam, no TFDV).
 """
@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from serving_input.export_layout import ASSETS_EXTRA
+from tfbake.serving_input.export_layout import ASSETS_EXTRA
 
 STATISTICS_FILE = "training_statistics.pb"
 # The copy an export carries, beside the raw feature contract.

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model_server import listening_address
 from scripts.beam_portable import portable_runner as start_portable_runner
+from tfbake.model_server import listening_address
 
 ROOT = Path(__file__).resolve().parent.parent
 PENGUINS_CONFIG = ROOT / "configs" / "penguins.yaml"

@@ -24,11 +24,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-import transform
-from tfbake import stages
+from tfbake import stages, transform
 from tfbake.config import config_from_dict
-from transform.analysis_cache import trace_analyzers
-from transform.job_record import JobRecord
+from tfbake.transform.analysis_cache import trace_analyzers
+from tfbake.transform.job_record import JobRecord
 
 HEADER = "x,n,c,y"
 FN_MODULE = "span_cache_fns"

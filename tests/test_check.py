@@ -12,9 +12,8 @@ import pytest
 import tensorflow as tf
 import yaml
 
-import serving_input
 from tests.conftest import write_config
-from tfbake import check, stages
+from tfbake import check, serving_input, stages
 
 SKEWED_FEATURE = "bill_length_mm"
 

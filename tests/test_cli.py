@@ -27,7 +27,7 @@ def test_help_lists_every_command(venv_bin):
 
 
 @pytest.mark.parametrize(
-    "module, command", [("tfbake", "train"), ("transform", None), ("trainer", None)]
+    "module, command", [("tfbake", "train"), ("tfbake.transform", None), ("tfbake.trainer", None)]
 )
 def test_modules_take_help(python, module, command):
     args = [python, "-m", module] + ([command] if command else []) + ["--help"]
@@ -98,8 +98,8 @@ def test_inspect_serving_docs_fills_in_the_export(venv_bin, penguins_run):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    from model_server.config import BatchingParameters
     from tfbake import serving_docs
+    from tfbake.model_server.config import BatchingParameters
 
     result = _run([os.path.join(venv_bin, "tfbake"), "inspect", penguins_run.export_dir,
                    "--serving-docs", "--model", "penguins"])

@@ -16,8 +16,8 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from serving_input.csv_rows import CsvFormat
-from transform.csv_source import ReadCsv
+from tfbake.serving_input.csv_rows import CsvFormat
+from tfbake.transform.csv_source import ReadCsv
 
 SPEC = {
     "name": tf.io.FixedLenFeature([], tf.string),
@@ -95,7 +95,7 @@ def test_a_line_that_is_not_utf8_is_a_reject(tmp_path):
 def test_list_cells_are_split_at_the_list_delimiter():
     """A list feature's cell: values joined by "|"; an empty cell is an empty list; a bad
     item is a reject naming the feature."""
-    from transform.csv_source import CsvRowDecoder, arrow_schema
+    from tfbake.transform.csv_source import CsvRowDecoder, arrow_schema
 
     spec = {"tags": tf.io.VarLenFeature(tf.string), "codes": tf.io.VarLenFeature(tf.int64)}
     decoder = CsvRowDecoder(spec, ["tags", "codes"], CsvFormat(), ["tags", "codes"])
@@ -142,7 +142,7 @@ def test_raw_row_reader_reads_a_file_as_the_beam_job_does(tmp_path):
     """The reader every non-Beam caller uses (check, warm-up examples, predict_file)
     and the Beam job's CSV source, on the same messy file: the same rows, the same
     rejects with the same reasons."""
-    from serving_input.raw_rows import read_raw_rows
+    from tfbake.serving_input.raw_rows import read_raw_rows
 
     path = tmp_path / "messy.csv"
     path.write_bytes(_messy_text().encode() + b"7, \xff, 1.0, x\r\n")

@@ -16,12 +16,11 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-import serving_input
-from model_server import export_contract
-from serving_input.feature_spec import read_raw_feature_spec
 from tests.conftest import write_config
-from tfbake import cli, stages
+from tfbake import cli, serving_input, stages
 from tfbake.config import load_config
+from tfbake.model_server import export_contract
+from tfbake.serving_input.feature_spec import read_raw_feature_spec
 
 # tf.strings.to_number fails on "", the filler tf.Transform gives a raw column that a
 # serving request does not carry: the label's code must not run at serving.

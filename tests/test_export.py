@@ -24,10 +24,8 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow.core.protobuf import saved_model_pb2
 
-import serving_input
-import transform
-from tfbake import stages
-from trainer.export import TEMP_PREFIX, remove_stale_temp_dirs
+from tfbake import serving_input, stages, transform
+from tfbake.trainer.export import TEMP_PREFIX, remove_stale_temp_dirs
 
 TOLERANCE = 1e-5
 
@@ -351,7 +349,7 @@ def test_a_killed_export_leaves_no_version_folder(penguins_run, python, tmp_path
         from tfbake.config import load_config
         config = load_config({str(penguins_run.config_path)!r})
         model = stages.load_trained_model(config)
-        import serving_input
+        from tfbake import serving_input
         model.export_saved_model({str(base)!r}, serving_input.build_parsing_serving_input_fn(
             stages.serving_feature_spec(config)))
     """)

@@ -21,12 +21,9 @@ import tensorflow_transform as tft
 import tf_keras
 from PIL import Image as PilImage
 
-import serving_input
-import trainer
-import transform
-from tfbake import stages
+from tfbake import serving_input, stages, trainer, transform
 from tfbake.config import config_from_dict
-from transform.ops.text import Text, tokens
+from tfbake.transform.ops.text import Text, tokens
 
 COLORS = ["red", "red", "red", "blue", "blue", "green"]
 WORDS = "the cat sat on a mat and the dog ran".split()

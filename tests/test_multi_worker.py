@@ -34,8 +34,8 @@ from tests.conftest import write_config
 from tests.trainer.conftest import write_csv
 from tfbake import stages
 from tfbake.config import ConfigError, load_config
-from trainer.distribution import WORKER_TEMP_PREFIX
-from trainer.model import HISTORY_FILE
+from tfbake.trainer.distribution import WORKER_TEMP_PREFIX
+from tfbake.trainer.model import HISTORY_FILE
 
 EPOCHS = 3
 TRAIN_ROWS = 160

@@ -25,9 +25,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-import serving_input
-import trainer
-import transform
 from tests.conftest import serve, write_config
 from tests.trainer.conftest import write_csv
 from tests.trainer.test_canned_signatures import (
@@ -39,7 +36,7 @@ from tests.trainer.test_canned_signatures import (
     _regressor_table,
     _signature_defs,
 )
-from tfbake import stages
+from tfbake import serving_input, stages, trainer, transform
 from tfbake.config import load_config
 
 CARRIERS = ("AA", "B6", "DL", "UA")

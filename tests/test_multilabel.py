@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import serving_input
 from tests.conftest import write_config
-from tfbake import stages
+from tfbake import serving_input, stages
 from tfbake.config import load_config
 
 TAGS = ["red", "big", "round"]

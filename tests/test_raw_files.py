@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import serving_input
-import transform
 from tests.conftest import write_config
-from tfbake import check, stages
+from tfbake import check, serving_input, stages, transform
 from tfbake.config import load_config
 
 SECTORS = ["Retail", "Tech", "Farm"]

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import serving_input
 from tests.conftest import write_config
 from tests.trainer.conftest import write_csv
-from tfbake import stages
+from tfbake import serving_input, stages
 from tfbake.config import load_config
-from trainer.model import BACKUP_DIR, HISTORY_FILE
+from tfbake.trainer.model import BACKUP_DIR, HISTORY_FILE
 
 EPOCHS = 12
 

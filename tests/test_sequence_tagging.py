@@ -22,16 +22,14 @@ import tensorflow as tf
 from tensorflow.python.tools import saved_model_utils
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
-import serving_input
-import trainer
-from model_server import Client
-from serving_input import signatures as sig
 from tests.conftest import serve_config, write_config
 from tests.trainer.conftest import write_csv
-from tfbake import stages
+from tfbake import serving_input, stages, trainer
 from tfbake.config import ConfigError, config_from_dict, load_config
-from trainer.sequence_tagging import entities, tagging_report
-from trainer.warmup import WARMUP_FILE
+from tfbake.model_server import Client
+from tfbake.serving_input import signatures as sig
+from tfbake.trainer.sequence_tagging import entities, tagging_report
+from tfbake.trainer.warmup import WARMUP_FILE
 
 PERSONS = [["john", "smith"], ["mary"], ["ann", "lee"], ["bob"], ["li", "wei"]]
 PLACES = [["paris"], ["new", "york"], ["tokyo"], ["rio"], ["cape", "town"]]

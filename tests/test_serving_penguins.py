@@ -21,10 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-import model_server
-import serving_input
-import transform
-from tfbake import stages
+from tfbake import model_server, serving_input, stages, transform
 
 TOLERANCE = 1e-6
 

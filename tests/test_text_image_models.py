@@ -26,7 +26,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-import serving_input
 from tests.conftest import serve, write_config
 from tests.trainer.conftest import write_csv
 from tests.trainer.test_canned_signatures import (
@@ -39,6 +38,7 @@ from tests.trainer.test_canned_signatures import (
     _multi_label_table,
     _signature_defs,
 )
+from tfbake import serving_input
 
 TOLERANCE = 1e-5
 GOOD = ["great", "superb", "moving", "fun", "delight"]

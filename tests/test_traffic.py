@@ -27,11 +27,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from model_server.config import DEFAULT_PROMETHEUS_PATH
-from model_server.data_checks import CHECKED_EXAMPLES, FEATURE_CHECKS
-from model_server.request_log import DROPPED, WRITTEN
 from tests import traffic_data
 from tests.conftest import serve, write_config
+from tfbake.model_server.config import DEFAULT_PROMETHEUS_PATH
+from tfbake.model_server.data_checks import CHECKED_EXAMPLES, FEATURE_CHECKS
+from tfbake.model_server.request_log import DROPPED, WRITTEN
 
 NULLABLE = "bill_length_mm"  # the feature the "missing" requests leave out
 OUT_OF_RANGE = "body_mass_g"
@@ -274,7 +274,7 @@ def test_replay_against_another_version_reports_the_differing_requests(
 def test_request_log_size_cap_drops_and_counts(tmp_path):
     from prometheus_client import CollectorRegistry
 
-    from model_server.request_log import LogTarget, RequestLog
+    from tfbake.model_server.request_log import LogTarget, RequestLog
 
     registry = CollectorRegistry()
     record = prediction_log_pb2.PredictionLog()

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
-from serving_input.training_statistics import (
+from tfbake.serving_input.training_statistics import (
     common_stats,
     features_by_name,
     quantile_bounds,
     vocabulary,
 )
-from transform.statistics import accumulate
+from tfbake.transform.statistics import accumulate
 
 SPEC = {
     "color": tf.io.FixedLenFeature([], tf.string),

@@ -11,9 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-import serving_input
-import transform
-from tfbake import stages
+from tfbake import serving_input, stages, transform
 from tfbake.config import config_from_dict
 
 N_GOOD = 190

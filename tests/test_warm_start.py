@@ -16,8 +16,7 @@ import pytest
 import tensorflow_transform as tft
 import tf_keras
 
-import trainer
-from tfbake import stages
+from tfbake import stages, trainer
 from tfbake.config import config_from_dict
 
 HEADER = "city,color,x,y"

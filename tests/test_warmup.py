@@ -19,8 +19,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from model_server import export_contract, listening_address
-from serving_input.export_layout import WARMUP_FILE
+from tfbake.model_server import export_contract, listening_address
+from tfbake.serving_input.export_layout import WARMUP_FILE
 
 MODEL = "penguins"
 STEADY_REQUESTS = 20

@@ -206,8 +206,8 @@ def _check(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     """``tfbake inspect``: prints the description (text or JSON)."""
     with tensorflow_import(sys.argv):
-        from model_server.client import ServingRequestError
         from tfbake import inspection
+        from tfbake.model_server.client import ServingRequestError
 
     if args.serving_docs:
         try:
@@ -247,7 +247,7 @@ def _serve(argv: list[str]) -> int:
             *argv,
         ]
     with tensorflow_import(sys.argv):
-        from model_server.server import main as serve_main
+        from tfbake.model_server.server import main as serve_main
     return serve_main(argv)
 
 
@@ -278,7 +278,7 @@ def _print(title: str, value) -> None:
 
 def _print_analysis_cache(config) -> None:
     from tfbake import stages
-    from transform.analysis_cache import describe
+    from tfbake.transform.analysis_cache import describe
 
     report = stages.analysis_cache_report(config)
     if report:
@@ -287,7 +287,7 @@ def _print_analysis_cache(config) -> None:
 
 def _print_warm_start(config) -> None:
     from tfbake import stages
-    from trainer import WarmStartReport
+    from tfbake.trainer import WarmStartReport
 
     report = stages.warm_start_report(config)
     if report:
@@ -319,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tfbake: {err}", file=sys.stderr)
         return 2
     with tensorflow_import(sys.argv):
-        from serving_input.serving_check import ExportCheckError
         from tfbake import stages
-        from transform import TransformError
+        from tfbake.serving_input.serving_check import ExportCheckError
+        from tfbake.transform import TransformError
     local_ok = getattr(args, "workers_see_local_files", False)
     try:
         if args.command == "run":

@@ -16,9 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from serving_input.csv_format import CsvFormat
-from serving_input.export_layout import FEATURE_DTYPES
-from serving_input.strict_model import StrictModel
 from tfbake.model_config import (
     Export,
     Label,
@@ -29,7 +26,10 @@ from tfbake.model_config import (
     label_feature_spec,
 )
 from tfbake.paths import ConfigPath, is_remote
-from transform.preprocessing_config import (
+from tfbake.serving_input.csv_format import CsvFormat
+from tfbake.serving_input.export_layout import FEATURE_DTYPES
+from tfbake.serving_input.strict_model import StrictModel
+from tfbake.transform.preprocessing_config import (
     Cleaning,
     FeaturePreprocessing,
     check_compatible,

@@ -28,7 +28,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from serving_input.training_statistics import (
+from tfbake.request_logs import logged_examples, read_logs
+from tfbake.serving_input.training_statistics import (
     common_stats,
     features_by_name,
     quantile_bounds,
@@ -36,7 +37,6 @@ from serving_input.training_statistics import (
     statistics_path,
     vocabulary,
 )
-from tfbake.request_logs import logged_examples, read_logs
 
 _DECILES = 10
 

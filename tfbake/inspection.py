@@ -2,9 +2,9 @@
 
 Like ``saved_model_cli show``, plus what it leaves out: the raw feature contract
 (name, type, shape, nullable, an example value), and request samples generated from
-the signatures (:mod:`model_server.request_samples`) that run as printed.
+the signatures (:mod:`tfbake.model_server.request_samples`) that run as printed.
 
-Where each part comes from, so nothing is restated: :mod:`model_server.export_contract`
+Where each part comes from, so nothing is restated: :mod:`tfbake.model_server.export_contract`
 (the reader the server's web console uses too): signatures from ``saved_model.pb`` (an
 export folder) or ``GetModelMetadata`` (a URL), in both cases as TF Serving's metadata
 JSON; raw features from the ``predict_raw`` signature and, for an export folder,
@@ -22,8 +22,8 @@ import os
 import tensorflow as tf
 from google.protobuf import json_format
 
-from model_server import request_samples
-from model_server.export_contract import (
+from tfbake.model_server import request_samples
+from tfbake.model_server.export_contract import (
     RawFeature,
     choose_rows,
     example_rows,
@@ -31,10 +31,10 @@ from model_server.export_contract import (
     signature_summary,
     warmup_tensor_rows,
 )
-from serving_input import export_layout
-from serving_input import signatures as sig
-from serving_input.export_layout import WARMUP_FILE
-from serving_input.feature_spec import read_raw_feature_spec
+from tfbake.serving_input import export_layout
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import WARMUP_FILE
+from tfbake.serving_input.feature_spec import read_raw_feature_spec
 
 _PLACEHOLDERS = {"float": 0.0, "int": 0, "string": ""}
 
@@ -127,7 +127,7 @@ def inspect(
       examples: example rows per sample.
     """
     if target.startswith(("http://", "https://", "grpc://")):
-        from model_server import Client
+        from tfbake.model_server import Client
 
         if not model_name:
             raise ValueError(f"{target} is a server: name the model (--model NAME)")

@@ -10,11 +10,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from serving_input.export_layout import FEATURE_DTYPES
-from serving_input.strict_model import StrictModel
 from tfbake.paths import ConfigPath
-from trainer.monitor import monitor_mode
-from transform.preprocessing_config import Case, Cleaning
+from tfbake.serving_input.export_layout import FEATURE_DTYPES
+from tfbake.serving_input.strict_model import StrictModel
+from tfbake.trainer.monitor import monitor_mode
+from tfbake.transform.preprocessing_config import Case, Cleaning
 
 HeadType = Literal["classification", "multi_label", "regression", "sequence_tagging"]
 

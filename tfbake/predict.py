@@ -1,6 +1,6 @@
 """``tfbake predict``: a CSV or JSONL file of raw rows through a model server (REST or
 gRPC), JSONL results out. The rows are read as the Beam job reads training data
-(:func:`serving_input.raw_rows.read_raw_rows`)."""
+(:func:`tfbake.serving_input.raw_rows.read_raw_rows`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections.abc import Mapping
 import numpy as np
 import orjson
 
-from model_server.client import Client, ServingRequestError
-from serving_input.csv_format import CsvFormat
-from serving_input.raw_rows import JSONL_SUFFIXES, read_raw_rows
+from tfbake.model_server.client import Client, ServingRequestError
+from tfbake.serving_input.csv_format import CsvFormat
+from tfbake.serving_input.raw_rows import JSONL_SUFFIXES, read_raw_rows
 
 
 def _jsonable(value):

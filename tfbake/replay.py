@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from model_server.grpc_service import MAX_MESSAGE_BYTES
+from tfbake.model_server.grpc_service import MAX_MESSAGE_BYTES
 from tfbake.request_logs import read_logs
 
 DEFAULT_TOLERANCE = 1e-6

@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from model_server.tensors import input_examples
-from serving_input.receivers import COUNT_SUFFIX, count_input
+from tfbake.model_server.tensors import input_examples
+from tfbake.serving_input.receivers import COUNT_SUFFIX, count_input
 
 LOG_GLOB = "*.tfrecord"
 

@@ -16,20 +16,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-import serving_input
-import trainer
-import transform
-from serving_input.raw_rows import read_raw_rows
-from serving_input.serving_check import serving_check
-from serving_input.training_statistics import statistics_path
-from tfbake import paths
+from tfbake import paths, serving_input, trainer, transform
 from tfbake.config import Config, ConfigError, load_object
 from tfbake.model_config import Label
-from transform.labels import transform_label, transform_tags
-from transform.ops.cleaning import clean_strings
-from transform.ops.missing import densify
-from transform.ops.text import tokens
-from transform.token_alignment import TokenAlignment
+from tfbake.serving_input.raw_rows import read_raw_rows
+from tfbake.serving_input.serving_check import serving_check
+from tfbake.serving_input.training_statistics import statistics_path
+from tfbake.transform.labels import transform_label, transform_tags
+from tfbake.transform.ops.cleaning import clean_strings
+from tfbake.transform.ops.missing import densify
+from tfbake.transform.ops.text import tokens
+from tfbake.transform.token_alignment import TokenAlignment
 
 WEIGHTS_FILE = "model.weights.h5"
 # The dtypes a derived label's value may have, by its declared type.
@@ -39,7 +36,7 @@ _LABEL_DTYPES = {"string": ("string",), "int": ("int64", "int32"), "float": ("fl
 def preprocessing_fn(config: Config):
     """The config's ``preprocessing_fn``: declared steps, a user's function, or both;
     then each label that a user's function did not transform
-    (:func:`transform.labels.transform_label`).
+    (:func:`tfbake.transform.labels.transform_label`).
 
     String labels are cleaned first (``strip``/``case``/``map``): a label column before
     the user's function sees it, a derived label's value after the function computed it.
@@ -233,7 +230,7 @@ def label_head(config: Config, label: Label, tft_output: tft.TFTransformOutput) 
 
 
 def build_head(config: Config, tft_output: tft.TFTransformOutput) -> trainer.Head:
-    """The label's head, or a :class:`trainer.MultiHead` (one head per label, named
+    """The label's head, or a :class:`tfbake.trainer.MultiHead` (one head per label, named
     after it)."""
     if config.label is not None:
         return label_head(config, config.label, tft_output)

@@ -19,10 +19,10 @@
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
   predicted vs actual) as ``report.html`` with PNGs.
 
-Each name is imported on first use: ``import trainer`` loads no TensorFlow.
+Each name is imported on first use: ``import tfbake.trainer`` loads no TensorFlow.
 """
 
-from serving_input.lazy_exports import lazy_exports
+from tfbake.serving_input.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     ".canned": [

@@ -1,4 +1,4 @@
-"""``python -m trainer CONFIG``: train, evaluate and export a config's model."""
+"""``python -m tfbake.trainer CONFIG``: train, evaluate and export a config's model."""
 
 import sys
 

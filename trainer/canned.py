@@ -1,8 +1,8 @@
 """Canned models: the user names a type and hyperparameters, the inputs are derived.
 
 Every canned model is one body (:func:`build_logits_model`: a linear part, a DNN part,
-or both, summed) under one head (:class:`~trainer.heads.ClassificationHead` or
-:class:`~trainer.heads.RegressionHead`), as the Estimator family was; the classes
+or both, summed) under one head (:class:`~tfbake.trainer.heads.ClassificationHead` or
+:class:`~tfbake.trainer.heads.RegressionHead`), as the Estimator family was; the classes
 below only choose which parts and which head.
 """
 
@@ -13,16 +13,16 @@ from collections.abc import Sequence
 import tensorflow_transform as tft
 import tf_keras
 
-from trainer.feature_inputs import (
+from tfbake.trainer.feature_inputs import (
     encode_dense,
     encode_sparse,
     make_inputs,
     select_features,
     transformed_features,
 )
-from trainer.heads import ClassificationHead, Head, MultiHead, RegressionHead
-from trainer.label_normalization import label_statistics
-from trainer.model import Model, as_tft_output
+from tfbake.trainer.heads import ClassificationHead, Head, MultiHead, RegressionHead
+from tfbake.trainer.label_normalization import label_statistics
+from tfbake.trainer.model import Model, as_tft_output
 
 
 def _dnn_hidden(
@@ -47,7 +47,7 @@ def _dnn_hidden(
 
 def _logits(x, head: Head, name: str, *, final: bool = True):
     """The last layer: one Dense of ``head.logits_dimension`` units, or, for a
-    :class:`~trainer.heads.MultiHead`, one per head in a dict. A multi-head model's
+    :class:`~tfbake.trainer.heads.MultiHead`, one per head in a dict. A multi-head model's
     final layers are named after the heads, so Keras' metrics read ``<head>_auc``;
     ``final=False`` (a part to be summed): ``<head>_<name>``."""
     if isinstance(head, MultiHead):
@@ -93,7 +93,7 @@ def build_logits_model(
     encoding (one-hot or embedded ids, numbers) into ``hidden_units``; with both, the
     logits are their sum (wide & deep). A feature list left None is every transformed
     feature but the label(s) and ``exclude`` (e.g. other labels, example weights).
-    For a :class:`~trainer.heads.MultiHead` (``label_key``: its label keys) the body is
+    For a :class:`~tfbake.trainer.heads.MultiHead` (``label_key``: its label keys) the body is
     shared and the model outputs a dict, head name -> logits.
     """
     if not (linear or dnn):
@@ -152,10 +152,10 @@ class _CannedModel(Model):
         wide & deep model (default: all).
       label_normalization: regressors; see :class:`LinearRegressor`.
       exclude: transformed features that are not inputs (other labels, weights).
-      head: a head of your own (e.g. :class:`~trainer.MultiLabelHead`, or a
-        :class:`~trainer.MultiHead` with ``label_key`` its label keys) instead of the
+      head: a head of your own (e.g. :class:`~tfbake.trainer.MultiLabelHead`, or a
+        :class:`~tfbake.trainer.MultiHead` with ``label_key`` its label keys) instead of the
         one the model type derives from the label.
-      model_dir, optimizer, learning_rate, class_weights: as :class:`trainer.Model`.
+      model_dir, optimizer, learning_rate, class_weights: as :class:`tfbake.trainer.Model`.
     """
 
     _name: str
@@ -281,7 +281,7 @@ class LinearRegressor(_CannedModel):
 
     Label normalization is the ``preprocessing_fn``'s (e.g. ``tft.scale_to_z_score``
     on the label); by default (``label_normalization=None``) the regressor reads the
-    map back from the transform graph (:func:`trainer.label_statistics`; identity when
+    map back from the transform graph (:func:`tfbake.trainer.label_statistics`; identity when
     the label passes through), learns the normalized label, and the export answers in
     the label's own units. ``label_normalization=(mean, std)`` gives the map instead
     (``user label = transformed label * std + mean``).

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 
 import tensorflow_transform as tft
 
-from transform.labels import FREQUENCY_SUFFIX
+from tfbake.transform.labels import FREQUENCY_SUFFIX
 
 
 def class_counts(tft_output: tft.TFTransformOutput, label_key: str) -> dict[str, int]:
     """Class name -> training examples, from ``<label_key>_frequency`` (``count name``
-    lines, written by :func:`transform.labels.transform_label`)."""
+    lines, written by :func:`tfbake.transform.labels.transform_label`)."""
     counts = {}
     for line in tft_output.vocabulary_by_name(f"{label_key}{FREQUENCY_SUFFIX}"):
         count, _, name = line.decode().partition(" ")

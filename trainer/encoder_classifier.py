@@ -2,7 +2,7 @@
 kind, the other transformed features joined after it, dense layers, a head.
 
 The inputs are derived from the transformed metadata as for every canned model
-(:mod:`trainer.feature_inputs`); a subclass says which kind it encodes
+(:mod:`tfbake.trainer.feature_inputs`); a subclass says which kind it encodes
 (``_kind``) and how (:meth:`EncoderClassifier._encode`).
 """
 
@@ -14,16 +14,16 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from trainer.canned import _dnn_hidden, _logits, label_keys_of
-from trainer.feature_inputs import (
+from tfbake.trainer.canned import _dnn_hidden, _logits, label_keys_of
+from tfbake.trainer.feature_inputs import (
     TransformedFeature,
     encode_dense,
     make_inputs,
     select_features,
     transformed_features,
 )
-from trainer.heads import ClassificationHead, Head
-from trainer.model import Model, as_tft_output
+from tfbake.trainer.heads import ClassificationHead, Head
+from tfbake.trainer.model import Model, as_tft_output
 
 
 class EncoderClassifier(Model):
@@ -36,11 +36,11 @@ class EncoderClassifier(Model):
       features: the transformed features to use (default: all but the label and
         ``exclude``); at least one must be of the encoded kind.
       hidden_units, activation, dropout: the dense layers after the encoders.
-      head: default a :class:`~trainer.heads.ClassificationHead` over the label
+      head: default a :class:`~tfbake.trainer.heads.ClassificationHead` over the label
         vocabulary (named after ``label_key``); any head may be given instead (a
         multi-label head, or a multi-head one with ``label_key`` its label keys).
       exclude: transformed features that are not inputs (other labels, weights).
-      model_dir, optimizer, learning_rate, class_weights: as :class:`trainer.Model`.
+      model_dir, optimizer, learning_rate, class_weights: as :class:`tfbake.trainer.Model`.
     """
 
     _kind: str

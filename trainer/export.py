@@ -2,7 +2,7 @@
 
 The version folder is written under a hidden temporary name inside
 ``export_dir_base``, loaded and run as TF Serving would in a process of its own
-(:mod:`serving_input.serving_check`), and only then renamed: a server watching the base
+(:mod:`tfbake.serving_input.serving_check`), and only then renamed: a server watching the base
 path never sees half a version or one that cannot serve, and a failed export leaves no
 integer-named folder behind.
 """
@@ -19,16 +19,16 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from serving_input import ServingInputReceiver
-from serving_input import signatures as sig
-from serving_input.export_layout import EXAMPLES_KEY, latest_version_dir
-from serving_input.feature_spec import write_raw_feature_spec
-from serving_input.receivers import build_raw_serving_input_fn
-from serving_input.serving_check import ExportCheckError, check_or_raise, serving_check
-from serving_input.training_statistics import EXPORT_STATISTICS_FILE
-from serving_input.transform_graph import TransformGraph
-from trainer.heads import Head, SignatureSpec
-from trainer.warmup import write_warmup_requests
+from tfbake.serving_input import ServingInputReceiver
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import EXAMPLES_KEY, latest_version_dir
+from tfbake.serving_input.feature_spec import write_raw_feature_spec
+from tfbake.serving_input.receivers import build_raw_serving_input_fn
+from tfbake.serving_input.serving_check import ExportCheckError, check_or_raise, serving_check
+from tfbake.serving_input.training_statistics import EXPORT_STATISTICS_FILE
+from tfbake.serving_input.transform_graph import TransformGraph
+from tfbake.trainer.heads import Head, SignatureSpec
+from tfbake.trainer.warmup import write_warmup_requests
 
 TEMP_PREFIX = ".tmp-export-"
 
@@ -44,7 +44,7 @@ def predictions_of(
     raw_features: Mapping | None = None,
 ) -> dict:
     """The head's predictions of examples with these transformed ``features`` (and raw
-    ones when served: :meth:`~trainer.heads.Head.predictions_for`), through a user's
+    ones when served: :meth:`~tfbake.trainer.heads.Head.predictions_for`), through a user's
     ``postprocess`` when given: traced into the export's graph, so it serves without
     the code."""
     predictions = (
@@ -59,14 +59,14 @@ class ServingTransform(tf.Module):
     """The transform graph as the export serves it: the transformed features computed
     from the served raw features and nothing else, labels left out, so no label code
     (and no column only a label uses) is part of a serving signature
-    (:class:`serving_input.transform_graph.TransformGraph`). Outputs that need a column
+    (:class:`tfbake.serving_input.transform_graph.TransformGraph`). Outputs that need a column
     a request does not carry (another label's, a ``serving: false`` column's) are
     training data only and left out too.
 
     Tracks the loaded transform graph, so its tables and vocabulary assets are saved
     with the export, which then needs no transform directory.
 
-    Raises :class:`~serving_input.serving_check.ExportCheckError` when one of
+    Raises :class:`~tfbake.serving_input.serving_check.ExportCheckError` when one of
     ``model_inputs`` needs a raw column that serving requests do not carry.
     """
 
@@ -135,7 +135,7 @@ class _Servable(tf.Module):
 def _signatures(servable: _Servable, receiver: ServingInputReceiver) -> tuple[dict, dict]:
     """The signature functions and their method names.
 
-    With a parsing receiver: the head's signatures (:meth:`trainer.heads.Head.signatures`,
+    With a parsing receiver: the head's signatures (:meth:`tfbake.trainer.heads.Head.signatures`,
     the canned-estimator set, ``serving_default`` = the head's first), plus
     ``transform_features`` and ``predict_raw``. With a raw receiver: ``predict`` only.
     """
@@ -234,10 +234,10 @@ def export_saved_model(
     Before the version is published, a fresh process loads it as TF Serving does and
     runs every signature on ``check_examples`` (default: the warm-up examples) and on
     them with every nullable feature absent; a failure raises
-    :class:`serving_input.serving_check.ExportCheckError` naming the signature, the
+    :class:`tfbake.serving_input.serving_check.ExportCheckError` naming the signature, the
     feature and the op, and leaves no version folder.
     ``feature_annotations`` go into ``assets.extra/raw_feature_spec.json``
-    (:func:`serving_input.feature_spec.write_raw_feature_spec`). ``postprocess`` maps
+    (:func:`tfbake.serving_input.feature_spec.write_raw_feature_spec`). ``postprocess`` maps
     the head's predictions (:func:`predictions_of`) in every signature. ``statistics``
     (a training statistics file) is copied to ``assets.extra/training_statistics.pb``,
     where the model server finds what it checks requests against.

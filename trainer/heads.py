@@ -1,7 +1,7 @@
 """Heads: the loss, the metrics and the exported outputs of a model's logits.
 
 Output keys and dtypes are those of the canned estimators (tf.estimator's
-``canned/prediction_keys.py`` and ``head/*.py``; :mod:`serving_input.signatures`), so
+``canned/prediction_keys.py`` and ``head/*.py``; :mod:`tfbake.serving_input.signatures`), so
 clients written for Estimator exports work as is.
 Each head also says which tf.Example-taking signatures the export carries, with their
 method names (:meth:`Head.signatures`): the export writes what the head declares and
@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from serving_input import signatures as sig
-from serving_input.export_layout import EXAMPLES_KEY
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import EXAMPLES_KEY
 
 Outputs = dict[str, tf.Tensor]
 
@@ -310,7 +310,7 @@ class RegressionHead(Head):
     over the training data) makes training better conditioned; this head maps the
     predictions (hence every exported output) and the metrics back inside the graph,
     so the export and ``metrics.json`` speak the user's units. The loss stays in the
-    normalized units (see :func:`trainer.label_statistics` for reading them off the
+    normalized units (see :func:`tfbake.trainer.label_statistics` for reading them off the
     transform graph).
     """
 

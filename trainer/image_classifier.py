@@ -14,8 +14,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from trainer.encoder_classifier import EncoderClassifier
-from trainer.feature_inputs import IMAGE, TransformedFeature
+from tfbake.trainer.encoder_classifier import EncoderClassifier
+from tfbake.trainer.feature_inputs import IMAGE, TransformedFeature
 
 POOLING = {"max": tf_keras.layers.MaxPooling2D, "average": tf_keras.layers.AveragePooling2D}
 
@@ -27,7 +27,7 @@ class ImageClassifier(EncoderClassifier):
       transform_output, label_key: as every canned model.
       filters: one block per entry: a ``kernel_size`` convolution with that many
         filters (ReLU), then 2x2 ``pooling`` (``max`` or ``average``).
-      Other keyword arguments: :class:`~trainer.encoder_classifier.EncoderClassifier`
+      Other keyword arguments: :class:`~tfbake.trainer.encoder_classifier.EncoderClassifier`
       (``hidden_units`` are the dense units after the blocks; ``dropout``, ``head``...).
     """
 

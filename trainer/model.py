@@ -13,11 +13,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from serving_input import ServingInputReceiver
-from trainer import export
-from trainer.distribution import barrier, is_chief, write_dir
-from trainer.heads import ClassificationHead, Head, MultiHead
-from trainer.monitor import monitor_mode
+from tfbake.serving_input import ServingInputReceiver
+from tfbake.trainer import export
+from tfbake.trainer.distribution import barrier, is_chief, write_dir
+from tfbake.trainer.heads import ClassificationHead, Head, MultiHead
+from tfbake.trainer.monitor import monitor_mode
 
 InputFn = Callable[[], tf.data.Dataset]
 
@@ -76,11 +76,11 @@ class Model:
     with a head, bound to the tf.Transform output it was trained on.
 
     Use it directly for a user's own tf_keras model; the canned models
-    (:class:`trainer.DNNClassifier`, ...) build theirs from the transformed metadata.
-    A :class:`~trainer.MultiHead` takes a model whose output is a dict (head name ->
+    (:class:`tfbake.trainer.DNNClassifier`, ...) build theirs from the transformed metadata.
+    A :class:`~tfbake.trainer.MultiHead` takes a model whose output is a dict (head name ->
     logits) and ``label_key`` the list of its label keys.
     ``class_weights`` (a single-label classifier's, in label vocabulary order) weigh
-    each training example by its class (see :func:`trainer.class_weights`).
+    each training example by its class (see :func:`tfbake.trainer.class_weights`).
     ``loss`` replaces the head's (training only: the export never carries it).
     ``postprocess`` maps the head's predictions (a dict of tensors) to the exported
     ones, e.g. per-token tag ids to tag names; it is traced into the export.
@@ -159,7 +159,7 @@ class Model:
         ``early_stopping_patience``, stops when ``monitor`` stops improving (its mode,
         min or max, from its name: :func:`monitor_mode`) and restores the best weights.
         Under a multi-worker strategy every worker calls it; only the chief writes
-        ``model_dir`` (:mod:`trainer.distribution`), and a rerun of all the workers
+        ``model_dir`` (:mod:`tfbake.trainer.distribution`), and a rerun of all the workers
         resumes from the chief's backup.
         """
         if not eval_input_fn and monitor.startswith("val_"):
@@ -285,7 +285,7 @@ class Model:
         go beside them into ``assets.extra/raw_feature_spec.json``. The version is
         published only after a fresh process has loaded it as TF Serving does and run
         every signature on ``check_examples`` (default: the warm-up examples), also
-        with every nullable feature absent (:func:`trainer.export.export_saved_model`).
+        with every nullable feature absent (:func:`tfbake.trainer.export.export_saved_model`).
         ``statistics``: a training statistics file the export carries for the server's
         per-request data checks.
         """

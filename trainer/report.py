@@ -20,8 +20,8 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from serving_input import signatures as sig
-from trainer.heads import (
+from tfbake.serving_input import signatures as sig
+from tfbake.trainer.heads import (
     PREDICTED,
     ClassificationHead,
     MultiHead,
@@ -29,7 +29,7 @@ from trainer.heads import (
     RegressionHead,
     head_outputs,
 )
-from trainer.sequence_tagging import SequenceTaggingHead, tagging_report, tags_of
+from tfbake.trainer.sequence_tagging import SequenceTaggingHead, tagging_report, tags_of
 
 
 def _save(fig: Figure, out_dir: str, name: str) -> str:
@@ -159,7 +159,7 @@ def _regression(head, predictions, labels, out_dir: str, prefix: str):
 
 def _sequence_tagging(head, predictions, labels, out_dir: str, prefix: str):
     """Token accuracy, per-tag precision/recall/F1 and, for BIO tags, entity F1 over
-    each eval sentence's own tokens (:func:`trainer.sequence_tagging.tagging_report`)."""
+    each eval sentence's own tokens (:func:`tfbake.trainer.sequence_tagging.tagging_report`)."""
     actual = [[head.tags[i - 1] for i in row if i > 0] for row in labels.astype(np.int64)]
     summary = {"rows": len(actual), **tagging_report(actual, tags_of(predictions))}
     per_tag = summary["per_tag"]
@@ -193,7 +193,7 @@ def write_report(model, history: dict[str, list[float]], eval_input_fn, out_dir:
                  validation_split: str = "eval") -> str:
     """Writes ``out_dir/report.html``, its PNGs and ``report.json``; returns the HTML's path.
 
-    ``model`` is a trained :class:`trainer.Model`, ``history`` what its ``train``
+    ``model`` is a trained :class:`tfbake.trainer.Model`, ``history`` what its ``train``
     returned, ``eval_input_fn`` yields ``(transformed features, transformed label)``.
     ``validation_split``: the split the history's ``val_`` metrics (and early stopping)
     come from. A multi-head model gets one section per head (PNGs prefixed

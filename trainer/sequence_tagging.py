@@ -1,13 +1,13 @@
 """Token classification (NER, POS tagging): one tag per token of a text.
 
-The label is the tag ids of :func:`transform.labels.transform_tags` (int64 [L], tag
+The label is the tag ids of :func:`tfbake.transform.labels.transform_tags` (int64 [L], tag
 vocabulary id + 1, 0 = padding), aligned with the token ids of the token feature (0 =
 padding too). The model answers [N, L, K + 1] logits; column 0, padding, is never
 predicted, and the loss and metrics skip padded positions.
 
 The export answers every example with the tags of its own tokens: per-token outputs
 are padded to L beside ``token_count`` (signature outputs cannot be ragged), and the
-project's server and client cut each row at its count (:mod:`serving_input.signatures`).
+project's server and client cut each row at its count (:mod:`tfbake.serving_input.signatures`).
 TF Serving's Classify answers one list of (class, score) per example, so a per-token
 answer has no Classify form: the head exports ``predict`` only (also as
 ``serving_default``), and the warm-up replays it.
@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from serving_input import signatures as sig
-from trainer.heads import (
+from tfbake.serving_input import signatures as sig
+from tfbake.trainer.heads import (
     Head,
     Outputs,
     SignatureSpec,

@@ -12,8 +12,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from trainer.encoder_classifier import EncoderClassifier
-from trainer.feature_inputs import ID_SEQUENCE, MaskedPooling1D, TransformedFeature, embed_sequence
+from tfbake.trainer.encoder_classifier import EncoderClassifier
+from tfbake.trainer.feature_inputs import (
+    ID_SEQUENCE,
+    MaskedPooling1D,
+    TransformedFeature,
+    embed_sequence,
+)
 
 ENCODERS = ("pooling", "cnn", "lstm", "gru")
 
@@ -28,7 +33,7 @@ class TextClassifier(EncoderClassifier):
         width ``kernel_size``, max over the tokens), ``lstm`` or ``gru`` (``units``;
         the last state).
       units, kernel_size: the encoder's size (``kernel_size``: ``cnn`` only).
-      Other keyword arguments: :class:`~trainer.encoder_classifier.EncoderClassifier`
+      Other keyword arguments: :class:`~tfbake.trainer.encoder_classifier.EncoderClassifier`
       (``features``, ``hidden_units``, ``dropout``, ``head``, ``exclude``...). Number
       and categorical features beside the text join after the encoder.
     """

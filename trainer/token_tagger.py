@@ -14,11 +14,16 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from trainer.canned import _logits, label_keys_of
-from trainer.feature_inputs import ID_SEQUENCE, embed_sequence, make_inputs, transformed_features
-from trainer.heads import Head, MultiHead
-from trainer.model import Model, as_tft_output
-from trainer.sequence_tagging import SequenceTaggingHead
+from tfbake.trainer.canned import _logits, label_keys_of
+from tfbake.trainer.feature_inputs import (
+    ID_SEQUENCE,
+    embed_sequence,
+    make_inputs,
+    transformed_features,
+)
+from tfbake.trainer.heads import Head, MultiHead
+from tfbake.trainer.model import Model, as_tft_output
+from tfbake.trainer.sequence_tagging import SequenceTaggingHead
 
 ENCODERS = ("bilstm", "transformer")
 
@@ -51,15 +56,15 @@ class TokenTagger(Model):
 
     Args:
       transform_output, label_key: as every canned model (several label keys with a
-        :class:`~trainer.MultiHead` of tagging heads).
-      head: a :class:`~trainer.sequence_tagging.SequenceTaggingHead` (or a multi-head
+        :class:`~tfbake.trainer.MultiHead` of tagging heads).
+      head: a :class:`~tfbake.trainer.sequence_tagging.SequenceTaggingHead` (or a multi-head
         of them over the same token feature); its ``token_feature`` is the input.
       embedding_dim: each token's embedding (padding id 0 is masked).
       encoder: ``bilstm`` (``units`` per direction) or ``transformer`` (``num_layers``
         blocks of ``num_heads`` attention heads, learned positions, ``units`` wide
         feed-forward layers).
       dropout: after the embedding and the encoder.
-      model_dir, optimizer, learning_rate: as :class:`trainer.Model`.
+      model_dir, optimizer, learning_rate: as :class:`tfbake.trainer.Model`.
     """
 
     def __init__(

@@ -25,15 +25,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from trainer.feature_inputs import (
+from tfbake.trainer.feature_inputs import (
     CATEGORICAL,
     DENSE_VECTOR,
     ID_SEQUENCE,
     TransformedFeature,
     transformed_features,
 )
-from trainer.heads import MultiHead
-from trainer.model import Model
+from tfbake.trainer.heads import MultiHead
+from tfbake.trainer.model import Model
 
 WARM_START_REPORT = "warm_start.json"
 

@@ -20,8 +20,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving_input import signatures as sig
-from serving_input.export_layout import EXAMPLES_KEY, WARMUP_FILE
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import EXAMPLES_KEY, WARMUP_FILE
 
 
 def _example_input(examples: Sequence[bytes]) -> input_pb2.Input:

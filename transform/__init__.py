@@ -1,18 +1,18 @@
 """The Beam job: raw CSV / TFRecord -> tf.Transform analyze + transform -> TFRecords.
 
 - :func:`run` (a :class:`TransformJob`): the job itself;
-- :mod:`transform.preprocessing`: the declarative building blocks (declared in
-  :mod:`transform.preprocessing_config`); a user's ``preprocessing_fn(inputs) -> dict``
+- :mod:`tfbake.transform.preprocessing`: the declarative building blocks (declared in
+  :mod:`tfbake.transform.preprocessing_config`); a user's ``preprocessing_fn(inputs) -> dict``
   is accepted as is.
 
-Each name is imported on first use: ``import transform`` loads neither Beam nor
+Each name is imported on first use: ``import tfbake.transform`` loads neither Beam nor
 TensorFlow.
 """
 
-from serving_input.lazy_exports import lazy_exports
+from tfbake.serving_input.lazy_exports import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "serving_input.csv_rows": ["CsvFormat", "column_names", "csv_records", "read_header"],
+    "tfbake.serving_input.csv_rows": ["CsvFormat", "column_names", "csv_records", "read_header"],
     ".csv_source": ["CsvRowDecoder"],
     ".pipeline": [
         "VALIDATION",

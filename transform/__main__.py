@@ -1,4 +1,4 @@
-"""``python -m transform CONFIG [BEAM FLAGS...]``: the Beam job, as ``tfbake transform``."""
+"""``python -m tfbake.transform CONFIG [BEAM FLAGS...]``: the Beam job, as ``tfbake transform``."""
 
 import sys
 

@@ -40,7 +40,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_transform import analyzer_nodes, graph_tools, impl_helper, nodes
 
-from transform.tfrecord_shards import WriteTFRecordShards
+from tfbake.transform.tfrecord_shards import WriteTFRecordShards
 
 FINGERPRINTS_FILE = "tfbake_analyzer_fingerprints.json"
 _MANIFEST = "MANIFEST"
@@ -328,7 +328,7 @@ class AnalysisCache:
 class _BatchedSink:
     """The ``sink`` of ``WriteAnalysisCacheToFS``, batched: each entry's records are
     tagged with the entry's path here and all entries are written by one
-    :class:`~transform.tfrecord_shards.WriteTFRecordShards` (the default sink,
+    :class:`~tfbake.transform.tfrecord_shards.WriteTFRecordShards` (the default sink,
     ``WriteToTFRecord``, adds a dozen transforms per entry). The files are the ones
     tf.Transform's reader expects: ``<path>-SSSSS-of-NNNNN.gz``."""
 

@@ -27,15 +27,15 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from serving_input.csv_rows import (
+from tfbake.serving_input.csv_rows import (
     CsvFormat,
     CsvLineDecoder,
     csv_reader,
     join_records,
     split_lines,
 )
-from serving_input.text_values import TEXT_PARSERS
-from transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
+from tfbake.serving_input.text_values import TEXT_PARSERS
+from tfbake.transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 REJECTS_TAG = "rejects"
 
@@ -55,7 +55,7 @@ _NUMPY_TYPES = {tf.float32: np.float32, tf.int64: np.int64}
 
 
 class CsvRowDecoder(CsvLineDecoder):
-    """:class:`serving_input.csv_rows.CsvLineDecoder` with a fast path for blocks of lines
+    """:class:`tfbake.serving_input.csv_rows.CsvLineDecoder` with a fast path for blocks of lines
     (:meth:`decode_block`) into Arrow RecordBatches, for the Beam job."""
 
     def decode_block(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
@@ -263,7 +263,7 @@ def _blocks_in_range(handle, start: int, end: int | None) -> Iterator[tuple[byte
 
 def _lines_in_range(handle, start: int, end: int | None) -> Iterator[tuple[str | None, bytes]]:
     """The lines that start in ``[start, end)`` (see
-    :func:`~serving_input.csv_rows.split_lines`)."""
+    :func:`~tfbake.serving_input.csv_rows.split_lines`)."""
     for block, last in _blocks_in_range(handle, start, end):
         yield from split_lines(block, last)
 

@@ -1,6 +1,6 @@
 """Labels in the ``preprocessing_fn``: what the trainer's heads learn from.
 
-Kept apart from the feature steps (:mod:`transform.preprocessing`): a feature is
+Kept apart from the feature steps (:mod:`tfbake.transform.preprocessing`): a feature is
 replayed at serving time, a label only ever exists in training data.
 """
 
@@ -44,7 +44,7 @@ def transform_label(
     multi-label label (a list per example, sparse) becomes a float [K] multi-hot
     vector in that order; a value outside ``classes`` fails the job, naming the label.
     A regression target becomes a float, z-scored over the training data with
-    ``normalize`` (the trainer reads the map back: :func:`trainer.label_statistics`).
+    ``normalize`` (the trainer reads the map back: :func:`tfbake.trainer.label_statistics`).
     """
     if classes is not None:
         return _multi_hot(label, label_key, classes)

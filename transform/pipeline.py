@@ -4,7 +4,7 @@
 ``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
 ``rejects/{train,eval}-*.jsonl``, ``stats.json`` and (unless turned off)
 ``training_statistics.pb``: per-feature statistics of the raw training data
-(:mod:`transform.statistics`).
+(:mod:`tfbake.transform.statistics`).
 """
 
 from __future__ import annotations
@@ -30,18 +30,23 @@ from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-from serving_input.csv_rows import CsvFormat, column_names
-from transform.analysis_cache import AnalysisCache, TracedAnalyzers, span_key, trace_analyzers
-from transform.beam_overhead import memoize_dofn_specs, pipeline_options
-from transform.csv_source import ReadCsv, arrow_schema
-from transform.job_record import JobRecord, code_fingerprint
-from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
-from transform.statistics import DEFAULT_TOP_K, ComputeStatistics
-from transform.tfrecord_shards import WriteTFRecordShards
-from transform.tfrecord_source import ReadExamples
-from transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
-from transform.token_alignment import KeepAlignedRows, TokenAlignment
-from transform.unknown_labels import (
+from tfbake.serving_input.csv_rows import CsvFormat, column_names
+from tfbake.transform.analysis_cache import (
+    AnalysisCache,
+    TracedAnalyzers,
+    span_key,
+    trace_analyzers,
+)
+from tfbake.transform.beam_overhead import memoize_dofn_specs, pipeline_options
+from tfbake.transform.csv_source import ReadCsv, arrow_schema
+from tfbake.transform.job_record import JobRecord, code_fingerprint
+from tfbake.transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from tfbake.transform.statistics import DEFAULT_TOP_K, ComputeStatistics
+from tfbake.transform.tfrecord_shards import WriteTFRecordShards
+from tfbake.transform.tfrecord_source import ReadExamples
+from tfbake.transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
+from tfbake.transform.token_alignment import KeepAlignedRows, TokenAlignment
+from tfbake.transform.unknown_labels import (
     CountUnknownLabels,
     unknown_label_counts,
     unknown_labels_message,

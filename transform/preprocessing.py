@@ -1,12 +1,12 @@
 """Declarative preprocessing: YAML entries compiled into one tf.Transform ``preprocessing_fn``.
 
 Each entry of the config's ``preprocessing`` section is a
-:class:`~transform.preprocessing_config.FeaturePreprocessing` for one raw feature (or,
+:class:`~tfbake.transform.preprocessing_config.FeaturePreprocessing` for one raw feature (or,
 with ``cross``, a new feature crossed from several), declared and checked in
-:mod:`transform.preprocessing_config`. :func:`build_preprocessing_fn` turns the
+:mod:`tfbake.transform.preprocessing_config`. :func:`build_preprocessing_fn` turns the
 entries and the raw feature spec into the ``preprocessing_fn`` that Beam
 analyzes and that the export replays at serving time. The ops themselves live in
-:mod:`transform.ops`, one module per kind of feature. A user's own
+:mod:`tfbake.transform.ops`, one module per kind of feature. A user's own
 ``preprocessing_fn(inputs) -> dict`` is used as is (:func:`load_preprocessing_fn`).
 """
 
@@ -16,22 +16,22 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from serving_input.feature_spec import type_name
-from transform.ops.categories import (
+from tfbake.serving_input.feature_spec import type_name
+from tfbake.transform.ops.categories import (
     hashed_ids,
     vocabulary_id_lists,
     vocabulary_ids,
     vocabulary_size,
     with_missing_id,
 )
-from transform.ops.cleaning import clean_strings
-from transform.ops.crosses import cross_output
-from transform.ops.images import image_output
-from transform.ops.lists import id_list_output
-from transform.ops.missing import is_missing_indicator
-from transform.ops.numbers import impute, imputed_number, number_outputs
-from transform.ops.text import text_output
-from transform.preprocessing_config import (
+from tfbake.transform.ops.cleaning import clean_strings
+from tfbake.transform.ops.crosses import cross_output
+from tfbake.transform.ops.images import image_output
+from tfbake.transform.ops.lists import id_list_output
+from tfbake.transform.ops.missing import is_missing_indicator
+from tfbake.transform.ops.numbers import impute, imputed_number, number_outputs
+from tfbake.transform.ops.text import text_output
+from tfbake.transform.preprocessing_config import (
     Bucketize,
     Cleaning,
     Clip,
@@ -121,7 +121,7 @@ def build_preprocessing_fn(
     each ``cross`` entry adds a feature of its own. With ``user_fn``, its outputs come
     first and only the declared steps are added. The labels are the config's
     ``preprocessing_fn``'s (:func:`tfbake.stages.preprocessing_fn`, with
-    :func:`transform.labels.transform_label`). String features are cleaned first (their
+    :func:`tfbake.transform.labels.transform_label`). String features are cleaned first (their
     entry's ``strip``/``case``/``map``, unset keys from ``cleaning``), so the declared
     steps and ``user_fn`` all see the cleaned values.
     """

@@ -2,7 +2,7 @@
 which raw feature. No TensorFlow: the config is validated before anything heavy loads.
 
 The ops themselves (the TensorFlow / tf.Transform code each declaration compiles to)
-live in :mod:`transform.ops`; :mod:`transform.preprocessing` puts them together into
+live in :mod:`tfbake.transform.ops`; :mod:`tfbake.transform.preprocessing` puts them together into
 one ``preprocessing_fn``.
 """
 
@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from serving_input.strict_model import StrictModel
+from tfbake.serving_input.strict_model import StrictModel
 
 PreprocessingFn = Callable[[dict], dict]
 
@@ -179,7 +179,7 @@ class FeaturePreprocessing(StrictModel):
     (with ``hash_buckets``) are whole treatments of their own. ``is_missing`` adds a
     ``<feature>_is_missing`` indicator for a nullable feature. A string's raw values
     are first cleaned by ``strip``, ``case`` and ``map``
-    (:class:`~transform.ops.cleaning.Cleaning`); an entry of only these keys keeps
+    (:class:`~tfbake.transform.ops.cleaning.Cleaning`); an entry of only these keys keeps
     the default treatment.
     """
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx_bsl.sketches import KmvSketch, MisraGriesSketch, QuantilesSketch
 
-from serving_input.training_statistics import statistics_path, write_statistics
+from tfbake.serving_input.training_statistics import statistics_path, write_statistics
 
 NUM_QUANTILES = 100
 DEFAULT_TOP_K = 1000

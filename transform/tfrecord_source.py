@@ -17,9 +17,9 @@ import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders import example_coder
 
-from transform.csv_source import REJECTS_TAG
-from transform.ops.images import image_errors
-from transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
+from tfbake.transform.csv_source import REJECTS_TAG
+from tfbake.transform.ops.images import image_errors
+from tfbake.transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 _KINDS = {tf.float32: "float_list", tf.int64: "int64_list", tf.string: "bytes_list"}
 

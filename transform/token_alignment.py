@@ -4,7 +4,7 @@ A sequence-tagging label holds one tag per token of its token feature. A row wit
 more or fewer tags than tokens would teach the model the wrong tag for every token
 after the first gap, so the Beam job rejects it, naming both counts. Tokens are
 counted by the same tokenizer the ``preprocessing_fn`` uses
-(:func:`transform.ops.text.tokens`), or as the values of a list feature.
+(:func:`tfbake.transform.ops.text.tokens`), or as the values of a list feature.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from transform.ops.text import Text, tokens
-from transform.rejects import SplitCounters, reject_record
+from tfbake.transform.ops.text import Text, tokens
+from tfbake.transform.rejects import SplitCounters, reject_record
 
 REJECTS_TAG = "rejects"
 

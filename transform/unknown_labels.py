@@ -18,8 +18,8 @@ import apache_beam as beam
 import numpy as np
 from tfx_bsl.tfxio import tensor_adapter
 
-from serving_input.transform_graph import TransformGraph
-from transform.labels import label_id_op, label_value_op
+from tfbake.serving_input.transform_graph import TransformGraph
+from tfbake.transform.labels import label_id_op, label_value_op
 
 COUNTER_NAMESPACE = "tfbake_unknown_labels"
 

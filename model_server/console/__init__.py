@@ -7,12 +7,12 @@ API under ``/console/api/`` and sends its requests to the real ``/v1/models/...`
 - ``GET /console/api/models``: every model with its versions' states and labels;
 - ``GET /console/api/models/{name}/versions/{version}``: signatures (each with how its
   form is built), the raw feature contract and real example rows of that version
-  (:mod:`model_server.export_contract`);
+  (:mod:`tfbake.model_server.export_contract`);
 - ``POST /console/api/models/{name}/versions/{version}/request`` with
   ``{"signature_name": ..., "rows": [...]}``: the REST path and JSON body calling that
   signature with those rows (raw feature rows, or rows of the signature's input
   tensors: see each signature's ``form``), and the client code sending the same
-  request (:mod:`model_server.request_samples`, the generator ``tfbake inspect`` prints).
+  request (:mod:`tfbake.model_server.request_samples`, the generator ``tfbake inspect`` prints).
 
 The routes are added beside the REST API's; nothing runs on the ``/v1/`` request path.
 """
@@ -27,12 +27,12 @@ from pathlib import Path
 from aiohttp import web
 from google.protobuf import json_format
 
-from model_server import errors, export_contract, request_samples
-from model_server.core import ModelSpec, ServerCore
-from model_server.http_server import read_body
-from model_server.servable import Servable
-from serving_input import signatures as sig
-from serving_input.feature_spec import read_raw_feature_spec
+from tfbake.model_server import errors, export_contract, request_samples
+from tfbake.model_server.core import ModelSpec, ServerCore
+from tfbake.model_server.http_server import read_body
+from tfbake.model_server.servable import Servable
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.feature_spec import read_raw_feature_spec
 
 STATIC_DIR = Path(__file__).parent / "static"
 API = "/console/api"

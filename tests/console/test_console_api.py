@@ -8,9 +8,9 @@ import os
 
 import requests
 
-import model_server
-from model_server.config import parse_flags
-from serving_input.export_layout import RAW_FEATURE_SPEC_FILE
+from tfbake import model_server
+from tfbake.model_server.config import parse_flags
+from tfbake.serving_input.export_layout import RAW_FEATURE_SPEC_FILE
 
 SPECIES = {"Adelie", "Chinstrap", "Gentoo"}
 

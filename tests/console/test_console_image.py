@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-import model_server
+from tfbake import model_server
 
 CLASSES = ("bright", "dark")
 SIZE = 8

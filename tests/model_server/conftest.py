@@ -21,8 +21,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from model_server import listening_address
-from serving_input import signatures as sig_keys
+from tfbake.model_server import listening_address
+from tfbake.serving_input import signatures as sig_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:
@@ -138,7 +138,7 @@ def drop_version(source: str, base_path: str, version: int) -> str:
 
 
 class ServerProcess:
-    """A ``python -m model_server`` child process and where it listens."""
+    """A ``python -m tfbake.model_server`` child process and where it listens."""
 
     def __init__(self, args: list[str], log_dir: str, name: str):
         self.stdout_path = os.path.join(log_dir, f"{name}.out")
@@ -148,7 +148,7 @@ class ServerProcess:
         self._out = open(self.stdout_path, "w")
         self._err = open(self.stderr_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "model_server", *args],
+            [sys.executable, "-m", "tfbake.model_server", *args],
             cwd=REPO, env=env, stdout=self._out, stderr=self._err,
         )
         self.grpc_target = self.rest_url = None

@@ -1,4 +1,4 @@
-"""model_server.Client over REST and gRPC, and tfbake.predict.predict_file, against the
+"""tfbake.model_server.Client over REST and gRPC, and tfbake.predict.predict_file, against the
 shared server."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import model_server
-from tfbake import predict
+from tfbake import model_server, predict
 
 SPEC = {"x": tf.io.FixedLenFeature([1], tf.float32)}
 

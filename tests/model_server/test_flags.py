@@ -24,10 +24,10 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-import model_server
-from model_server.config import NOT_APPLICABLE, build_arg_parser, parse_flags
-from model_server.manager import StartupError
-from model_server.tensors import tensor_proto
+from tfbake import model_server
+from tfbake.model_server.config import NOT_APPLICABLE, build_arg_parser, parse_flags
+from tfbake.model_server.manager import StartupError
+from tfbake.model_server.tensors import tensor_proto
 
 # Every flag of tensorflow_model_server, read from tensorflow/serving's
 # tensorflow_serving/model_servers/main.cc (the flag_list of main()), with a value.
@@ -171,7 +171,7 @@ def _text_proto_string(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def every_flag_server(model_dirs, helpers, tmp_path_factory):
-    """``python -m model_server`` with every flag of tensorflow_model_server at once."""
+    """``python -m tfbake.model_server`` with every flag of tensorflow_model_server at once."""
     tmp = tmp_path_factory.mktemp("flags")
     key, certificate = _self_signed_certificate()
     (tmp / "ssl.config").write_text(

@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-import model_server
+from tfbake import model_server
 
 REST_EXAMPLES = 2200
 GRPC_EXAMPLES = 300

@@ -120,7 +120,7 @@ def test_start_up_fails_naming_the_model(tmp_path, model_dirs):
     (base / "1" / "saved_model.pb").write_bytes(b"\x08garbage")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-m", "model_server", "--model_name=broken_model",
+        [sys.executable, "-m", "tfbake.model_server", "--model_name=broken_model",
          f"--model_base_path={base}", "--port=0"],
         capture_output=True, text=True, timeout=120, env=env,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from model_server.loader import SavedModelLoader
 from tests.model_server.conftest import HPT_VERSION
+from tfbake.model_server.loader import SavedModelLoader
 
 
 def test_flat_call_matches_structured_call(model_dirs):

@@ -224,7 +224,7 @@ def test_sigterm_answers_requests_in_flight_in_every_process_then_exits_0(worker
 
 
 def test_num_workers_below_one_is_refused_naming_the_flag():
-    from model_server.config import ConfigError, parse_flags
+    from tfbake.model_server.config import ConfigError, parse_flags
 
     with pytest.raises(ConfigError, match="--num_workers must be >= 1, got 0"):
         parse_flags(["--model_base_path=/m", "--num_workers=0"])

@@ -24,7 +24,7 @@ def beam_transform() -> Callable:
     runs the project's Beam job over the rows and returns the ``TFTransformOutput``."""
     import tensorflow_transform as tft
 
-    import transform
+    from tfbake import transform
 
     def run(
         tmp_dir: Path,

@@ -17,10 +17,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-import serving_input
-import trainer
-import transform
-from transform.preprocessing import FeaturePreprocessing, Vocabulary
+from tfbake import serving_input, trainer, transform
+from tfbake.transform.preprocessing import FeaturePreprocessing, Vocabulary
 
 # Raw features; "animal" (3 classes), "size" (2 classes) and "y" (float) are labels.
 RAW_FEATURE_SPEC = {

@@ -19,9 +19,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-import serving_input
-import trainer
-import transform
+from tfbake import serving_input, trainer, transform
 
 WEIGHT, BIAS, NOISE_SD = 2.0, 10.0, 0.5
 WEIGHT_TOLERANCE, BIAS_TOLERANCE = 0.05, 0.15

@@ -31,11 +31,7 @@ from functools import partial
 import numpy as np
 import tensorflow as tf
 
-import serving_input
-import trainer
-from serving_input import signatures as sig
-from serving_input.raw_rows import read_raw_rows
-from tfbake import stages
+from tfbake import serving_input, stages, trainer
 from tfbake.check import paths
 from tfbake.check.beam_rows import TransformedRows, read_transformed_eval
 from tfbake.check.report import (
@@ -49,6 +45,8 @@ from tfbake.check.report import (
     print_report,
 )
 from tfbake.config import Config
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.raw_rows import read_raw_rows
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

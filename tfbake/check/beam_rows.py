@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-import transform
+from tfbake import transform
 from tfbake.check.report import CheckError, abs_diff
 from tfbake.config import Config
 

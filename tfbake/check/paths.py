@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-import serving_input
-import trainer
-from serving_input import signatures as sig
-from serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG, read_signature_defs
+from tfbake import serving_input, trainer
 from tfbake.check.report import CheckError, PathReport, compare
+from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG, read_signature_defs
 
 
 def as_arrays(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -69,7 +68,7 @@ class ServerPaths:
 
     def __init__(self, url: str, protocol: str, model_name: str, default_method: str,
                  batch_size: int):
-        import model_server
+        from tfbake import model_server
 
         self.label = "REST" if protocol == "rest" else "gRPC"
         self.client = model_server.Client(url, protocol, batch_size=batch_size)
@@ -132,7 +131,7 @@ def trained_predictions(model: trainer.Model, beam: Mapping[str, np.ndarray],
 
 def run_raw(report, function, rows, reference, positions, sources, tolerance) -> None:
     """``predict_raw`` on the rows it takes, as the signature's inputs say
-    (:func:`serving_input.raw_feature_spec_of`): every row, for an export whose nullable
+    (:func:`tfbake.serving_input.raw_feature_spec_of`): every row, for an export whose nullable
     and list features come with their counts. A row it cannot take is skipped."""
     inputs = function.structured_input_signature[1]
     spec, lists = serving_input.raw_feature_spec_of(

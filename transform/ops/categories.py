@@ -11,8 +11,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
-from transform.ops.missing import densify
-from transform.preprocessing_config import Vocabulary
+from tfbake.transform.ops.missing import densify
+from tfbake.transform.preprocessing_config import Vocabulary
 
 
 def vocabulary_ids(x, vocabulary: Vocabulary, name: str):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from transform.preprocessing_config import Cleaning
+from tfbake.transform.preprocessing_config import Cleaning
 
 
 def _clean_values(values: tf.Tensor, cleaning: Cleaning) -> tf.Tensor:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from transform.ops.categories import with_missing_id
-from transform.ops.missing import densify
+from tfbake.transform.ops.categories import with_missing_id
+from tfbake.transform.ops.missing import densify
 
 
 def _as_column(x):

@@ -12,7 +12,7 @@ import functools
 
 import tensorflow as tf
 
-from transform.preprocessing_config import Image
+from tfbake.transform.preprocessing_config import Image
 
 FORMATS = "PNG/JPEG/GIF/BMP"
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
-from transform.preprocessing_config import IdListOutput
+from tfbake.transform.preprocessing_config import IdListOutput
 
 
 def _scatter(ids: tf.SparseTensor, values: tf.Tensor, size: int) -> tf.Tensor:

@@ -14,9 +14,14 @@ import dataclasses
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from transform.ops.categories import most_frequent
-from transform.ops.missing import densify, present
-from transform.preprocessing_config import NUMBER_ONLY_IMPUTE, Bucketize, Clip, ImputeStrategy
+from tfbake.transform.ops.categories import most_frequent
+from tfbake.transform.ops.missing import densify, present
+from tfbake.transform.preprocessing_config import (
+    NUMBER_ONLY_IMPUTE,
+    Bucketize,
+    Clip,
+    ImputeStrategy,
+)
 
 
 def _fill(x: tf.SparseTensor, strategy: ImputeStrategy, value, name: str) -> tf.Tensor:

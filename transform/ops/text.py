@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from transform.ops.categories import vocabulary_id_lists, vocabulary_size
-from transform.ops.lists import id_list_output
-from transform.ops.missing import densify
-from transform.preprocessing_config import Split, Text
+from tfbake.transform.ops.categories import vocabulary_id_lists, vocabulary_size
+from tfbake.transform.ops.lists import id_list_output
+from tfbake.transform.ops.missing import densify
+from tfbake.transform.preprocessing_config import Split, Text
 
 
 def tokens(text: tf.Tensor, op: Text) -> tf.RaggedTensor:

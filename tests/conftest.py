@@ -48,6 +48,38 @@ def penguins_raw_config(tmp: Path) -> dict:
     return raw
 
 
+USER_PREPROCESSING = '''
+import tensorflow_transform as tft
+
+
+def preprocessing_fn(inputs):
+    outputs = dict(inputs)
+    outputs["x"] = tft.scale_to_z_score(inputs["x"])
+    return outputs
+'''
+
+
+def user_pipeline(tmp: Path, package: str, module: str, rows: int, init: str = "") -> Path:
+    """A tiny CSV pipeline (``x``, ``c``, label ``y``; ``rows`` train and eval rows)
+    whose ``preprocessing_fn`` is a user's, in ``tmp/user_src/<package>/<module>.py``
+    (``init``: the package's ``__init__.py``). Returns the config's path."""
+    folder = tmp / "user_src" / package
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(init)
+    (folder / f"{module}.py").write_text(USER_PREPROCESSING)
+    lines = "\n".join(f"{i % 7}.5,{'ab'[i % 2]},{'pq'[i % 3 == 0]}" for i in range(rows))
+    for split in ("train", "eval"):
+        (tmp / f"{split}.csv").write_text("x,c,y\n" + lines + "\n")
+    return write_config(tmp, {
+        "name": f"{package}_pipeline",
+        "artifacts": str(tmp / "artifacts"),
+        "data": {"train": str(tmp / "train.csv"), "eval": str(tmp / "eval.csv")},
+        "features": {"x": {"type": "float"}, "c": {"type": "string"}},
+        "label": {"name": "y"},
+        "preprocessing_fn": f"{package}.{module}:preprocessing_fn",
+    })
+
+
 @dataclasses.dataclass
 class PipelineRun:
     config: object  # tfbake.config.Config

@@ -16,38 +16,11 @@ import json
 import os
 import subprocess
 
-from tests.conftest import ROOT, write_config
-
-USER_MODULE = '''
-import tensorflow_transform as tft
-
-
-def preprocessing_fn(inputs):
-    outputs = dict(inputs)
-    outputs["x"] = tft.scale_to_z_score(inputs["x"])
-    return outputs
-'''
+from tests.conftest import ROOT, user_pipeline
 
 
 def test_setup_file_and_a_user_preprocessing_fn_on_the_multi_process_runner(venv_bin, tmp_path):
-    package = tmp_path / "user_src" / "my_features"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "prep.py").write_text(USER_MODULE)
-    rows = "\n".join(f"{i % 7}.5,{'ab'[i % 2]},{'pq'[i % 3 == 0]}" for i in range(60))
-    for split in ("train", "eval"):
-        (tmp_path / f"{split}.csv").write_text("x,c,y\n" + rows + "\n")
-    path = write_config(
-        tmp_path,
-        {
-            "name": "setupfile",
-            "artifacts": str(tmp_path / "artifacts"),
-            "data": {"train": str(tmp_path / "train.csv"), "eval": str(tmp_path / "eval.csv")},
-            "features": {"x": {"type": "float"}, "c": {"type": "string"}},
-            "label": {"name": "y"},
-            "preprocessing_fn": "my_features.prep:preprocessing_fn",
-        },
-    )
+    path = user_pipeline(tmp_path, "my_features", "prep", rows=60)
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "user_src"))
     result = subprocess.run(
         [

@@ -8,36 +8,12 @@ import json
 import os
 import subprocess
 
-from tests.conftest import write_config
-
-USER_TASK = '''
-import tensorflow_transform as tft
-
-
-def preprocessing_fn(inputs):
-    outputs = dict(inputs)
-    outputs["x"] = tft.scale_to_z_score(inputs["x"])
-    return outputs
-'''
+from tests.conftest import user_pipeline
 
 
 def test_a_user_package_named_trainer_runs_beside_tfbake(venv_bin, tmp_path):
-    package = tmp_path / "user_src" / "trainer"
-    package.mkdir(parents=True)
     # Only the user's trainer has OWNER: tfbake must neither import it nor be given it.
-    (package / "__init__.py").write_text('OWNER = "user"\n')
-    (package / "task.py").write_text(USER_TASK)
-    rows = "\n".join(f"{i % 7}.5,{'ab'[i % 2]},{'pq'[i % 3 == 0]}" for i in range(30))
-    for split in ("train", "eval"):
-        (tmp_path / f"{split}.csv").write_text("x,c,y\n" + rows + "\n")
-    path = write_config(tmp_path, {
-        "name": "usertrainer",
-        "artifacts": str(tmp_path / "artifacts"),
-        "data": {"train": str(tmp_path / "train.csv"), "eval": str(tmp_path / "eval.csv")},
-        "features": {"x": {"type": "float"}, "c": {"type": "string"}},
-        "label": {"name": "y"},
-        "preprocessing_fn": "trainer.task:preprocessing_fn",
-    })
+    path = user_pipeline(tmp_path, "trainer", "task", rows=30, init='OWNER = "user"\n')
     # The user's folder first on the path, before tfbake's checkout, and their own
     # project folder as the working folder.
     paths = [str(tmp_path / "user_src"), os.environ.get("PYTHONPATH", "")]

@@ -45,7 +45,11 @@ def lazy_exports(
             value = getattr(value, name)
         types.ModuleType.__setattr__(self, name, value)
 
+    def __reduce__(self):
+        # Pickled by name, as a plain module is (Beam pickles functions that use it).
+        return importlib.import_module, (self.__name__,)
+
     sys.modules[package].__class__ = type(
-        "LazyPackage", (types.ModuleType,), {"__setattr__": __setattr__}
+        "LazyPackage", (types.ModuleType,), {"__setattr__": __setattr__, "__reduce__": __reduce__}
     )
     return __getattr__, __dir__

@@ -21,7 +21,10 @@ from tests.conftest import ROOT, user_pipeline
 
 def test_setup_file_and_a_user_preprocessing_fn_on_the_multi_process_runner(venv_bin, tmp_path):
     path = user_pipeline(tmp_path, "my_features", "prep", rows=60)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "user_src"))
+    # The user's folder on the path, before the tfbake under test (a checkout's, when
+    # PYTHONPATH names it).
+    paths = [str(tmp_path / "user_src"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     result = subprocess.run(
         [
             os.path.join(venv_bin, "tfbake"),

@@ -27,6 +27,7 @@ from tfbake.model_config import (
 )
 from tfbake.paths import ConfigPath, is_remote
 from transform.csv_source import CsvFormat
+from transform.ops.categories import file_tokens
 from transform.ops.cleaning import Cleaning
 from transform.preprocessing import (
     FeaturePreprocessing,
@@ -424,6 +425,28 @@ def _check_files(config: Config, source: str) -> None:
             continue
         if not (tf.io.gfile.glob(pattern) if is_remote(pattern) else glob.glob(pattern)):
             raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
+    for name, ops in config.preprocessing.items():
+        vocabulary = ops.text.vocabulary if ops.text is not None else ops.vocabulary
+        if vocabulary is None or vocabulary.file is None:
+            continue
+        try:
+            tokens = file_tokens(vocabulary.file)
+        except ValueError as err:
+            raise ConfigError(f"{source}: preprocessing.{name}: {err}") from None
+        if config.features[name].type == "int":
+            _check_int_tokens(f"{source}: preprocessing.{name}", vocabulary.file, tokens)
+
+
+def _check_int_tokens(key: str, path: str, tokens: list[str]) -> None:
+    # An int feature's table reads each line as an int64 key.
+    for number, token in enumerate(tokens, start=1):
+        try:
+            int(token)
+        except ValueError:
+            raise ConfigError(
+                f"{key}: vocabulary.file {path}: line {number} ({token!r}) is not an int, "
+                "and the feature is an int"
+            ) from None
 
 
 def load_config(

@@ -166,8 +166,11 @@ class FeaturePreprocessing(BaseModel):
             raise ValueError("output needs vocabulary or hash_buckets (the ids it is made of)")
         if (self.output == "ids") != (self.max_items is not None):
             raise ValueError("max_items is required with output: ids, and only then")
-        if self.output == "multi_hot" and self.vocabulary and self.vocabulary.top_k is None:
-            raise ValueError("output: multi_hot needs vocabulary.top_k (the length of the vector)")
+        if self.output == "multi_hot" and self.vocabulary and not self.vocabulary.has_size:
+            raise ValueError(
+                "output: multi_hot needs vocabulary.top_k or vocabulary.file "
+                "(the length of the vector)"
+            )
         return self
 
 

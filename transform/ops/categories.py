@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tensorflow_transform import schema_inference
 
+from tfbake.paths import ConfigPath
 from transform.ops.missing import densify
 
 
 class Vocabulary(BaseModel):
-    """Values looked up in a vocabulary computed over the training data.
+    """Values looked up in a vocabulary computed over the training data, or, with
+    ``file``, in a fixed token list (one token per line; a token's id is its line
+    number from 0), which the export carries as an asset.
 
     Unseen values fall into ``num_oov_buckets`` hashed buckets after the vocabulary's
     ids (with 0 buckets, an unseen value has no id: -1 for a scalar, left out of a list).
@@ -27,15 +30,71 @@ class Vocabulary(BaseModel):
     top_k: int | None = Field(default=None, gt=0)
     frequency_threshold: int | None = Field(default=None, gt=0)
     num_oov_buckets: int = Field(default=1, ge=0)
+    file: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _file_is_the_whole_list(self) -> Vocabulary:
+        # top_k / frequency_threshold pick tokens from the training data; a file is fixed.
+        picks = [k for k in ("top_k", "frequency_threshold") if getattr(self, k) is not None]
+        if self.file is not None and picks:
+            raise ValueError(
+                f"vocabulary.file is a fixed token list: {', '.join(picks)} (which choose "
+                "tokens from the training data) cannot be combined with it"
+            )
+        return self
+
+    @property
+    def has_size(self) -> bool:
+        """Whether the number of ids is known before the data is read (``top_k`` or ``file``)."""
+        return self.top_k is not None or self.file is not None
 
     @property
     def max_size(self) -> int | None:
-        """The most ids there can be (``top_k`` + OOV buckets); None without ``top_k``."""
+        """The most ids there can be (``top_k`` or the file's tokens, + OOV buckets);
+        None for a computed vocabulary without ``top_k``."""
+        if self.file is not None:
+            return len(file_tokens(self.file)) + self.num_oov_buckets
         return None if self.top_k is None else self.top_k + self.num_oov_buckets
 
 
+def file_tokens(path: str) -> list[str]:
+    """The tokens of a vocabulary file, in line order (the ids a lookup table on it
+    gives); raises ``ValueError`` when it is missing, empty, or has a blank line or a
+    token twice (a table on the file could not give each token one id)."""
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except (tf.errors.OpError, OSError) as err:
+        raise ValueError(f"vocabulary.file {path} cannot be read: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"vocabulary.file {path} is not UTF-8 text: {err}") from None
+    # Lines as the table's initializer reads them: split at "\n", a "\r" before it dropped.
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+    if not text or lines == [""]:
+        raise ValueError(f"vocabulary.file {path} is empty: expected one token per line")
+    first_line: dict[str, int] = {}
+    for number, token in enumerate(lines, start=1):
+        if not token:
+            raise ValueError(f"vocabulary.file {path}: line {number} is blank")
+        if token in first_line:
+            raise ValueError(
+                f"vocabulary.file {path}: token {token!r} is on line {first_line[token]} "
+                f"and again on line {number} (each token once)"
+            )
+        first_line[token] = number
+    return lines
+
+
 def vocabulary_ids(x, vocabulary: Vocabulary, name: str):
-    """``x`` (dense, sparse or ragged) -> ids in the vocabulary file named ``name``."""
+    """``x`` (dense, sparse or ragged) -> ids in the vocabulary file named ``name``, or
+    in the declared ``vocabulary.file``."""
+    if vocabulary.file is not None:
+        file_tokens(vocabulary.file)  # a clear error before the table reads it
+        # A Python string (not a tensor) makes the table's initializer track the file
+        # as an asset: the export copies it into assets/ and reads it from there.
+        return tft.apply_vocabulary(
+            x, vocabulary.file, num_oov_buckets=vocabulary.num_oov_buckets, name=name
+        )
     return tft.compute_and_apply_vocabulary(
         x,
         top_k=vocabulary.top_k,
@@ -60,6 +119,8 @@ def vocabulary_id_lists(x, vocabulary: Vocabulary, name: str):
 
 def vocabulary_size(vocabulary: Vocabulary, name: str) -> tf.Tensor:
     """How many ids :func:`vocabulary_ids` gives (vocabulary + OOV buckets), as a tensor."""
+    if vocabulary.file is not None:
+        return tf.constant(vocabulary.max_size, tf.int64)
     size = tft.experimental.get_vocabulary_size_by_name(name) + vocabulary.num_oov_buckets
     return tf.cast(size, tf.int64)
 

@@ -56,9 +56,10 @@ class Text(BaseModel):
             )
         if (self.output == "ids") != (self.max_tokens is not None):
             raise ValueError("max_tokens is required with output: ids, and only then")
-        if self.output in DENSE_OUTPUTS and self.vocabulary.top_k is None:
+        if self.output in DENSE_OUTPUTS and not self.vocabulary.has_size:
             raise ValueError(
-                f"output: {self.output} needs vocabulary.top_k (the length of the vector)"
+                f"output: {self.output} needs vocabulary.top_k or vocabulary.file "
+                "(the length of the vector)"
             )
         return self
 

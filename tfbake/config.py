@@ -255,6 +255,16 @@ class Config(_Strict):
                     "feature with one value"
                 )
 
+    def vocabulary_files(self) -> dict[str, str]:
+        """Feature name -> the ``vocabulary.file`` its entry looks values up in (a
+        category's, a list's or a text's)."""
+        files = {}
+        for name, ops in self.preprocessing.items():
+            vocabulary = ops.text.vocabulary if ops.text is not None else ops.vocabulary
+            if vocabulary is not None and vocabulary.file is not None:
+                files[name] = vocabulary.file
+        return files
+
     # Derived paths: everything a run writes goes under `artifacts`.
     @property
     def artifacts_dir(self) -> str:
@@ -425,16 +435,13 @@ def _check_files(config: Config, source: str) -> None:
             continue
         if not (tf.io.gfile.glob(pattern) if is_remote(pattern) else glob.glob(pattern)):
             raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
-    for name, ops in config.preprocessing.items():
-        vocabulary = ops.text.vocabulary if ops.text is not None else ops.vocabulary
-        if vocabulary is None or vocabulary.file is None:
-            continue
+    for name, path in config.vocabulary_files().items():
         try:
-            tokens = file_tokens(vocabulary.file)
+            tokens = file_tokens(path)
         except ValueError as err:
             raise ConfigError(f"{source}: preprocessing.{name}: {err}") from None
         if config.features[name].type == "int":
-            _check_int_tokens(f"{source}: preprocessing.{name}", vocabulary.file, tokens)
+            _check_int_tokens(f"{source}: preprocessing.{name}", path, tokens)
 
 
 def _check_int_tokens(key: str, path: str, tokens: list[str]) -> None:

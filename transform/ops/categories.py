@@ -89,7 +89,10 @@ def vocabulary_ids(x, vocabulary: Vocabulary, name: str):
     """``x`` (dense, sparse or ragged) -> ids in the vocabulary file named ``name``, or
     in the declared ``vocabulary.file``."""
     if vocabulary.file is not None:
-        file_tokens(vocabulary.file)  # a clear error before the table reads it
+        try:  # a clear error before the table reads it
+            file_tokens(vocabulary.file)
+        except ValueError as err:
+            raise ValueError(f'feature "{name}": {err}') from None
         # A Python string (not a tensor) makes the table's initializer track the file
         # as an asset: the export copies it into assets/ and reads it from there.
         return tft.apply_vocabulary(

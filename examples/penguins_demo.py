@@ -3,8 +3,9 @@
 1. In process: a few eval rows, encoded as serialized ``tf.Example``s with the raw
    feature spec (what a TF Serving client sends), through the export's
    ``classification`` signature; then the eval accuracy measured by the trainer.
-2. Over the wire: ``tfbake serve`` on the export folder (a real server process, the
-   same REST and gRPC API as tensorflow_model_server), the same rows sent as base64
+2. Over the wire: ``tfbake serve --num_workers 2`` on the export folder (two real server
+   processes on the same ports, the same REST and gRPC API as
+   tensorflow_model_server), the same rows sent as base64
    ``tf.Example``s to REST ``:predict``, as JSON ``examples`` to REST ``:classify``, and
    through gRPC ``Classify`` and ``Predict`` with the tensorflow-serving-api stubs.
 """
@@ -71,6 +72,10 @@ def in_process(config, export_dir, rows, labels, examples) -> None:
         print(f"eval accuracy: {json.load(f)['accuracy']:.4f}")
 
 
+# Server processes sharing the ports: each new connection goes to one of them.
+NUM_WORKERS = 2
+
+
 def start_server(config_path: str) -> tuple[subprocess.Popen, str, str]:
     """``tfbake serve --config`` on free ports; returns the process, REST URL, gRPC target."""
     process = subprocess.Popen(
@@ -83,6 +88,7 @@ def start_server(config_path: str) -> tuple[subprocess.Popen, str, str]:
             config_path,
             "--port=0",
             "--rest_api_port=-1",
+            f"--num_workers={NUM_WORKERS}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -110,7 +116,8 @@ def over_the_wire(config, config_path, rows, labels, examples) -> None:
     process, rest, target = start_server(config_path)
     model = f"{rest}/v1/models/{config.name}"
     try:
-        print(f"\nserver: REST {rest}, gRPC {target}, model {config.name!r}")
+        print(f"\nserver ({NUM_WORKERS} processes): REST {rest}, gRPC {target}, "
+              f"model {config.name!r}")
         b64 = [{"b64": base64.b64encode(e).decode()} for e in examples]
         predictions = post(f"{model}:predict", {"instances": b64})["predictions"]
         show(

@@ -15,7 +15,8 @@ The modules follow TF Serving's concepts: :mod:`~model_server.source`,
 :mod:`~model_server.manager`, :mod:`~model_server.core` (one request-handling core),
 :mod:`~model_server.rest` and :mod:`~model_server.grpc_service` (thin adapters),
 :mod:`~model_server.http_server` (timeouts, draining on SIGTERM),
-:mod:`~model_server.batching`, :mod:`~model_server.metrics`.
+:mod:`~model_server.batching`, :mod:`~model_server.metrics`;
+:mod:`~model_server.workers` runs several server processes on the same ports.
 """
 
 from model_server.client import Client, cli_predict, predict_file

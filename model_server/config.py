@@ -189,6 +189,13 @@ class ServerOptions:
     shutdown_grace_period_in_ms: int = 30000
     # The web console at / on the REST port (--no-console).
     console: bool = True
+    # Server processes sharing the gRPC and REST ports (model_server.workers). One by
+    # default: every process holds its own copy of every model, and TensorFlow's op
+    # threads already spread one large call over the cores.
+    num_workers: int = 1
+    # Set by the parent of several server processes on each of them (0, 1, ...);
+    # -1 in a lone server.
+    worker_index: int = -1
     # Flags of tensorflow_model_server that cannot apply here: name -> value given.
     ignored_flags: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -228,6 +235,8 @@ class ServerOptions:
             )
         if not self.tags():
             raise ConfigError("--saved_model_tags names no tag")
+        if self.num_workers < 1:
+            raise ConfigError(f"--num_workers must be >= 1, got {self.num_workers}")
         self.grpc_arguments()  # parses, or says what is wrong
 
     def tags(self) -> tuple[str, ...]:
@@ -468,6 +477,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     flag("rest_api_body_timeout_in_ms", int, "answer 408 to a body not received in time")
     flag("shutdown_grace_period_in_ms", int,
          "after SIGTERM, how long received requests may take to be answered")
+    flag("num_workers", int,
+         "server processes sharing the gRPC and REST ports, each with every model loaded")
+    p.add_argument("--worker_index", type=int, default=d.worker_index, help=argparse.SUPPRESS)
     p.add_argument("--no-console", "--no_console", dest="console", action="store_false",
                    help="do not serve the web console at / on the REST port")
     p.add_argument("--version", action=_VersionAction, help="print the version and exit")

@@ -162,6 +162,10 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
 class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
+    def __init__(self, core: ServerCore, *, num_workers: int = 1):
+        super().__init__(core)
+        self.num_workers = num_workers
+
     async def GetModelStatus(self, request, context):  # noqa: N802
         async def work():
             if not request.HasField("model_spec"):
@@ -173,6 +177,12 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
 
     async def HandleReloadConfigRequest(self, request, context):  # noqa: N802
         async def work():
+            if self.num_workers > 1:
+                raise errors.failed_precondition(
+                    f"HandleReloadConfigRequest would reach one of the {self.num_workers} "
+                    "server processes (--num_workers): edit the --model_config_file "
+                    "instead, which every process reads again "
+                    "(--model_config_file_poll_wait_seconds)")
             await self.core.reload_config(request.config)
             response = model_management_pb2.ReloadConfigResponse()
             response.status.error_code = 0
@@ -182,12 +192,13 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
 
 
 def add_services(server: grpc.aio.Server, core: ServerCore, *,
-                 tensor_content: bool = False) -> None:
+                 tensor_content: bool = False, num_workers: int = 1) -> None:
     """Registers both services on a grpc.aio server."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core, tensor_content=tensor_content), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(core, num_workers=num_workers), server)
 
 
 def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
@@ -210,11 +221,14 @@ async def start_server(core: ServerCore,
     """A grpc.aio server with both services on ``host:port`` (and the UNIX socket of
     ``--grpc_socket_path``), configured by the flags, started; returns it and the
     bound port."""
+    # The processes of --num_workers share the port (grpc.so_reuseport, gRPC's default).
+    shared = [("grpc.so_reuseport", 1)] if options.worker_index >= 0 else []
     server = grpc.aio.server(
-        options=SERVER_OPTIONS + options.grpc_arguments(),
+        options=SERVER_OPTIONS + shared + options.grpc_arguments(),
         maximum_concurrent_rpcs=options.grpc_max_threads or None,
     )
-    add_services(server, core, tensor_content=options.enable_serialization_as_tensor_content)
+    add_services(server, core, tensor_content=options.enable_serialization_as_tensor_content,
+                 num_workers=options.num_workers)
     checker = None
     if options.enable_grpc_healthcheck_service:
         checker = health.aio.HealthServicer()
@@ -229,7 +243,9 @@ async def start_server(core: ServerCore,
     port = bind(f"{options.host}:{options.port}")
     if port == 0:
         raise OSError(f"Could not bind gRPC to {options.host}:{options.port}")
-    if options.grpc_socket_path and not bind(f"unix:{options.grpc_socket_path}"):
+    # A UNIX socket cannot be shared: the first of several processes serves it.
+    if (options.grpc_socket_path and options.worker_index <= 0
+            and not bind(f"unix:{options.grpc_socket_path}")):
         raise ConfigError(f"Could not listen on UNIX socket {options.grpc_socket_path}")
     await server.start()
     if checker is not None:

@@ -101,11 +101,15 @@ class HttpServer:
                                      shutdown_timeout=0.1)
         self._socket: socket.socket | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Binds and starts serving; returns the port (``port`` < 1 picks a free one)."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Binds and starts serving; returns the port (``port`` < 1 picks a free one).
+        ``reuse_port``: share the port with other processes (SO_REUSEPORT), the kernel
+        spreading new connections over them."""
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, max(port, 0)))
         self._socket = sock
         await web.SockSite(self._runner, sock, backlog=1024).start()

@@ -140,16 +140,14 @@ class ModelServer:
             )
             self._http = HttpServer(rest.application(),
                                     header_timeout_s=options.rest_api_header_timeout_in_ms / 1000)
-            # -1 (a tfbake extension) picks a free port, reported by announce().
-            self.rest_port = await self._http.start(options.host, options.rest_api_port)
+            # -1 (a tfbake extension) picks a free port, reported by announce(); the
+            # processes of --num_workers share theirs.
+            self.rest_port = await self._http.start(options.host, options.rest_api_port,
+                                                    reuse_port=options.worker_index >= 0)
 
     def announce(self) -> None:
         """Says on stdout where the server listens (tests and tools wait for it)."""
-        print(f"{GRPC_LISTENING}{self.options.host}:{self.grpc_port} ...", flush=True)
-        if self.options.grpc_socket_path:
-            print(f"{GRPC_SOCKET_LISTENING}{self.options.grpc_socket_path} ...", flush=True)
-        if self.rest_port:
-            print(f"{REST_LISTENING}{self.options.host}:{self.rest_port} ...", flush=True)
+        announce(self.options, self.grpc_port, self.rest_port)
 
     async def wait_stopped(self) -> None:
         """Serves until :meth:`request_stop`, then shuts down gracefully."""
@@ -175,6 +173,15 @@ class ModelServer:
         self._config_stop.set()
         self.manager.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.core.close)
+
+
+def announce(options: ServerOptions, grpc_port: int, rest_port: int | None) -> None:
+    """Prints tensorflow_model_server's start-up lines (see :func:`listening_address`)."""
+    print(f"{GRPC_LISTENING}{options.host}:{grpc_port} ...", flush=True)
+    if options.grpc_socket_path:
+        print(f"{GRPC_SOCKET_LISTENING}{options.grpc_socket_path} ...", flush=True)
+    if rest_port:
+        print(f"{REST_LISTENING}{options.host}:{rest_port} ...", flush=True)
 
 
 def configure_tensorflow_threads(options: ServerOptions) -> None:
@@ -228,12 +235,23 @@ def main(argv: list[str] | None = None) -> int:
     Returns the exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the
     flags or configuration are wrong or a configured model cannot be loaded.
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
-        stream=sys.stderr,
-    )
+    argv = sys.argv[1:] if argv is None else argv
     try:
         options = parse_flags(argv)
+    except ConfigError as e:
+        print(f"model_server: {e}", file=sys.stderr, flush=True)
+        return 1
+    # Several processes log to one stream: each line says which.
+    process = " %(process)d" if options.num_workers > 1 else ""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname).1s{process} %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+    if options.num_workers > 1 and options.worker_index < 0:
+        from model_server import workers
+
+        return workers.run(options, argv)
+    try:
         server = ModelServer(options)
         server.load_models()
     except (ConfigError, StartupError) as e:
@@ -325,6 +343,9 @@ def serve(
         with model_server.serve("artifacts/penguins/export", model_name="penguins") as s:
             model_server.Client(s.rest_url).classify("penguins", rows)
     """
+    if flags.get("num_workers", 1) > 1:
+        raise ConfigError("num_workers > 1 runs separate server processes: start them "
+                          "with `python -m model_server --num_workers N` or `tfbake serve`")
     options = ServerOptions(
         port=port,
         rest_api_port=-1 if rest_api_port is None else rest_api_port,

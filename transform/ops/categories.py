@@ -70,7 +70,7 @@ def file_tokens(path: str) -> list[str]:
         raise ValueError(f"vocabulary.file {path} is not UTF-8 text: {err}") from None
     # Lines as the table's initializer reads them: split at "\n", a "\r" before it dropped.
     lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
-    if not text or lines == [""]:
+    if lines == [""]:
         raise ValueError(f"vocabulary.file {path} is empty: expected one token per line")
     first_line: dict[str, int] = {}
     for number, token in enumerate(lines, start=1):

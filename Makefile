@@ -36,8 +36,16 @@ demo: $(STAMP)
 	$(PY) examples/penguins_demo.py configs/penguins.yaml
 	$(VENV)/bin/tfbake check configs/penguins.yaml
 	$(VENV)/bin/tfbake inspect artifacts/penguins/export --model penguins
+	# Live traffic: data checks counted, the request log, tfbake drift and replay.
+	$(PY) examples/traffic_demo.py configs/penguins.yaml
 	# A SavedModel tfbake did not make: served, inspected, a generated request run.
 	$(PY) examples/any_saved_model.py --out artifacts/any_model
+	# Retraining (docs/retraining.md): the training rows as one span per year, warm-started
+	# from the export above (each span's statistics go to the analysis cache); the Beam
+	# job run again finds nothing changed and keeps its output.
+	$(PY) examples/penguins_data.py --out artifacts/penguins_by_year/data --spans-by-year
+	$(VENV)/bin/tfbake run configs/penguins_by_year.yaml
+	$(VENV)/bin/tfbake transform configs/penguins_by_year.yaml
 	# Text in, class names out: tokenization and vocabulary run inside the served graph.
 	$(PY) examples/reviews_data.py --out artifacts/reviews_text/data
 	$(VENV)/bin/tfbake run configs/reviews_text.yaml

@@ -5,7 +5,16 @@ Measures, on this machine:
 1. the whole Beam job (``transform.run``: analyze + transform + write, both splits),
    built from a YAML config through ``tfbake.config`` / ``tfbake.stages``, once per
    runner mode (FnApiRunner ``in_memory`` with 1 worker, the config default, and
-   ``multi_processing`` with 2 workers); rows/s = train rows read / wall time;
+   ``multi_processing`` with 2 workers), its analysis cache emptied first; rows/s =
+   train rows read / wall time. Baseline: the stock tf.Transform job (the same source
+   and ``preprocessing_fn`` through ``AnalyzeAndTransformDataset``,
+   ``EncodeTransformedDataset``, ``WriteToTFRecord`` and Beam's own options) in a fresh
+   process; target 25,000 rows/s;
+   - reruns against the job with its analysis cache emptied: the job run again with
+     nothing changed (its output kept; target: 3x faster), and made to run (its
+     record deleted) with every statistic read back from the analysis cache;
+   - the fixed cost: both jobs on 1,000 rows, each in a fresh process, timed after
+     its imports as ``tfbake transform`` runs it (target: 5 s);
 2. the Beam transform pass alone: ``ReadCsv`` -> ``tft_beam.TransformDataset`` with
    the written ``transform_fn`` -> ``EncodeTransformedDataset`` -> gzip TFRecords;
 3. its limit without Beam: the same ``transform_fn`` (``transform_features_layer``)
@@ -39,6 +48,7 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +68,7 @@ import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
 import yaml  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 from tensorflow_transform.beam.tft_beam_io import beam_metadata_io  # noqa: E402
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils  # noqa: E402
 from tfx_bsl.coders import example_coder  # noqa: E402
@@ -67,10 +78,13 @@ import transform  # noqa: E402
 from tfbake import stages  # noqa: E402
 from tfbake.config import load_config  # noqa: E402
 from transform.csv_source import ReadCsv, arrow_schema, read_header  # noqa: E402
+from transform.job_record import RECORD_FILE as JOB_RECORD_FILE  # noqa: E402
 from transform.pipeline import WriteExamples, _pipeline  # noqa: E402
 
 TARGET_JOB_ROWS_PER_S = 25_000
 TARGET_RATIO = 0.6
+TARGET_FIXED_COST_S = 5.0
+TARGET_CACHE_SPEEDUP = 3.0
 MODES = {
     "in_memory_1": ["--direct_num_workers=1", "--direct_running_mode=in_memory"],
     "multi_processing_2": ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
@@ -163,12 +177,122 @@ def files_size(pattern: str) -> int:
     return sum(os.path.getsize(p) for p in glob.glob(pattern))
 
 
-# 1. The whole job.
-def whole_job(config, mode_args: list[str]) -> tuple[Clock, dict]:
+def adapter_config_of(spec) -> tensor_adapter.TensorAdapterConfig:
+    """The tfxio adapter config of RecordBatches decoded for raw feature ``spec``."""
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema(spec),
+        tensor_representation_util.InferTensorRepresentationsFromSchema(metadata.schema),
+    )
+
+
+def forget_last_run(config) -> None:
+    """Removes the job's analysis cache and last output: an unchanged job would keep its
+    output, and a job with a cache would read its statistics back."""
+    shutil.rmtree(config.analysis_cache_dir, ignore_errors=True)
+    shutil.rmtree(config.transform_dir, ignore_errors=True)
+
+
+# 1. The whole job, analyzing every row (see forget_last_run).
+def whole_job(config, mode_args: list[str], *, cached: bool = False) -> tuple[Clock, dict]:
+    if not cached:
+        forget_last_run(config)
     job = stages.transform_job(config, mode_args)
     with Clock() as clock:
         stats = transform.run(job)
     return clock, stats
+
+
+# The same job as tf.Transform and Beam give it out of the box: the same source and
+# preprocessing_fn through AnalyzeAndTransformDataset, EncodeTransformedDataset and
+# WriteToTFRecord, with Beam's own PipelineOptions. Run it in a fresh process: the job
+# above changes Beam for the rest of its process (transform.beam_overhead).
+def stock_job(config, mode_args: list[str]) -> Clock:
+    job = stages.transform_job(config, mode_args)
+    out = job.output_dir
+    shutil.rmtree(out, ignore_errors=True)
+    clock = Clock().__enter__()
+    spec = dict(job.raw_feature_spec)
+    columns = read_header(job.train_spans[0], job.csv.delimiter)
+    adapter_config = adapter_config_of(spec)
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(list(job.beam_args)))
+    with tft_beam.Context(temp_dir=os.path.join(out, ".tmp")):
+        train, evaluation = (
+            pipeline | f"Read{split}" >> ReadCsv(pattern, spec, columns, job.csv, split)
+            for split, pattern in (("train", job.train_spans[0]), ("eval", job.eval_pattern))
+        )
+        transformed_train, transform_fn = (
+            train.record_batches,
+            adapter_config,
+        ) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+            job.preprocessing_fn, output_record_batches=True
+        )
+        transformed_eval = (
+            (evaluation.record_batches, adapter_config),
+            transform_fn,
+        ) | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True)
+        for split, transformed in (("train", transformed_train), ("eval", transformed_eval)):
+            _ = (
+                transformed
+                | f"Encode{split}" >> tft_beam.EncodeTransformedDataset()
+                | f"Write{split}"
+                >> beam.io.WriteToTFRecord(
+                    os.path.join(out, "data", split), file_name_suffix=".tfrecord.gz"
+                )
+            )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
+        pipeline.run().wait_until_finish()
+    clock.__exit__()
+    return clock
+
+
+def in_fresh_process(kind: str, config_path: Path) -> dict:
+    """One job (``tfbake`` or ``stock``) in a new Python process, timed after its
+    imports, as ``tfbake transform`` runs one."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--one-job", kind, str(config_path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"{kind} job failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def one_job(kind: str, config_path: str) -> None:
+    """The child side of :func:`in_fresh_process`: prints one JSON line."""
+    config = load_config(config_path)
+    if kind == "stock":
+        clock = stock_job(config, MODES["in_memory_1"])
+    else:
+        clock, _ = whole_job(config, MODES["in_memory_1"])
+    print(json.dumps({"wall_s": clock.wall, "cpu_s": clock.cpu_s}))
+
+
+def fresh_process_figures(kind: str, config_path: Path, repeats: int, rows: int) -> dict:
+    runs = [in_fresh_process(kind, config_path) for _ in range(repeats)]
+    for run in runs:
+        log(f"{kind} job on {rows} rows in a fresh process: {run['wall_s']:.1f} s")
+    wall = statistics.median(r["wall_s"] for r in runs)
+    return {
+        "wall_s": [round(r["wall_s"], 2) for r in runs],
+        "cpu_s": [round(r["cpu_s"], 2) for r in runs],
+        "median_wall_s": round(wall, 2),
+        "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
+        "rows_per_s": round(rows / wall),
+    }
+
+
+def versus(value: float, baseline: float, target: float, higher_is_better: bool) -> dict:
+    """A figure, its baseline measured in the same run, their ratio and the target."""
+    ratio = value / baseline if higher_is_better else baseline / value
+    return {
+        "value": value,
+        "baseline": baseline,
+        "ratio": round(ratio, 2),
+        "target": target,
+        "meets_target": value >= target if higher_is_better else value <= target,
+    }
 
 
 # 2. The Beam transform pass alone, with the transform_fn the job wrote.
@@ -179,11 +303,7 @@ def beam_transform_pass(
     spec = config.raw_feature_spec()
     clock = Clock().__enter__()
     columns = read_header(config.data.train, config.data.csv.delimiter)
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
-    adapter_config = tensor_adapter.TensorAdapterConfig(
-        arrow_schema(spec),
-        tensor_representation_util.InferTensorRepresentationsFromSchema(metadata.schema),
-    )
+    adapter_config = adapter_config_of(spec)
     options = PipelineOptions([*config.beam_args(), *mode_args])
     pipeline = _pipeline(options)
     with tft_beam.Context(temp_dir=os.path.join(out_dir, ".tmp")):
@@ -311,6 +431,7 @@ def portable_job(config, work: Path, repeats: int, num_workers: int = 2) -> dict
     clocks, stats = [], None
     with portable_runner(work / "portable", num_workers=num_workers) as runner:
         for i in range(repeats):
+            forget_last_run(config)
             # The workers run on this machine: they read its files.
             job = stages.transform_job(config, runner["beam_args"], workers_see_local_files=True)
             with Clock() as clock:
@@ -364,13 +485,26 @@ def main(argv=None) -> dict:
         help="rows of a tiny run of the whole job that measures its fixed cost; 0 skips it",
     )
     parser.add_argument(
+        "--fixed-cost-repeats", type=int, default=3, help="fresh processes per fixed-cost job"
+    )
+    parser.add_argument(
+        "--stock-job-repeats", type=int, default=1, help="stock jobs on the whole data"
+    )
+    parser.add_argument(
+        "--cache-repeats", type=int, default=2, help="uncached + cached reruns of the job"
+    )
+    parser.add_argument(
         "--portable-repeats",
         type=int,
         default=1,
         help="repeats of the whole job on the portable runner (2 SDK workers); 0 skips it",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--one-job", nargs=2, metavar=("KIND", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_job:
+        logging.getLogger().setLevel(logging.ERROR)
+        return one_job(*args.one_job)
     logging.getLogger().setLevel(logging.ERROR)
     tf.get_logger().setLevel(logging.ERROR)
     load_before = os.getloadavg()
@@ -378,7 +512,8 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="tfbake-bench-"))
     try:
         train, evaluation, lines = prepare_data(work, args.rows, args.eval_rows)
-        config = load_config(write_config(work, train, evaluation))
+        config_path = write_config(work, train, evaluation)
+        config = load_config(config_path)
         tft_dir = config.transform_dir
         log(f"work dir {work}; train {lines} lines, eval {args.eval_rows} lines")
 
@@ -396,8 +531,48 @@ def main(argv=None) -> dict:
         job_size = files_size(transform.data_pattern(tft_dir, "train"))
         best_job = max(jobs, key=lambda m: jobs[m]["rows_per_s"])
 
+        # The whole job's baseline: the stock tf.Transform job on the same data.
+        stock_full = fresh_process_figures("stock", config_path, args.stock_job_repeats, read)
+        throughput = versus(
+            jobs[best_job]["rows_per_s"],
+            stock_full["rows_per_s"],
+            TARGET_JOB_ROWS_PER_S,
+            higher_is_better=True,
+        )
+
+        # Reruns against the same job with its analysis cache emptied, alternately: the
+        # job run again with nothing changed (its output kept), and the job made to run
+        # (its record deleted) with every statistic read back from the cache.
+        uncached, kept, from_cache = [], [], []
+        record = os.path.join(tft_dir, JOB_RECORD_FILE)
+        for i in range(args.cache_repeats):
+            uncached.append(whole_job(config, MODES["in_memory_1"])[0])
+            kept.append(whole_job(config, MODES["in_memory_1"], cached=True)[0])
+            if not stages.analysis_cache_report(config)["up_to_date"]:
+                raise SystemExit("the unchanged rerun did not keep its output")
+            os.remove(record)
+            from_cache.append(whole_job(config, MODES["in_memory_1"], cached=True)[0])
+            report = stages.analysis_cache_report(config)
+            if any(span["analyzed"] for span in report["spans"]):
+                raise SystemExit(f"the rerun analyzed a span: {report}")
+            log(
+                f"uncached #{i + 1}: {uncached[-1].wall:.1f} s, unchanged rerun: "
+                f"{kept[-1].wall:.1f} s, statistics from the cache: {from_cache[-1].wall:.1f} s"
+            )
+        uncached_s = summary(uncached, read)["median_wall_s"]
+        rerun = {"uncached": summary(uncached, read)}
+        for name, clocks in (("unchanged", kept), ("statistics_from_cache", from_cache)):
+            seconds = summary(clocks, read)["median_wall_s"]
+            rerun[name] = {
+                **summary(clocks, read),
+                "speedup": round(uncached_s / seconds, 2),
+            }
+        rerun["target_speedup"] = TARGET_CACHE_SPEEDUP
+        rerun["meets_target"] = rerun["unchanged"]["speedup"] >= TARGET_CACHE_SPEEDUP
+
         # The job's fixed cost: the same job on a tiny input (tracing, the analyzers'
-        # Beam graph, SavedModel writing, runner start), and the marginal rate beyond it.
+        # Beam graph, SavedModel writing, runner start), each run in a fresh process
+        # after its imports, as `tfbake transform` runs it; its baseline the stock job.
         fixed = None
         if args.fixed_cost_rows:
             small = work / "small"
@@ -405,18 +580,24 @@ def main(argv=None) -> dict:
             small_train, small_eval, small_lines = prepare_data(
                 small, args.fixed_cost_rows, args.fixed_cost_rows
             )
-            small_config = load_config(write_config(small, small_train, small_eval))
-            clock, _ = whole_job(small_config, MODES["in_memory_1"])
-            log(f"job[in_memory_1] on {small_lines} rows: {clock.wall:.1f} s")
-            big = jobs["in_memory_1"] if "in_memory_1" in jobs else None
+            small_path = write_config(small, small_train, small_eval)
+            ours = fresh_process_figures("tfbake", small_path, args.fixed_cost_repeats, small_lines)
+            stock = fresh_process_figures("stock", small_path, args.fixed_cost_repeats, small_lines)
             fixed = {
                 "rows": small_lines,
-                "wall_s": round(clock.wall, 2),
-                "cpu_s": round(clock.cpu_s, 2),
+                "tfbake": ours,
+                "stock": stock,
+                **versus(
+                    ours["median_wall_s"],
+                    stock["median_wall_s"],
+                    TARGET_FIXED_COST_S,
+                    higher_is_better=False,
+                ),
             }
-            if big and big["median_wall_s"] > clock.wall:
+            big = jobs.get("in_memory_1")
+            if big and big["median_wall_s"] > ours["median_wall_s"]:
                 fixed["marginal_rows_per_s_in_memory_1"] = round(
-                    (read - small_lines) / (big["median_wall_s"] - clock.wall)
+                    (read - small_lines) / (big["median_wall_s"] - ours["median_wall_s"])
                 )
 
         # 2. The Beam transform pass, as the job writes it.
@@ -474,7 +655,10 @@ def main(argv=None) -> dict:
             "whole_job_rows_per_s": jobs[best_job]["rows_per_s"],
             "whole_job_target_rows_per_s": TARGET_JOB_ROWS_PER_S,
             "whole_job_meets_target": jobs[best_job]["rows_per_s"] >= TARGET_JOB_ROWS_PER_S,
+            "whole_job_stock_tft": stock_full,
+            "whole_job_rows_per_s_vs_stock": throughput,
             "whole_job_fixed_cost": fixed,
+            "rerun_with_analysis_cache": rerun,
             "whole_job_portable_2": portable,
             "ratio_portable_2_over_fnapi": {
                 mode: round(portable["rows_per_s"] / jobs[mode]["rows_per_s"], 3)
@@ -503,6 +687,9 @@ def main(argv=None) -> dict:
                 "whole_job_per_mode": args.job_repeats,
                 "passes": args.repeats,
                 "stock_writer_pass": args.stock_repeats,
+                "fixed_cost_fresh_processes": args.fixed_cost_repeats,
+                "stock_whole_job": args.stock_job_repeats,
+                "cache_reruns": args.cache_repeats,
                 "whole_job_portable_2": args.portable_repeats,
             },
             "machine": {

@@ -196,6 +196,13 @@ class ServerOptions:
     # Set by the parent of several server processes on each of them (0, 1, ...);
     # -1 in a lone server.
     worker_index: int = -1
+    # Per-request checks against an export's training statistics (when it has them).
+    data_checks: bool = True
+    # Request log (model_server.request_log): every request of every model, or the
+    # models whose logging_config in --model_config_file says so.
+    request_log_dir: str = ""
+    request_log_max_file_bytes: int = 64 << 20
+    request_log_max_total_bytes: int = 1 << 30
     # Flags of tensorflow_model_server that cannot apply here: name -> value given.
     ignored_flags: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -480,6 +487,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     flag("num_workers", int,
          "server processes sharing the gRPC and REST ports, each with every model loaded")
     p.add_argument("--worker_index", type=int, default=d.worker_index, help=argparse.SUPPRESS)
+    flag("data_checks", bool,
+         "check each request's features against the export's training statistics")
+    flag("request_log_dir", str, "log requests and answers as PredictionLog TFRecords here")
+    flag("request_log_max_file_bytes", int, "start a new request log file at this size")
+    flag("request_log_max_total_bytes", int,
+         "drop request log records once this process's files reach this size")
     p.add_argument("--no-console", "--no_console", dest="console", action="store_false",
                    help="do not serve the web console at / on the REST port")
     p.add_argument("--version", action=_VersionAction, help="print the version and exit")

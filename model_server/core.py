@@ -27,6 +27,7 @@ from model_server.manager import AspiredVersionsManager
 from model_server.metrics import Metrics
 from model_server.servable import Servable, Signature
 from model_server.tensors import check_tensor_size, serialized_examples
+from model_server.traffic import TrafficWatch
 from serving_input import signatures as sig_keys
 
 DEFAULT_SIGNATURE = sig_keys.DEFAULT_SERVING
@@ -111,12 +112,15 @@ class ServerCore:
         num_threads: int = 0,
         method_name_check: bool = False,
         max_tensor_bytes: int | None = None,
+        traffic: TrafficWatch | None = None,
     ):
         self.manager = manager
         self.metrics = metrics or Metrics()
         self.method_name_check = method_name_check
         # A request tensor larger than this once decoded is refused (None: no limit).
         self.max_tensor_bytes = max_tensor_bytes
+        # Data checks and request log of answered requests (None: neither).
+        self.traffic = traffic
         self._workers = num_threads or 2 * (os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(
             max_workers=self._workers, thread_name_prefix="tf_session"
@@ -145,6 +149,8 @@ class ServerCore:
     def close(self) -> None:
         """Waits for running model calls and stops the worker threads."""
         self._executor.shutdown(wait=True)
+        if self.traffic is not None:
+            self.traffic.close()
 
     # ------------------------------------------------------------------ running
 
@@ -237,6 +243,8 @@ class ServerCore:
         outputs = await self.run_signature(servable, signature, inputs)
         if output_filter:
             outputs = {alias: outputs[alias] for alias in output_filter}
+        if self.traffic is not None:
+            self.traffic.predicted(servable, key, inputs, outputs)
         return PredictResult(servable, key, outputs)
 
     @staticmethod
@@ -343,9 +351,12 @@ class ServerCore:
         """TensorFlowClassifier: tf.Examples in, classes/scores [N, K] out."""
         signature = self._signature_for(servable, signature_name, sig_keys.CLASSIFY_METHOD)
         num_examples, outputs = await self._run_examples(servable, signature, request_input)
-        return ClassifyResult(
+        result = ClassifyResult(
             servable, signature.key, *self.classification_outputs(num_examples, outputs)
         )
+        if self.traffic is not None:
+            self.traffic.examples(servable, request_input, [result])
+        return result
 
     @staticmethod
     def classification_outputs(num_examples: int, outputs: dict):
@@ -385,9 +396,12 @@ class ServerCore:
         """TensorFlowRegressor: tf.Examples in, one float per example out."""
         signature = self._signature_for(servable, signature_name, sig_keys.REGRESS_METHOD)
         num_examples, outputs = await self._run_examples(servable, signature, request_input)
-        return RegressResult(
+        result = RegressResult(
             servable, signature.key, self.regression_outputs(num_examples, outputs)
         )
+        if self.traffic is not None:
+            self.traffic.examples(servable, request_input, [result])
+        return result
 
     @staticmethod
     def regression_outputs(num_examples: int, outputs: dict) -> np.ndarray:
@@ -459,6 +473,8 @@ class ServerCore:
                 results.append(RegressResult(
                     servable, signature.key, self.regression_outputs(len(examples), outputs)
                 ))
+        if self.traffic is not None:
+            self.traffic.examples(servable, request_input)
         return servable, results
 
     # ------------------------------------------------------------------ metadata / status

@@ -43,7 +43,7 @@ def _fill_spec(target, servable, signature_name: str | None) -> None:
         target.signature_name = signature_name
 
 
-def _fill_classification(result: ClassifyResult, target) -> None:
+def fill_classification(result: ClassifyResult, target) -> None:
     classes, scores = result.classes, result.scores
     reference = classes if classes is not None else scores
     n, k = reference.shape
@@ -112,7 +112,7 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
             result = await self.core.classify(servable, spec.signature_name, request.input)
             response = classification_pb2.ClassificationResponse()
             _fill_spec(response.model_spec, servable, result.signature_name)
-            _fill_classification(result, response.result)
+            fill_classification(result, response.result)
             return response
 
         return await self._serve("Classify", request.model_spec.name, context, work)
@@ -139,7 +139,7 @@ class PredictionService(_Service, prediction_service_pb2_grpc.PredictionServiceS
                 target = response.results.add()
                 _fill_spec(target.model_spec, servable, result.signature_name)
                 if isinstance(result, ClassifyResult):
-                    _fill_classification(result, target.classification_result)
+                    fill_classification(result, target.classification_result)
                 else:
                     for value in result.values.tolist():
                         target.regression_result.regressions.add(value=value)

@@ -10,6 +10,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
+from model_server.data_checks import FeatureChecks
 from model_server.metrics import record_warmup
 from model_server.servable import Servable, Signature
 from model_server.tensors import ndarray_from_proto, serialized_examples
@@ -73,7 +74,8 @@ class SavedModelLoader:
         for key, signature_def in signature_defs.items():
             signature_def_map.signature_def[key].CopyFrom(signature_def)
         servable = Servable(
-            self.name, self.version, self.path, signatures, signature_def_map, loaded
+            self.name, self.version, self.path, signatures, signature_def_map, loaded,
+            data_checks=FeatureChecks.of_export(self.path),
         )
         if self.warmup:
             count = replay_warmup(servable, self.warmup_iterations)

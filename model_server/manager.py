@@ -177,6 +177,11 @@ class AspiredVersionsManager:
 
     # ------------------------------------------------------------------ config
 
+    def model_config(self, name: str):
+        """The ``ModelConfig`` a model is served with, or None when it is not configured."""
+        model = self._models.get(name)
+        return model.config if model is not None else None
+
     def apply_config(self, config, *, initial: bool = False) -> None:
         """Adds, updates and removes models to match a ModelServerConfig, then loads.
 

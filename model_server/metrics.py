@@ -121,6 +121,14 @@ class Metrics:
             collectors = [*counters, self._latency]
         self.registry.register(_Page(collectors))
 
+    @property
+    def collector_registry(self) -> CollectorRegistry | None:
+        """Where other parts of the server register their own prometheus_client
+        metrics: this page's registry in a lone server; none under several processes,
+        where every process's values reach the page through the multiprocess files
+        (registering them too would show this process's values beside the sums)."""
+        return None if self._worker_requests is not None else self.registry
+
     def record_request(self, model_name: str, api: str, entrypoint: str,
                        status: str, seconds: float) -> None:
         """One finished request (latency is recorded for successful ones, as TF Serving)."""

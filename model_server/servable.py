@@ -190,6 +190,8 @@ class Servable:
     signatures: dict[str, Signature]
     signature_def_map: object  # tensorflow_serving.apis.get_model_metadata_pb2.SignatureDefMap
     loaded: object = dataclasses.field(repr=False, default=None)  # keeps variables alive
+    # model_server.data_checks.FeatureChecks, when the export carries training statistics.
+    data_checks: object = dataclasses.field(repr=False, default=None)
 
     def __repr__(self) -> str:
         return (

@@ -18,7 +18,9 @@ from model_server.core import ServerCore
 from model_server.http_server import HttpServer
 from model_server.manager import AspiredVersionsManager, StartupError
 from model_server.metrics import Metrics
+from model_server.request_log import RequestLog, log_target
 from model_server.rest import RestApi
+from model_server.traffic import TrafficWatch
 
 log = logging.getLogger("model_server")
 
@@ -68,6 +70,7 @@ class ModelServer:
             num_threads=options.tensorflow_session_parallelism,
             method_name_check=options.enable_signature_method_name_check,
             max_tensor_bytes=options.tensor_limit(),
+            traffic=self._traffic_watch(),
         )
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
@@ -77,6 +80,19 @@ class ModelServer:
         self._stopping: asyncio.Event | None = None
         self._config_thread: threading.Thread | None = None
         self._config_stop = threading.Event()
+
+    def _traffic_watch(self) -> TrafficWatch:
+        options = self.options
+        directory = os.path.abspath(options.request_log_dir) if options.request_log_dir else ""
+        # Always there: a model_config_file reloaded later may add a logging_config.
+        request_log = RequestLog(
+            self.metrics.collector_registry,
+            lambda name: log_target(directory, self.manager.model_config(name)),
+            max_file_bytes=options.request_log_max_file_bytes,
+            max_total_bytes=options.request_log_max_total_bytes,
+        )
+        return TrafficWatch(self.metrics.collector_registry, checks=options.data_checks,
+                            request_log=request_log)
 
     def __repr__(self) -> str:
         return (f"ModelServer(grpc={self.options.host}:{self.grpc_port}, "

@@ -114,3 +114,22 @@ def serialized_examples(input_proto) -> np.ndarray:
     array = np.empty(len(serialized), dtype=object)
     array[:] = serialized
     return array
+
+
+def input_examples(input_proto) -> list[tf.train.Example]:
+    """An ``Input``'s tf.Examples as the graph sees them: each merged with the context
+    of an ``ExampleListWithContext`` (the example's own values win)."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return list(input_proto.example_list.examples)
+    if kind != "example_list_with_context":
+        return []
+    lists = input_proto.example_list_with_context
+    merged = []
+    for example in lists.examples:
+        one = tf.train.Example()
+        one.CopyFrom(lists.context)
+        one.MergeFrom(example)
+        merged.append(one)
+    return merged
+

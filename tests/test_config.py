@@ -222,6 +222,28 @@ def test_lists_and_images_in_the_raw_spec_and_annotations(good):
     assert config.list_features() == ["tags"] and config.image_features() == {"photo": 1}
 
 
+def test_training_spans_are_a_list_and_each_must_match_a_file(good, tmp_path):
+    (tmp_path / "day2.csv").write_text("x,c,y\n2.0,b,q\n")
+    good["data"]["train"] = [str(tmp_path / "train.csv"), str(tmp_path / "day2.csv")]
+    assert config_from_dict(good).train_spans == good["data"]["train"]
+    good["data"]["train"].append(str(tmp_path / "day3.csv"))
+    assert f"data.train: no file matches '{tmp_path / 'day3.csv'}'" in _error(good)
+    good["data"]["train"] = []
+    assert "data.train" in _error(good)
+
+
+def test_warm_start_from_a_folder_that_holds_no_model_is_named(good, tmp_path):
+    from tfbake import stages
+
+    config = config_from_dict({**good, "training": {"warm_start": str(tmp_path)}})
+    with pytest.raises(ConfigError) as err:
+        stages.previous_model(config, config.training.warm_start)
+    message = str(err.value)
+    assert message.startswith("training.warm_start:") and "saved_model.pb" in message
+    assert "trainer/model.weights.h5" in message
+    # A run's own folder: its transform output is replaced before training starts.
+    with pytest.raises(ConfigError, match="this run's own folder; warm-start from its export"):
+        stages.previous_model(config, config.artifacts_dir)
 def test_a_derived_label_needs_a_preprocessing_fn(good):
     good["label"] = {"name": "rich", "type": "string", "derived": True}
     assert 'label "rich" is derived: a preprocessing_fn must compute it' in _error(good)

@@ -376,3 +376,19 @@ def test_predict_raw_takes_lists_of_any_length_with_their_counts(run):
         for part in ("indices", "values", "dense_shape"):
             got, want = getattr(from_raw[key], part), getattr(parsed[key], part)
             assert got.numpy().tolist() == want.numpy().tolist(), (key, part)
+
+
+def test_a_scale_after_an_imputation_equals_numpy_on_the_imputed_column(run):
+    """impute: mean -> clip -> log1p -> z_score, computed here with numpy over the
+    training rows (the mean of the present values fills the gaps; population std), equals
+    the Beam job's output, which derives the z-score in the imputation's own phase."""
+    config, _, rows, _ = run
+    train = [r for i, r in enumerate(rows["train"]) if i != TRUNCATED_PNG_ROW]
+    present = np.array([r["num"] for r in train if r["num"] is not None], np.float64)
+    imputed = np.array([present.mean() if r["num"] is None else r["num"] for r in train])
+    column = np.log1p(np.clip(imputed, 0, 80))
+    expected = dict(zip((r["rid"] for r in train), (column - column.mean()) / column.std()))
+    beam = _by_row_id(_beam_output(config, "train"))
+    assert sorted(beam) == sorted(expected)
+    for rid, want in expected.items():
+        np.testing.assert_allclose(beam[rid]["num"], want, atol=1e-5)

@@ -28,6 +28,7 @@ def project(tmp_path, monkeypatch):
             "features": {"x": {"type": "float"}},
             "label": {"name": "y"},
             "export": {"dir": "exports/rel"},
+            "training": {"warm_start": "exports/old"},
         },
     )
     monkeypatch.chdir(tmp_path)
@@ -41,6 +42,7 @@ def test_relative_paths_are_made_absolute_against_the_current_folder(project, mo
     assert config.data.eval == str(project / "data" / "eval.csv")
     assert config.artifacts_dir == str(project / "artifacts" / "rel")
     assert config.export_dir_base == str(project / "exports" / "rel")
+    assert config.training.warm_start == str(project / "exports" / "old")
     assert stages.transform_job(config).train_pattern == str(project / "data" / "train.csv")
 
 

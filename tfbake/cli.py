@@ -8,6 +8,8 @@
     tfbake predict --server URL [--config CONFIG | --model NAME] --input rows.csv|rows.jsonl
     tfbake check CONFIG [--server URL] [--grpc TARGET]   trained vs exported vs served
     tfbake inspect EXPORT_DIR_OR_URL [--model NAME]      signatures, features, samples
+    tfbake drift CONFIG --logs DIR [--html FILE]         served traffic vs training data
+    tfbake replay --logs DIR --server TARGET [--version N]  logged requests, answers compared
 
 Unknown ``--flags`` after the config are Beam pipeline options (``--runner``,
 ``--direct_num_workers``, ``--setup_file ./setup.py``, Dataflow options...). A
@@ -34,7 +36,9 @@ with tensorflow_import(sys.argv):  # before TensorFlow loads: its start-up logs
     from tfbake import stages
     from tfbake.config import ConfigError, load_config
     from tfbake.paths import WORKERS_SEE_LOCAL_FILES, LocalPathError
+    from trainer import WarmStartReport
     from transform import TransformError
+    from transform.analysis_cache import describe as describe_analysis_cache
 
 COMMANDS = {
     "run": "transform -> train -> export, in one go",
@@ -85,6 +89,70 @@ def _add_inspect(sub) -> None:
                    help="print docker / models.config / batching commands for this export")
 
 
+def _add_drift_and_replay(sub) -> None:
+    help_text = "the request log's features against the training statistics"
+    p = sub.add_parser(
+        "drift", help=help_text, description=help_text,
+        epilog="Exit status: 0 no drift, 1 a feature over a monitoring threshold, 2 bad config.",
+    )
+    p.add_argument("config", help="the pipeline's YAML config, e.g. configs/penguins.yaml")
+    p.add_argument("--logs", required=True, help="the server's request log folder")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--html", help="also write an HTML page (one plot per feature) here")
+    help_text = "replay logged requests against a server; report the answers that differ"
+    p = sub.add_parser(
+        "replay", help=help_text, description=help_text,
+        epilog="Exit status: 0 every answer as logged, 1 some differ.",
+    )
+    p.add_argument("--logs", required=True, help="the server's request log folder")
+    p.add_argument("--server", required=True, help="gRPC target, e.g. 127.0.0.1:8500")
+    p.add_argument("--model", help="send to this model (default: the one each record names)")
+    p.add_argument("--version", type=int, default=None,
+                   help="send to this version (default: the server's latest)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="numbers differ when |a - b| > T * (1 + |b|) (default: 1e-6)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def _drift(args: argparse.Namespace) -> int:
+    """``tfbake drift``: prints the report (and writes the page); 1 when a feature drifts."""
+    from tfbake import drift
+
+    try:
+        config = load_config(args.config, check_files=False, check_imports=False)
+    except ConfigError as err:
+        print(f"tfbake: {err}", file=sys.stderr)
+        return 2
+    try:
+        report = drift.drift(config, args.logs)
+    except FileNotFoundError as err:
+        print(f"tfbake drift: {err}", file=sys.stderr)
+        return 2
+    if args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(drift.format_html(report))
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json"
+          else drift.format_text(report))
+    return 1 if report.drifted else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``tfbake replay``: prints the differing answers; 1 when any differs."""
+    from tfbake import replay
+
+    try:
+        report = replay.replay(
+            args.logs, args.server, model_name=args.model, version=args.version,
+            tolerance=replay.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        )
+    except FileNotFoundError as err:
+        print(f"tfbake replay: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json"
+          else replay.format_text(report))
+    return 1 if report.differences else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfbake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=help_text, add_help=False)
     _add_check(sub)
     _add_inspect(sub)
+    _add_drift_and_replay(sub)
     return parser
 
 
@@ -207,6 +276,18 @@ def _print(title: str, value) -> None:
     print(f"{title}: {json.dumps(value, indent=2, default=str)}")
 
 
+def _print_analysis_cache(config) -> None:
+    report = stages.analysis_cache_report(config)
+    if report:
+        print(describe_analysis_cache(report))
+
+
+def _print_warm_start(config) -> None:
+    report = stages.warm_start_report(config)
+    if report:
+        print(WarmStartReport(**report).summary())
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``tfbake`` console script."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != VERBOSE]
@@ -221,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.command == "inspect":
         return _inspect(args)
+    if args.command == "drift":
+        return _drift(args)
+    if args.command == "replay":
+        return _replay(args)
     try:
         config = load_config(args.config)
     except ConfigError as err:
@@ -231,12 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             summary = stages.run_all(config, extra, workers_see_local_files=local_ok)
             _print("rows", summary["transform"])
+            _print_analysis_cache(config)
+            _print_warm_start(config)
             _print("eval metrics", summary["eval_metrics"])
             print(f"exported: {summary['export']}")
         elif args.command == "transform":
             _print("rows", stages.run_transform(config, extra, workers_see_local_files=local_ok))
+            _print_analysis_cache(config)
         elif args.command == "train":
-            _print("eval metrics", stages.run_training(config)[1])
+            metrics = stages.run_training(config)[1]
+            _print_warm_start(config)
+            _print("eval metrics", metrics)
         elif args.command == "export":
             print(f"exported: {stages.run_export(config)}")
     except (ConfigError, LocalPathError) as err:

@@ -21,6 +21,7 @@ from tfbake.model_config import (
     Export,
     Label,
     Model,
+    Monitoring,
     Training,
     check_label_and_model,
     label_feature_spec,
@@ -90,7 +91,9 @@ class Data(_Strict):
     """
 
     format: Literal["csv", "tfrecord"] = "csv"
-    train: ConfigPath
+    # One span (a file or a glob) or a list of spans (e.g. one a day): the analysis
+    # cache keeps each span's statistics, so a new span is the only one analyzed.
+    train: ConfigPath | list[ConfigPath] = Field(min_length=1)
     eval: ConfigPath
     validation: ConfigPath | HeldOut | None = None
     csv: CsvFormat = Field(default_factory=CsvFormat)
@@ -114,6 +117,7 @@ class Config(_Strict):
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     export: Export = Field(default_factory=Export)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     beam: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -275,6 +279,18 @@ class Config(_Strict):
         return os.path.join(self.artifacts_dir, "transform")
 
     @property
+    def analysis_cache_dir(self) -> str:
+        """tf.Transform's analyzer cache, per training span; outside ``transform_dir``,
+        which every run empties."""
+        return os.path.join(self.artifacts_dir, "analysis_cache")
+
+    @property
+    def train_spans(self) -> list[str]:
+        """``data.train`` as a list of spans."""
+        train = self.data.train
+        return [train] if isinstance(train, str) else list(train)
+
+    @property
     def trainer_dir(self) -> str:
         return os.path.join(self.artifacts_dir, "trainer")
 
@@ -429,12 +445,14 @@ def import_path_of(path: str | os.PathLike) -> str:
 
 
 def _check_files(config: Config, source: str) -> None:
-    for key in ("train", "eval", "validation"):
-        pattern = getattr(config.data, key)
-        if not isinstance(pattern, str):
+    patterns = [("data.train", p) for p in config.train_spans] + [
+        (f"data.{key}", getattr(config.data, key)) for key in ("eval", "validation")
+    ]
+    for key, pattern in patterns:
+        if not isinstance(pattern, str):  # no validation set, or a fraction of train
             continue
         if not (tf.io.gfile.glob(pattern) if is_remote(pattern) else glob.glob(pattern)):
-            raise ConfigError(f"{source}: data.{key}: no file matches {pattern!r}")
+            raise ConfigError(f"{source}: {key}: no file matches {pattern!r}")
     for name, path in config.vocabulary_files().items():
         try:
             tokens = file_tokens(path)

@@ -220,12 +220,32 @@ class Training(_Strict):
     # tf.distribute strategy: default (one device), mirrored (the local GPUs; the CPU
     # when none), multi_worker_mirrored (the cluster in TF_CONFIG).
     distribute: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
+    # Initialize from a previous model: a run's artifacts folder, an export folder or
+    # one export version; rows of categorical and text features remapped by token.
+    warm_start: ConfigPath | None = None
 
 
 class Export(_Strict):
     dir: ConfigPath | None = None
     # Real eval examples written as TF Serving warm-up requests (0: none).
     warmup_examples: int = Field(default=5, ge=0, le=1000)
+
+
+class Monitoring(_Strict):
+    """Statistics of the raw training data (computed by the Beam job, carried by the
+    export, checked per request by the server) and the thresholds of ``tfbake drift``."""
+
+    statistics: bool = True
+    # String values kept per feature, most frequent first: the whole vocabulary when it
+    # has no more, which the server's unseen-category check needs.
+    top_k: int = Field(default=1000, ge=1, le=100_000)
+    # Drift thresholds: L-infinity distance of category shares, Jensen-Shannon
+    # divergence (base 2) of number distributions, and the rise of the share of
+    # examples missing a feature or holding a value training never had.
+    l_infinity: float = Field(default=0.2, gt=0, le=1)
+    jensen_shannon: float = Field(default=0.1, gt=0, le=1)
+    missing_rate: float = Field(default=0.1, gt=0, le=1)
+    unseen_rate: float = Field(default=0.05, gt=0, le=1)
 
 
 def label_feature_spec(label: Label) -> dict:

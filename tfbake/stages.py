@@ -19,6 +19,7 @@ import serving_input
 import trainer
 import transform
 from serving_input.serving_check import serving_check
+from serving_input.training_statistics import statistics_path
 from tfbake import paths
 from tfbake.config import Config, ConfigError, load_object
 from tfbake.model_config import Label
@@ -141,7 +142,12 @@ def transform_job(
     beam_args = [*config.beam_args(), *beam_args]
     validation = config.data.validation
     if not workers_see_local_files and not transform.workers_on_this_machine(beam_args):
-        read = {"data.train": config.data.train, "data.eval": config.data.eval}
+        spans = config.train_spans
+        read = {
+            **{"data.train" if len(spans) == 1 else f"data.train[{i}]": span
+               for i, span in enumerate(spans)},
+            "data.eval": config.data.eval,
+        }
         if isinstance(validation, str):
             read["data.validation"] = validation
         # The workers' lookup tables read each vocabulary file while they analyze.
@@ -162,12 +168,15 @@ def transform_job(
         beam_args=beam_args,
         list_features=config.list_columns(),
         image_features=config.image_features(),
+        analysis_cache_dir=config.analysis_cache_dir,
         class_labels=[label.name for label in config.all_labels
                       if label.kind in ("classification", "sequence_tagging")],
         token_alignments=token_alignments(config),
         validation_pattern=validation if isinstance(validation, str) else None,
         validation_fraction=None if validation is None or isinstance(validation, str)
         else validation.fraction,
+        statistics=config.monitoring.statistics,
+        statistics_top_k=config.monitoring.top_k,
     )
 
 
@@ -178,6 +187,15 @@ def run_transform(
     return transform.run(
         transform_job(config, beam_args, workers_see_local_files=workers_see_local_files)
     )
+
+
+def analysis_cache_report(config: Config) -> dict | None:
+    """What the analysis cache did in the last Beam job (``analysis_cache.json``)."""
+    path = transform.analysis_cache_report_path(config.transform_dir)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 CANNED_MODELS = {
@@ -355,15 +373,67 @@ def early_stopping_split(config: Config) -> str:
     return transform.VALIDATION if config.data.validation else "eval"
 
 
+def previous_model(config: Config, source: str) -> trainer.PreviousModel:
+    """``training.warm_start``'s model: an export version folder, an export folder (its
+    latest version) or a previous run's artifacts folder (its trained weights in the
+    model as now configured, built over that run's transform output)."""
+    if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
+        return _export_model(source)
+    weights = os.path.join(source, "trainer", WEIGHTS_FILE)
+    if os.path.abspath(source) == os.path.abspath(config.artifacts_dir):
+        # Its transform output is this run's by now: the old vocabularies are gone.
+        raise ConfigError(
+            f"training.warm_start: {source!r} is this run's own folder; warm-start from "
+            f"its export ({config.export_dir_base}), which keeps the previous vocabularies"
+        )
+    if tf.io.gfile.exists(weights):
+        previous = config.model_copy(update={"artifacts": source})
+        try:
+            model = load_trained_model(previous)
+        except (ValueError, tf.errors.OpError) as err:
+            raise ConfigError(
+                f"training.warm_start: the weights of {source} do not fit the model as now "
+                f"configured ({err}); warm-start from that run's export instead"
+            ) from None
+        assets = os.path.join(transform.transform_fn_dir(previous.transform_dir), "assets")
+        return trainer.PreviousModel.from_keras(model.keras_model, assets, source)
+    try:
+        latest = trainer.latest_export(source)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"training.warm_start: {source!r} is not an export (saved_model.pb), an export "
+            f"folder (version folders) or a run's artifacts folder (trainer/{WEIGHTS_FILE})"
+        ) from None
+    return _export_model(latest)
+
+
+def _export_model(export_dir: str) -> trainer.PreviousModel:
+    try:
+        return trainer.PreviousModel.from_export(export_dir)
+    except ValueError as err:
+        raise ConfigError(f"training.warm_start: {err}") from None
+
+
+def warm_start_report(config: Config) -> dict | None:
+    """What the last training's warm start did (``trainer/warm_start.json``), if any."""
+    path = os.path.join(config.trainer_dir, trainer.WARM_START_REPORT)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
 def run_training(config: Config) -> tuple[trainer.Model, dict]:
     """Trains, evaluates (``metrics.json``) and saves the weights; returns model and metrics.
 
     The validation split (``data.validation``), else the eval split, picks the
     early-stopping epoch; the returned metrics are the eval split's, measured once
-    after training. A run killed midway resumes from its last finished epoch when
-    started again. With ``multi_worker_mirrored``, run it on every worker of the
-    ``TF_CONFIG`` cluster: each trains on its share of the records, only the chief
-    writes ``trainer_dir``.
+    after training. With ``training.warm_start``, the model starts from the previous
+    model's weights (``trainer/warm_start.json`` says which were remapped, copied or
+    left fresh). A run killed midway resumes from its last finished epoch when started
+    again. With ``multi_worker_mirrored``, run it on every worker of the ``TF_CONFIG``
+    cluster: each trains on its share of the records, only the chief writes
+    ``trainer_dir``.
     """
     tf_keras.utils.set_random_seed(config.training.seed)
     if config.training.deterministic:
@@ -371,6 +441,15 @@ def run_training(config: Config) -> tuple[trainer.Model, dict]:
     strategy = distribute_strategy(config)
     with strategy.scope():
         model = build_model(config)
+    with trainer.write_dir(config.trainer_dir, strategy) as out_dir:
+        report_path = os.path.join(out_dir, trainer.WARM_START_REPORT)
+        if tf.io.gfile.exists(report_path):
+            tf.io.gfile.remove(report_path)  # an earlier run's
+        if config.training.warm_start:
+            # After the new model: its fresh rows are those a cold start gets. Every
+            # worker starts from the same weights.
+            previous = previous_model(config, config.training.warm_start)
+            trainer.warm_start(model, previous).write(out_dir)
     splits = input_fns(config, model.tft_output)
     stopping = config.training.early_stopping
     history = model.train(
@@ -465,7 +544,14 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
         warmup_examples=examples[:warmup],
         check_examples=examples,
         feature_annotations=config.feature_annotations(),
+        statistics=training_statistics(config),
     )
+
+
+def training_statistics(config: Config) -> str | None:
+    """The Beam job's training statistics file, or None when it wrote none."""
+    path = statistics_path(config.transform_dir)
+    return path if tf.io.gfile.exists(path) else None
 
 
 def run_all(
@@ -487,8 +573,14 @@ def run_all(
     serving_check()  # the export's check process: its TensorFlow import overlaps training
     model, metrics = run_training(config)
     export_path = run_export(config, model)
-    summary = {"transform": stats, "eval_metrics": metrics, "export": export_path,
-               "early_stopping_split": early_stopping_split(config)}
+    summary = {
+        "transform": stats,
+        "analysis_cache": analysis_cache_report(config),
+        "warm_start": warm_start_report(config),
+        "eval_metrics": metrics,
+        "export": export_path,
+        "early_stopping_split": early_stopping_split(config),
+    }
     with tf.io.gfile.GFile(os.path.join(config.artifacts_dir, "run.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -12,6 +12,8 @@
 - :func:`class_weights`: per-class weights from the label counts the Beam job stored;
 - :func:`label_statistics`: how the ``preprocessing_fn`` normalized a regression
   label, read back from the transform graph (the export undoes it);
+- :func:`warm_start`: a new model initialized from a previous one (:class:`PreviousModel`),
+  embedding and linear rows remapped by vocabulary token;
 - :func:`write_dir`, :func:`workers_in_tf_config`: multi-worker training (only the
   chief writes the model folder);
 - :func:`write_report`: the evaluation picture (learning curves, confusion matrix or
@@ -45,8 +47,10 @@ from trainer.report import write_report
 from trainer.sequence_tagging import SequenceTaggingHead, tagging_report
 from trainer.text_classifier import TextClassifier
 from trainer.token_tagger import TokenTagger
+from trainer.warm_start import WARM_START_REPORT, PreviousModel, WarmStartReport, warm_start
 
 __all__ = [
+    "WARM_START_REPORT",
     "ClassificationHead",
     "DNNClassifier",
     "DNNLinearCombinedClassifier",
@@ -59,16 +63,19 @@ __all__ = [
     "Model",
     "MultiHead",
     "MultiLabelHead",
+    "PreviousModel",
     "RegressionHead",
     "SequenceTaggingHead",
     "SignatureSpec",
     "TextClassifier",
+    "WarmStartReport",
     "TokenTagger",
     "class_weights",
     "label_statistics",
     "latest_export",
     "make_input_fn",
     "monitor_mode",
+    "warm_start",
     "tagging_report",
     "workers_in_tf_config",
     "write_dir",

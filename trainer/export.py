@@ -23,6 +23,7 @@ from serving_input import signatures as sig
 from serving_input.feature_spec import write_raw_feature_spec
 from serving_input.receivers import build_raw_serving_input_fn
 from serving_input.serving_check import ExportCheckError, check_or_raise, serving_check
+from serving_input.training_statistics import EXPORT_STATISTICS_FILE
 from serving_input.transform_graph import TransformGraph
 from trainer.heads import Head, SignatureSpec
 from trainer.warmup import write_warmup_requests
@@ -225,6 +226,7 @@ def export_saved_model(
     check_examples: Sequence[bytes] | None = None,
     feature_annotations: Mapping[str, Mapping] | None = None,
     postprocess: Postprocess | None = None,
+    statistics: str | None = None,
 ) -> str:
     """Writes ``export_dir_base/<version>/`` atomically and returns its path.
 
@@ -238,7 +240,9 @@ def export_saved_model(
     feature and the op, and leaves no version folder.
     ``feature_annotations`` go into ``assets.extra/raw_feature_spec.json``
     (:func:`serving_input.feature_spec.write_raw_feature_spec`). ``postprocess`` maps
-    the head's predictions (:func:`predictions_of`) in every signature.
+    the head's predictions (:func:`predictions_of`) in every signature. ``statistics``
+    (a training statistics file) is copied to ``assets.extra/training_statistics.pb``,
+    where the model server finds what it checks requests against.
     """
     started = time.time()
     tf.io.gfile.makedirs(export_dir_base)
@@ -256,6 +260,8 @@ def export_saved_model(
         tf.saved_model.save(servable, temp_dir, signatures=functions)
         _set_method_names(temp_dir, methods)
         write_raw_feature_spec(temp_dir, receiver.feature_spec, feature_annotations)
+        if statistics:
+            tf.io.gfile.copy(statistics, os.path.join(temp_dir, EXPORT_STATISTICS_FILE))
         if warmup_examples:
             write_warmup_requests(temp_dir, methods, warmup_examples)
         examples = warmup_examples if check_examples is None else check_examples

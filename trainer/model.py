@@ -290,6 +290,7 @@ class Model:
         warmup_examples: Sequence[bytes] = (),
         check_examples: Sequence[bytes] | None = None,
         feature_annotations: Mapping[str, Mapping] | None = None,
+        statistics: str | None = None,
     ) -> str:
         """Exports for TF Serving; returns ``export_dir_base/<version>``.
 
@@ -303,6 +304,8 @@ class Model:
         published only after a fresh process has loaded it as TF Serving does and run
         every signature on ``check_examples`` (default: the warm-up examples), also
         with every nullable feature absent (:func:`trainer.export.export_saved_model`).
+        ``statistics``: a training statistics file the export carries for the server's
+        per-request data checks.
         """
         return export.export_saved_model(
             self.keras_model,
@@ -316,4 +319,5 @@ class Model:
             check_examples=check_examples,
             feature_annotations=feature_annotations,
             postprocess=self.postprocess,
+            statistics=statistics,
         )

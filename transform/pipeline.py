@@ -2,7 +2,9 @@
 
 ``artifacts/<name>/transform/`` receives what DESIGN.md lists: the raw ``metadata/``,
 ``transform_fn/``, ``transformed_metadata/``, ``data/{train,eval}-*.tfrecord.gz``,
-``rejects/{train,eval}-*.jsonl`` and ``stats.json``.
+``rejects/{train,eval}-*.jsonl``, ``stats.json`` and (unless turned off)
+``training_statistics.pb``: per-feature statistics of the raw training data
+(:mod:`transform.statistics`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
-import logging
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import apache_beam as beam
@@ -25,14 +25,19 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.window import GlobalWindows
+from tensorflow_transform.beam.common import METRICS_NAMESPACE as TFT_METRICS_NAMESPACE
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from serving_input.csv_rows import CsvFormat, column_names
+from transform.analysis_cache import AnalysisCache, TracedAnalyzers, span_key, trace_analyzers
+from transform.beam_overhead import memoize_dofn_specs, pipeline_options
 from transform.csv_source import ReadCsv, arrow_schema
+from transform.job_record import JobRecord, code_fingerprint
 from transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from transform.statistics import DEFAULT_TOP_K, ComputeStatistics
+from transform.tfrecord_shards import WriteTFRecordShards
 from transform.tfrecord_source import ReadExamples
 from transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
 from transform.token_alignment import KeepAlignedRows, TokenAlignment
@@ -42,7 +47,6 @@ from transform.unknown_labels import (
     unknown_labels_message,
 )
 
-_LOG = logging.getLogger(__name__)
 SPLITS = ("train", "eval")
 # The split that picks the early-stopping epoch, when the job has one.
 VALIDATION = "validation"
@@ -61,7 +65,9 @@ class TransformJob:
 
     raw_feature_spec: Mapping
     preprocessing_fn: Callable[[dict], dict]
-    train_pattern: str
+    # One span (a file or a glob), or several (e.g. one a day): each is analyzed and
+    # cached on its own (see analysis_cache_dir).
+    train_pattern: str | Sequence[str]
     eval_pattern: str
     output_dir: str
     data_format: str = "csv"
@@ -72,6 +78,9 @@ class TransformJob:
     # nullable values, and which features hold encoded images (name -> channels).
     list_features: Sequence[str] = ()
     image_features: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # tf.Transform's analyzer cache, per training span (transform.analysis_cache); it
+    # must outlive output_dir, which each run empties. None: no cache.
+    analysis_cache_dir: str | None = None
     # Class labels whose eval values must all be classes of the training data.
     class_labels: Sequence[str] = ()
     # A validation split: its own files, or a deterministic fraction of the train
@@ -80,6 +89,15 @@ class TransformJob:
     validation_fraction: float | None = None
     # Sequence-tagging labels whose rows need one tag per token (others are rejects).
     token_alignments: Sequence[TokenAlignment] = ()
+    # Statistics of the raw training data (and how many top values a string keeps).
+    statistics: bool = True
+    statistics_top_k: int = DEFAULT_TOP_K
+
+    @property
+    def train_spans(self) -> list[str]:
+        """The training spans' patterns, in order."""
+        pattern = self.train_pattern
+        return [pattern] if isinstance(pattern, str) else list(pattern)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -106,26 +124,42 @@ def stats_path(output_dir: str) -> str:
     return os.path.join(output_dir, "stats.json")
 
 
+def analysis_cache_report_path(output_dir: str) -> str:
+    """What the analysis cache did in the last run: each span, analyzed or read back."""
+    return os.path.join(output_dir, "analysis_cache.json")
+
+
 def _column_names(job: TransformJob) -> list[str]:
-    files = sorted(glob.glob(job.train_pattern)) or sorted(tf.io.gfile.glob(job.train_pattern))
-    if not files and not job.csv.column_names:
-        raise TransformError(f"no file matches {job.train_pattern!r}")
-    names = column_names(files[0] if files else "", job.csv)
+    """The CSV columns: declared, or the header of the first span's first file (every
+    other span's first file must have the same header)."""
+    if job.csv.column_names:
+        names = list(job.csv.column_names)
+    else:
+        headers = {}
+        for pattern in job.train_spans:
+            files = sorted(glob.glob(pattern)) or sorted(tf.io.gfile.glob(pattern))
+            if not files:
+                raise TransformError(f"no file matches {pattern!r}")
+            headers[files[0]] = column_names(files[0], job.csv)
+        (first, names), *others = headers.items()
+        for path, header in others:
+            if header != names:
+                raise TransformError(
+                    f"{path}: the header {header} differs from {first}'s {names}; "
+                    "every training span needs the same columns"
+                )
     missing = [name for name in job.raw_feature_spec if name not in names]
     if missing:
         raise TransformError(f"feature(s) {missing} are not CSV columns; the columns are {names}")
     return names
 
 
-def _read(pipeline, job: TransformJob, split: str, column_names):
-    """A split's source outputs: ``record_batches``, ``rejects`` and, for train with a
+def _read(pipeline, job: TransformJob, split: str, pattern: str, column_names, label: str):
+    """A source's outputs: ``record_batches``, ``rejects`` and, for train with a
     validation fraction, the held-out ones."""
-    pattern = {"train": job.train_pattern, "eval": job.eval_pattern,
-               VALIDATION: job.validation_pattern}[split]
     holdout = None
     if split == "train" and job.validation_fraction:
         holdout = Holdout(VALIDATION, job.validation_fraction)
-    label = split.capitalize()
     if job.data_format == "csv":
         source = ReadCsv(
             pattern,
@@ -138,7 +172,26 @@ def _read(pipeline, job: TransformJob, split: str, column_names):
         )
     else:
         source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features, holdout)
-    return pipeline | f"Read{label}" >> source
+    return pipeline | label >> source
+
+
+def _reader(job: TransformJob, column_names) -> str:
+    """How the training files are read: part of each span's cache key."""
+    return json.dumps(
+        {
+            "format": job.data_format,
+            "csv": job.csv.model_dump() if job.data_format == "csv" else None,
+            "columns": column_names,
+            "raw_feature_spec": {k: repr(v) for k, v in sorted(job.raw_feature_spec.items())},
+            "lists": sorted(job.list_features),
+            "images": dict(sorted(job.image_features.items())),
+            # The records held out of each span are not analyzed.
+            "validation_fraction": job.validation_fraction,
+            # Rows whose tags do not align with their tokens are not analyzed.
+            "token_alignments": repr(list(job.token_alignments)),
+        },
+        sort_keys=True,
+    )
 
 
 def _is_local(runner: str | None) -> bool:
@@ -167,68 +220,6 @@ def _pipeline(options: PipelineOptions) -> beam.Pipeline:
     return beam.Pipeline(options=options)
 
 
-class _WriteShards(beam.DoFn):
-    """Batches of serialized examples -> one gzip TFRecord file per bundle, in ``temp_dir``.
-
-    TensorFlow's writer compresses and checksums in C++; Beam's ``WriteToTFRecord``
-    does both in Python, one element per record. Yields the file written.
-    """
-
-    def __init__(self, temp_dir: str, split: str):
-        self._temp_dir = temp_dir
-        self._split = split
-
-    def setup(self):
-        self._written = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"{self._split}_written")
-        self._options = tf.io.TFRecordOptions(compression_type="GZIP")
-
-    def start_bundle(self):
-        self._path = None
-        self._writer = None
-        self._count = 0
-
-    def process(self, examples: list[bytes]):
-        if self._writer is None:
-            tf.io.gfile.makedirs(self._temp_dir)
-            self._path = os.path.join(self._temp_dir, f"{uuid.uuid4().hex}.tfrecord.gz")
-            self._writer = tf.io.TFRecordWriter(self._path, self._options)
-        write = self._writer.write
-        for example in examples:
-            write(example)
-        self._written.inc(len(examples))
-        self._count += len(examples)
-
-    def finish_bundle(self):
-        if self._writer is not None:
-            self._writer.close()
-            # Which worker wrote what: on a distributed runner, the job's log shows how
-            # the work was spread.
-            _LOG.info(
-                "%s: %d examples -> %s (worker pid %d)",
-                self._split, self._count, self._path, os.getpid(),
-            )
-            yield GlobalWindows.windowed_value(self._path)
-            self._writer = None
-
-
-def _name_shards(temp_files: list[str], prefix: str, temp_dir: str) -> list[str]:
-    """Moves the bundles' files to ``<prefix>-SSSSS-of-NNNNN.tfrecord.gz`` (at least one)."""
-    temp_files = sorted(temp_files)
-    if not temp_files:  # no rows: one empty file, as WriteToTFRecord writes
-        tf.io.gfile.makedirs(temp_dir)
-        empty = os.path.join(temp_dir, "empty.tfrecord.gz")
-        tf.io.TFRecordWriter(empty, tf.io.TFRecordOptions(compression_type="GZIP")).close()
-        temp_files = [empty]
-    tf.io.gfile.makedirs(os.path.dirname(prefix))
-    names = []
-    for i, path in enumerate(temp_files):
-        name = f"{prefix}-{i:05d}-of-{len(temp_files):05d}.tfrecord.gz"
-        tf.io.gfile.rename(path, name, overwrite=True)
-        names.append(name)
-    tf.io.gfile.rmtree(temp_dir)
-    return names
-
-
 class WriteExamples(beam.PTransform):
     """Transformed RecordBatches (``TransformDataset(output_record_batches=True)``'s output
     and metadata) -> ``data/<split>-*.tfrecord.gz`` of tf.Examples; counts ``<split>_written``.
@@ -250,38 +241,76 @@ class WriteExamples(beam.PTransform):
         encoder = metadata.deferred_metadata | "Encoder" >> beam.Map(
             lambda m: example_coder.RecordBatchToExamplesEncoder(m.schema)
         )
-        temp_dir = os.path.join(self._output_dir, ".write", self._split)
         prefix = os.path.join(self._output_dir, "data", self._split)
         return (
             transformed
             # Each element is (RecordBatch, passthrough features); the latter are unused.
             | "Encode"
             >> beam.Map(
-                lambda batch, coder: coder.encode(batch[0]), coder=beam.pvalue.AsSingleton(encoder)
+                lambda batch, coder: (prefix, coder.encode(batch[0])),
+                coder=beam.pvalue.AsSingleton(encoder),
             )
-            | "WriteShards" >> beam.ParDo(_WriteShards(temp_dir, self._split))
-            | "Gather" >> beam.combiners.ToList()
-            | "NameShards" >> beam.Map(_name_shards, prefix, temp_dir)
+            | "WriteShards"
+            >> WriteTFRecordShards(
+                [prefix],
+                os.path.join(self._output_dir, ".write", self._split),
+                suffix=".tfrecord.gz",
+                counter=(COUNTER_NAMESPACE, f"{self._split}_written"),
+            )
         )
+
+
+def _aligned(job: TransformJob, split: str, label: str, batches, rejects):
+    """A split's (RecordBatches, rejects) with the rows whose tags do not align with
+    their tokens (``job.token_alignments``) moved to the rejects."""
+    if not job.token_alignments:
+        return batches, rejects
+    kept = batches | f"Align{label}Tags" >> KeepAlignedRows(job.token_alignments, split)
+    return kept.record_batches, (
+        (rejects, kept[ALIGNMENT_REJECTS]) | f"{label}Rejects" >> beam.Flatten()
+    )
+
+
+def _flatten(name: str, pcolls: list):
+    """One PCollection of ``pcolls``' elements (the one itself when alone)."""
+    return pcolls[0] if len(pcolls) == 1 else pcolls | name >> beam.Flatten()
+
+
+def _counter_totals(result, namespace: str) -> dict[tuple[str, str], int]:
+    """(step, counter name) -> value, of the job's counters in ``namespace``."""
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(namespace))
+    return {
+        (c.key.step, c.key.metric.name): int(c.committed or c.attempted or 0)
+        for c in counters["counters"]
+    }
 
 
 def _stats(result, splits: Sequence[str]) -> dict:
-    counters = result.metrics().query(
-        beam.metrics.MetricsFilter().with_namespace(COUNTER_NAMESPACE)
-    )["counters"]
-    # One result per step: a split's rejects are counted where rows are decoded and
-    # where tags are checked against tokens, under the same name.
     values: dict[str, int] = {}
-    for c in counters:
-        values[c.key.metric.name] = values.get(c.key.metric.name, 0) + (
-            c.committed or c.attempted or 0
-        )
+    for (_, name), value in _counter_totals(result, COUNTER_NAMESPACE).items():
+        values[name] = values.get(name, 0) + value  # a split read in several spans
     return {
-        split: {
-            kind: int(values.get(f"{split}_{kind}", 0)) for kind in ("read", "written", "rejected")
-        }
+        split: {kind: values.get(f"{split}_{kind}", 0) for kind in ("read", "written", "rejected")}
         for split in splits
     }
+
+
+def _analyzed_spans(result, span_keys: Sequence[str]) -> list[str]:
+    """The spans whose rows went through tf.Transform's analysis (not all from cache).
+
+    tf.Transform counts the rows each analysis graph takes (``num_instances``), per
+    step; a span's step is ``[AnalysisIndex<i>]`` (i: its place among the sorted keys);
+    a step without one reads every span (an analyzer of a later phase, not cached).
+    """
+    steps = [
+        step
+        for (step, name), value in _counter_totals(result, TFT_METRICS_NAMESPACE).items()
+        if name == "num_instances" and value and "ApplySavedModel[Phase" in step
+    ]
+    if any("[AnalysisIndex" not in step for step in steps):  # a later phase: all data
+        return list(span_keys)
+    ordered = sorted(span_keys)
+    return [key for i, key in enumerate(ordered) if any(f"[AnalysisIndex{i}]" in s for s in steps)]
 
 
 def _check_rejects(stats: dict, job: TransformJob) -> None:
@@ -297,18 +326,64 @@ def _check_rejects(stats: dict, job: TransformJob) -> None:
             )
 
 
+def _cache_and_record(job: TransformJob, column_names, traced: TracedAnalyzers):
+    """The job's analysis cache and the record of its inputs (both None without a
+    cache dir; the record None also when the graph has no stable fingerprint)."""
+    if not job.analysis_cache_dir:
+        return None, None
+    reader = _reader(job, column_names)
+    try:
+        cache = AnalysisCache.for_spans(job.analysis_cache_dir, job.train_spans, reader, traced)
+        eval_key = span_key(job.eval_pattern, reader)
+        validation_key = (
+            span_key(job.validation_pattern, reader) if job.validation_pattern else None
+        )
+    except ValueError as err:  # a span matches no file or repeats another
+        raise TransformError(f"data.train: {err}") from None
+    if traced.graph_fingerprint is None:
+        return cache, None
+    record = JobRecord.of(
+        {
+            "graph": traced.graph_fingerprint,
+            "train": [cache.spans[pattern].key for pattern in job.train_spans],
+            "eval": eval_key,
+            "validation": validation_key,
+            "class_labels": list(job.class_labels),
+            "statistics": [job.statistics, job.statistics_top_k],
+            "code": code_fingerprint(),
+            "versions": [tf.__version__, tft.__version__, beam.__version__],
+        }
+    )
+    return cache, record
+
+
+def _write_json(path: str, value) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(value, f, indent=2)
+
+
+def _kept(job: TransformJob, cache: AnalysisCache) -> dict:
+    """The stats of the previous, up-to-date output, which is kept."""
+    _write_json(analysis_cache_report_path(job.output_dir), cache.report([], up_to_date=True))
+    with tf.io.gfile.GFile(stats_path(job.output_dir)) as f:
+        stats = json.load(f)
+    _check_rejects(stats, job)
+    return stats
+
+
 def run(job: TransformJob) -> dict:
     """Runs the Beam job and returns the per-split row counts written to ``stats.json``.
 
-    Raises :class:`TransformError` when a split's rejects exceed
+    With ``job.analysis_cache_dir``, each training span's analyzer results are read
+    from and written to the cache, and ``analysis_cache.json`` says which spans were
+    analyzed; when nothing the output depends on changed since the last run (spans,
+    eval data, the traced graph, this code: ``transform.job_record``), the output is
+    kept as it is. Raises :class:`TransformError` when a split's rejects exceed
     ``job.max_reject_fraction`` (``stats.json`` is written first, to show why), or when
     an eval (or validation) value of one of ``job.class_labels`` is no class of the
     training data.
     """
     out = job.output_dir
-    if tf.io.gfile.exists(out):
-        tf.io.gfile.rmtree(out)  # stale shards of an earlier run would be read as data
-    tf.io.gfile.makedirs(out)
     column_names = _column_names(job) if job.data_format == "csv" else None
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec(dict(job.raw_feature_spec))
@@ -317,54 +392,93 @@ def run(job: TransformJob) -> dict:
         arrow_schema(job.raw_feature_spec),
         tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
     )
-    options = PipelineOptions(list(job.beam_args))
+    traced = trace_analyzers(
+        job.preprocessing_fn, tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs()
+    )
+    cache, record = _cache_and_record(job, column_names, traced)
+    if record is not None and record.matches(out):
+        return _kept(job, cache)
+    if tf.io.gfile.exists(out):
+        tf.io.gfile.rmtree(out)  # stale shards of an earlier run would be read as data
+    tf.io.gfile.makedirs(out)
+    spans = job.train_spans
+    span_keys = (
+        [cache.spans[pattern] for pattern in spans]
+        if cache
+        else [tft_beam.analyzer_cache.DatasetKey(f"span-{i}") for i in range(len(spans))]
+    )
+    memoize_dofn_specs()
     temp_dir = os.path.join(out, ".tmp")
-    pipeline = _pipeline(options)
-    with tft_beam.Context(temp_dir=temp_dir):
-        train = _read(pipeline, job, "train", column_names)
-        evaluation = _read(pipeline, job, "eval", column_names)
-        # Each split's (raw RecordBatches, rejects).
-        reads = {
-            "train": (train.record_batches, train.rejects),
+    pipeline = _pipeline(pipeline_options(job.beam_args))
+    # TF2 mode, whatever the fingerprints' trace: the export and the unknown-label check
+    # prune the transform_fn as a tf.function (serving_input.transform_graph), which a
+    # TF1 graph mode job does not write. It traces the function once per phase.
+    with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
+        reads = [
+            _read(
+                pipeline,
+                job,
+                "train",
+                pattern,
+                column_names,
+                "ReadTrain" if len(spans) == 1 else f"ReadTrain[{i}]",
+            )
+            for i, pattern in enumerate(spans)
+        ]
+        evaluation = _read(pipeline, job, "eval", job.eval_pattern, column_names, "ReadEval")
+        # Each training span's (RecordBatches, rejects), rows whose tags do not align
+        # with their tokens moved to the rejects before analysis.
+        train = [
+            _aligned(job, "train", "Train" if len(spans) == 1 else f"Train[{i}]",
+                     read.record_batches, read.rejects)
+            for i, read in enumerate(reads)
+        ]
+        transform_fn, output_cache = (
+            {key: batches for key, (batches, _) in zip(span_keys, train)},
+            cache.read(pipeline) if cache else None,
+            adapter_config,
+        ) | "AnalyzeTrain" >> tft_beam.AnalyzeDatasetWithCache(job.preprocessing_fn)
+        if cache:
+            cache.write(output_cache, pipeline)
+        # Each split's (raw RecordBatches, rejects); the spans' flattened for train.
+        reads_by_split = {
+            "train": (
+                _flatten("FlattenTrain", [batches for batches, _ in train]),
+                _flatten("FlattenTrainRejects", [rejects for _, rejects in train]),
+            ),
             "eval": (evaluation.record_batches, evaluation.rejects),
         }
         if job.validation_pattern:
-            validation = _read(pipeline, job, VALIDATION, column_names)
-            reads[VALIDATION] = (validation.record_batches, validation.rejects)
+            validation = _read(
+                pipeline, job, VALIDATION, job.validation_pattern, column_names, "ReadValidation"
+            )
+            reads_by_split[VALIDATION] = (validation.record_batches, validation.rejects)
         elif job.validation_fraction:
-            reads[VALIDATION] = (train[HOLDOUT_TAG], train[HOLDOUT_REJECTS_TAG])
-        if job.token_alignments:
-            for split, (batches, rejects) in list(reads.items()):
-                label = split.capitalize()
-                aligned = batches | f"Align{label}Tags" >> KeepAlignedRows(
-                    job.token_alignments, split
-                )
-                reads[split] = (
-                    aligned.record_batches,
-                    (rejects, aligned[ALIGNMENT_REJECTS]) | f"{label}Rejects" >> beam.Flatten(),
-                )
-        transformed = {}
-        transformed["train"], transform_fn = (
-            reads["train"][0],
-            adapter_config,
-        ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-            job.preprocessing_fn, output_record_batches=True
-        )
-        for split in job.splits[1:]:
-            transformed[split] = (
-                (reads[split][0], adapter_config),
-                transform_fn,
-            ) | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(
-                output_record_batches=True
+            reads_by_split[VALIDATION] = (
+                _flatten("FlattenHeldOut", [r[HOLDOUT_TAG] for r in reads]),
+                _flatten("FlattenHeldOutRejects", [r[HOLDOUT_REJECTS_TAG] for r in reads]),
+            )
+        if job.statistics:
+            # Encoded images are no values to count or compare.
+            described = {name: spec for name, spec in job.raw_feature_spec.items()
+                         if name not in job.image_features}
+            _ = reads_by_split["train"][0] | "TrainStatistics" >> ComputeStatistics(
+                described, out, job.statistics_top_k
             )
         for split in job.splits:
             label = split.capitalize()
+            batches, rejects = reads_by_split[split]
+            if split != "train":
+                batches, rejects = _aligned(job, split, label, batches, rejects)
             if job.class_labels and split != "train":
-                _ = reads[split][0] | f"CountUnknown{label}Labels" >> CountUnknownLabels(
+                _ = batches | f"CountUnknown{label}Labels" >> CountUnknownLabels(
                     split, job.class_labels, adapter_config, transform_fn[0]
                 )
-            _ = transformed[split] | f"Write{label}" >> WriteExamples(out, split)
-            _ = reads[split][1] | f"Write{label}Rejects" >> beam.io.WriteToText(
+            transformed = ((batches, adapter_config), transform_fn) | (
+                f"Transform{label}" >> tft_beam.TransformDataset(output_record_batches=True)
+            )
+            _ = transformed | f"Write{label}" >> WriteExamples(out, split)
+            _ = rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
                 os.path.join(out, "rejects", split), file_name_suffix=".jsonl"
             )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out)
@@ -377,13 +491,20 @@ def run(job: TransformJob) -> dict:
         result.wait_until_finish()
     if tf.io.gfile.exists(temp_dir):
         tf.io.gfile.rmtree(temp_dir)
+    if cache:
+        cache.commit()
+        report = cache.report(_analyzed_spans(result, [k.key for k in span_keys]))
+        _write_json(analysis_cache_report_path(out), report)
     stats = _stats(result, job.splits)
-    with tf.io.gfile.GFile(stats_path(out), "w") as f:
-        json.dump(stats, f, indent=2)
+    _write_json(stats_path(out), stats)
     _check_rejects(stats, job)
     for (split, label), counts in unknown_label_counts(result).items():
         classes = tft.TFTransformOutput(out).vocabulary_by_name(label)
         raise TransformError(
             unknown_labels_message(split, label, counts, [c.decode() for c in classes])
         )
+    # Last: an output that failed a check is made again by the next run, which fails
+    # the same way (a kept output's rejects are checked again, against the job's limit).
+    if record is not None:
+        record.write(out, reports=(os.path.basename(analysis_cache_report_path(out)),))
     return stats

@@ -38,6 +38,7 @@ from transform.ops.numbers import (
     Clip,
     ImputeStrategy,
     impute,
+    imputed_number,
     number_outputs,
 )
 from transform.ops.text import Text, text_output
@@ -291,11 +292,11 @@ def feature_outputs(x, ops: FeaturePreprocessing, name: str) -> dict[str, tf.Ten
         x = impute(x, ops.impute, ops.impute_value, name) if ops.impute else x
         outputs[name] = _categorical_ids(x, ops, name)
         return outputs
-    dense = impute(x, ops.impute, ops.impute_value, name)
+    number = imputed_number(x, ops.impute, ops.impute_value, name)
     scale = None if ops.passthrough else ops.scale
     outputs.update(
         number_outputs(
-            dense, name, clip=ops.clip, log1p=ops.log1p, bucketize=ops.bucketize, scale=scale
+            number, name, clip=ops.clip, log1p=ops.log1p, bucketize=ops.bucketize, scale=scale
         )
     )
     return outputs

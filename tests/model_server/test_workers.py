@@ -50,10 +50,11 @@ def workers_server(model_dirs, helpers, tmp_path_factory):
         [f"--model_name={MODEL}", f"--model_base_path={base}", "--num_workers=2", "--port=0",
          f"--rest_api_port={helpers.free_port()}", "--file_system_poll_wait_seconds=0.3",
          "--enable_batching", f"--batching_parameters_file={params}",
-         f"--monitoring_config_file={monitoring}"],
+         f"--monitoring_config_file={monitoring}", f"--request_log_dir={work / 'log'}"],
         str(work), "workers",
     ).wait_ready()
     server.base_path = str(base)
+    server.log_dir = str(work / "log")
     yield server
     server.stop()
 
@@ -137,6 +138,24 @@ def test_both_processes_answer_rest_and_grpc_and_metrics_add_up(workers_server):
     # Any process's page shows the sums over both.
     assert ok - ok_before == 2 * CLIENTS
     assert sum(per_pid.values()) - sum(per_pid_before.values()) == 2 * CLIENTS
+
+
+def test_request_log_counters_are_summed_once_over_processes(workers_server):
+    served_by(workers_server, rest_predict)
+    written = rf'^:tfbake:serving:request_log_written_total\{{model_name="{MODEL}"\}} (\S+)$'
+    deadline = time.monotonic() + 30
+    while True:  # The log is written off the request path: wait for the writers.
+        page = requests.get(workers_server.rest_url + METRICS_PATH, timeout=30).text
+        samples = [float(v) for v in re.findall(written, page, re.M)]
+        _, ok = metrics(workers_server)
+        if samples == [ok] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    # One sample (the sum over both processes, not one per process beside it), equal to
+    # every answered request, each written to its own process's files.
+    assert samples == [ok], (samples, ok)
+    pids = {name.split("-")[-2] for name in os.listdir(workers_server.log_dir)}
+    assert pids == {str(pid) for pid in children(workers_server.process.pid)}
 
 
 def test_model_status_is_the_same_from_either_process(workers_server):

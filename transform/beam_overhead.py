@@ -1,0 +1,80 @@
+"""Cuts Beam's per-transform overhead, which made up most of a small job's fixed cost.
+
+A tf.Transform job applies about a thousand transforms (some 450 of them ``ParDo``s),
+and Beam repeats two pieces of work for each:
+
+- ``PipelineOptions.view_as(cls)`` builds a fresh argparse parser for ``cls`` and
+  parses every flag again; the pipeline asks for a view on each transform it applies
+  and on each type check. :class:`ParsedOnceOptions` keeps one view per class (views
+  share the options' values, so one view behaves as a new one would).
+- Beam looks for a ``DoFn``'s state and timer specs by inspecting the signature of
+  every method of the ``DoFn``, five times per ``ParDo`` while the pipeline is built
+  and twice more per bundle processor. :func:`memoize_dofn_specs` remembers the
+  answer per ``DoFn`` object.
+
+On a 1,000-row job these took about 3.5 s and 3 s of a 13 s job.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import userstate
+
+_VIEWS = "_views_by_class"
+
+
+class ParsedOnceOptions(PipelineOptions):
+    """``PipelineOptions`` whose ``view_as`` parses the flags once per options class.
+
+    Set values are shared with every view, as with ``PipelineOptions``; the views are
+    dropped when the options are copied or pickled (Beam deep-copies them into each
+    pipeline), so a copy makes its own.
+    """
+
+    def view_as(self, cls):
+        # Plain dict access: PipelineOptions.__setattr__ only takes option names.
+        views = self.__dict__.setdefault(_VIEWS, {})
+        view = views.get(cls)
+        if view is None:
+            view = views[cls] = super().view_as(cls)
+        return view
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop(_VIEWS, None)
+        return state
+
+
+def pipeline_options(flags: Sequence[str]) -> PipelineOptions:
+    """The job's pipeline options from command-line style ``flags`` (``--key=value``)."""
+    return ParsedOnceOptions(list(flags))
+
+
+def memoize_dofn_specs() -> None:
+    """Makes Beam's ``userstate.get_dofn_specs`` compute its answer once per ``DoFn``
+    object (idempotent).
+
+    This replaces a function inside Beam (no option or hook reaches it): the answer
+    depends only on the ``DoFn``'s methods, which do not change once it is built, and
+    ``is_stateful_dofn`` and ``validate_stateful_dofn`` call it through the module.
+    """
+    original = userstate.get_dofn_specs
+    if hasattr(original, "__wrapped__"):
+        return
+    specs_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(original)
+    def get_dofn_specs(dofn):
+        try:
+            return specs_of[dofn]
+        except KeyError:
+            specs = specs_of[dofn] = original(dofn)
+            return specs
+        except TypeError:  # a DoFn that cannot be weakly referenced
+            return original(dofn)
+
+    userstate.get_dofn_specs = get_dofn_specs

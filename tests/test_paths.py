@@ -75,6 +75,24 @@ def test_a_remote_runner_refuses_a_local_path_naming_the_key(project):
         stages.transform_job(remote_data, ["--runner=PortableRunner"])
 
 
+def test_a_remote_runner_refuses_a_local_vocabulary_file(project):
+    (project / "words.txt").write_text("a\nb\n")
+    raw = {
+        "name": "vocab",
+        "artifacts": "gs://b/a",
+        "data": {"train": "data/train.csv", "eval": "data/eval.csv"},
+        "features": {"x": {"type": "string"}},
+        "label": {"name": "y"},
+        "preprocessing": {"x": {"vocabulary": {"file": "words.txt"}}},
+    }
+    config = load_config(write_config(project, raw))
+    remote_data = config.model_copy(
+        update={"data": config.data.model_copy(update={"train": "gs://b/t", "eval": "gs://b/e"})}
+    )
+    with pytest.raises(LocalPathError, match=r"^preprocessing\.x\.vocabulary\.file: .*words"):
+        stages.transform_job(remote_data, ["--runner=DataflowRunner"])
+
+
 def test_local_paths_pass_when_the_workers_see_this_machines_files(project):
     config = load_config("rel.yaml")
     for args in (

@@ -33,6 +33,7 @@ from tfbake.transform.preprocessing_config import (
     Cleaning,
     FeaturePreprocessing,
     check_compatible,
+    file_tokens,
     load_preprocessing_fn,
 )
 
@@ -253,6 +254,16 @@ class Config(StrictModel):
                     "feature with one value"
                 )
 
+    def vocabulary_files(self) -> dict[str, str]:
+        """Feature name -> the ``vocabulary.file`` its entry looks values up in (a
+        category's, a list's or a text's)."""
+        files = {}
+        for name, ops in self.preprocessing.items():
+            vocabulary = ops.text.vocabulary if ops.text is not None else ops.vocabulary
+            if vocabulary is not None and vocabulary.file is not None:
+                files[name] = vocabulary.file
+        return files
+
     # Derived paths: everything a run writes goes under `artifacts`.
     @property
     def artifacts_dir(self) -> str:
@@ -446,6 +457,25 @@ def _check_files(config: Config, source: str) -> None:
             found = glob.glob(pattern)
         if not found:
             raise ConfigError(f"{source}: {key}: no file matches {pattern!r}")
+    for name, path in config.vocabulary_files().items():
+        try:
+            tokens = file_tokens(path)
+        except ValueError as err:
+            raise ConfigError(f"{source}: preprocessing.{name}: {err}") from None
+        if config.features[name].type == "int":
+            _check_int_tokens(f"{source}: preprocessing.{name}", path, tokens)
+
+
+def _check_int_tokens(key: str, path: str, tokens: list[str]) -> None:
+    # An int feature's table reads each line as an int64 key.
+    for number, token in enumerate(tokens, start=1):
+        try:
+            int(token)
+        except ValueError:
+            raise ConfigError(
+                f"{key}: vocabulary.file {path}: line {number} ({token!r}) is not an int, "
+                "and the feature is an int"
+            ) from None
 
 
 def load_config(

@@ -148,6 +148,9 @@ def transform_job(
         }
         if isinstance(validation, str):
             read["data.validation"] = validation
+        # The workers' lookup tables read each vocabulary file while they analyze.
+        for name, path in config.vocabulary_files().items():
+            read[f"preprocessing.{name}.vocabulary.file"] = path
         paths.check_workers_can_read(
             {**read, "artifacts": config.artifacts_dir}, transform.runner_name(beam_args)
         )

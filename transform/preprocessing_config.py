@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tfbake.paths import ConfigPath, is_remote
 from tfbake.serving_input.strict_model import StrictModel
 
 PreprocessingFn = Callable[[dict], dict]
@@ -65,7 +66,9 @@ class Cleaning(StrictModel):
         return bool(self.strip or self.case or self.map)
 
 class Vocabulary(StrictModel):
-    """Values looked up in a vocabulary computed over the training data.
+    """Values looked up in a vocabulary computed over the training data, or, with
+    ``file``, in a fixed token list (one token per line; a token's id is its line
+    number from 0), which the export carries as an asset.
 
     Unseen values fall into ``num_oov_buckets`` hashed buckets after the vocabulary's
     ids (with 0 buckets, an unseen value has no id: -1 for a scalar, left out of a list).
@@ -74,11 +77,72 @@ class Vocabulary(StrictModel):
     top_k: int | None = Field(default=None, gt=0)
     frequency_threshold: int | None = Field(default=None, gt=0)
     num_oov_buckets: int = Field(default=1, ge=0)
+    file: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _file_is_the_whole_list(self) -> Vocabulary:
+        # top_k / frequency_threshold pick tokens from the training data; a file is fixed.
+        picks = [k for k in ("top_k", "frequency_threshold") if getattr(self, k) is not None]
+        if self.file is not None and picks:
+            raise ValueError(
+                f"vocabulary.file is a fixed token list: {', '.join(picks)} (which choose "
+                "tokens from the training data) cannot be combined with it"
+            )
+        return self
+
+    @property
+    def has_size(self) -> bool:
+        """Whether the number of ids is known before the data is read (``top_k`` or ``file``)."""
+        return self.top_k is not None or self.file is not None
 
     @property
     def max_size(self) -> int | None:
-        """The most ids there can be (``top_k`` + OOV buckets); None without ``top_k``."""
+        """The most ids there can be (``top_k`` or the file's tokens, + OOV buckets);
+        None for a computed vocabulary without ``top_k``."""
+        if self.file is not None:
+            return len(file_tokens(self.file)) + self.num_oov_buckets
         return None if self.top_k is None else self.top_k + self.num_oov_buckets
+
+
+def _read_bytes(path: str) -> bytes:
+    if is_remote(path):
+        import tensorflow as tf  # gfile reads gs://, hdfs://, s3://
+
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                return f.read()
+        except tf.errors.OpError as err:
+            raise OSError(str(err)) from None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def file_tokens(path: str) -> list[str]:
+    """The tokens of a vocabulary file, in line order (the ids a lookup table on it
+    gives); raises ``ValueError`` when it is missing, empty, or has a blank line or a
+    token twice (a table on the file could not give each token one id)."""
+    try:
+        text = _read_bytes(path).decode("utf-8")
+    except OSError as err:
+        raise ValueError(f"vocabulary.file {path} cannot be read: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"vocabulary.file {path} is not UTF-8 text: {err}") from None
+    # Lines as the table's initializer reads them: split at "\n", a "\r" before it dropped.
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+    if lines == [""]:
+        raise ValueError(f"vocabulary.file {path} is empty: expected one token per line")
+    first_line: dict[str, int] = {}
+    for number, token in enumerate(lines, start=1):
+        if not token:
+            raise ValueError(f"vocabulary.file {path}: line {number} is blank")
+        if token in first_line:
+            raise ValueError(
+                f"vocabulary.file {path}: token {token!r} is on line {first_line[token]} "
+                f"and again on line {number} (each token once)"
+            )
+        first_line[token] = number
+    return lines
+
 
 class Image(StrictModel):
     """The ``image`` op of an image feature, as declared in YAML."""
@@ -149,9 +213,10 @@ class Text(StrictModel):
             )
         if (self.output == "ids") != (self.max_tokens is not None):
             raise ValueError("max_tokens is required with output: ids, and only then")
-        if self.output in DENSE_OUTPUTS and self.vocabulary.top_k is None:
+        if self.output in DENSE_OUTPUTS and not self.vocabulary.has_size:
             raise ValueError(
-                f"output: {self.output} needs vocabulary.top_k (the length of the vector)"
+                f"output: {self.output} needs vocabulary.top_k or vocabulary.file "
+                "(the length of the vector)"
             )
         return self
 
@@ -263,8 +328,11 @@ class FeaturePreprocessing(StrictModel):
             raise ValueError("output needs vocabulary or hash_buckets (the ids it is made of)")
         if (self.output == "ids") != (self.max_items is not None):
             raise ValueError("max_items is required with output: ids, and only then")
-        if self.output == "multi_hot" and self.vocabulary and self.vocabulary.top_k is None:
-            raise ValueError("output: multi_hot needs vocabulary.top_k (the length of the vector)")
+        if self.output == "multi_hot" and self.vocabulary and not self.vocabulary.has_size:
+            raise ValueError(
+                "output: multi_hot needs vocabulary.top_k or vocabulary.file "
+                "(the length of the vector)"
+            )
         return self
 
 

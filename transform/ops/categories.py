@@ -12,11 +12,22 @@ import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
 from tfbake.transform.ops.missing import densify
-from tfbake.transform.preprocessing_config import Vocabulary
+from tfbake.transform.preprocessing_config import Vocabulary, file_tokens
 
 
 def vocabulary_ids(x, vocabulary: Vocabulary, name: str):
-    """``x`` (dense, sparse or ragged) -> ids in the vocabulary file named ``name``."""
+    """``x`` (dense, sparse or ragged) -> ids in the vocabulary file named ``name``, or
+    in the declared ``vocabulary.file``."""
+    if vocabulary.file is not None:
+        try:  # a clear error before the table reads it
+            file_tokens(vocabulary.file)
+        except ValueError as err:
+            raise ValueError(f'feature "{name}": {err}') from None
+        # A Python string (not a tensor) makes the table's initializer track the file
+        # as an asset: the export copies it into assets/ and reads it from there.
+        return tft.apply_vocabulary(
+            x, vocabulary.file, num_oov_buckets=vocabulary.num_oov_buckets, name=name
+        )
     return tft.compute_and_apply_vocabulary(
         x,
         top_k=vocabulary.top_k,
@@ -41,6 +52,8 @@ def vocabulary_id_lists(x, vocabulary: Vocabulary, name: str):
 
 def vocabulary_size(vocabulary: Vocabulary, name: str) -> tf.Tensor:
     """How many ids :func:`vocabulary_ids` gives (vocabulary + OOV buckets), as a tensor."""
+    if vocabulary.file is not None:
+        return tf.constant(vocabulary.max_size, tf.int64)
     size = tft.experimental.get_vocabulary_size_by_name(name) + vocabulary.num_oov_buckets
     return tf.cast(size, tf.int64)
 

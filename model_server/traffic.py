@@ -12,7 +12,6 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from tensorflow_serving.apis import (
     classification_pb2,
-    predict_pb2,
     prediction_log_pb2,
     regression_pb2,
 )
@@ -66,19 +65,17 @@ class TrafficWatch:
 
         self._check(servable, run)
         if self.request_log is not None:
-            def build():
+            def build():  # filled in place: a record is built once per logged request
                 record = prediction_log_pb2.PredictionLog()
                 record.log_metadata.CopyFrom(metadata(servable, signature_name))
-                request = predict_pb2.PredictRequest()
+                request = record.predict_log.request
                 request.model_spec.CopyFrom(record.log_metadata.model_spec)
                 for alias, array in inputs.items():
                     request.inputs[alias].CopyFrom(tensor_proto(np.asarray(array)))
-                response = predict_pb2.PredictResponse()
+                response = record.predict_log.response
                 response.model_spec.CopyFrom(request.model_spec)
                 for alias, array in outputs.items():
                     response.outputs[alias].CopyFrom(tensor_proto(array))
-                record.predict_log.request.CopyFrom(request)
-                record.predict_log.response.CopyFrom(response)
                 return record
 
             self.request_log.submit(servable.name, build)

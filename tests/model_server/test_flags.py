@@ -306,6 +306,15 @@ def test_response_tensors_of_every_dtype_read_back_typed_or_packed(array):
         assert back.dtype == array.dtype and back.tolist() == array.tolist()
 
 
+@pytest.mark.parametrize("array", [
+    np.array([b"a", b"\xff", b""], object), np.array([["caf\u00e9", "b"]], object),
+    np.array(["ab", "c"]), np.array([b"ab", b"c"]), np.array(b"x", object),
+    np.zeros((0, 3), object), np.array([[b"a"], ["b"]], object),
+], ids=lambda a: f"{a.dtype}{a.shape}")
+def test_string_response_tensors_are_the_protos_tensorflow_writes(array):
+    assert tensor_proto(array) == tf.make_tensor_proto(array)
+
+
 def _two_meta_graph_model(path: str) -> None:
     """A TF1 SavedModel with MetaGraphs tagged {serve} (y = x + 1) and {serve, gpu}
     (y = x + 100)."""

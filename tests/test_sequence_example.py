@@ -25,7 +25,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_
 
 from tests.conftest import serve_config, write_config
 from tests.test_sequence_tagging import SENTENCES, _sentence
-from tfbake import serving_input, stages
+from tfbake import check, serving_input, stages
 from tfbake.config import load_config
 from tfbake.model_server import Client
 from tfbake.serving_input import signatures as sig
@@ -229,3 +229,14 @@ def test_export_marks_the_feature_lists_and_warms_up_with_sequence_examples(run)
         parsed = tf.train.SequenceExample.FromString(record)
         assert set(parsed.feature_lists.feature_list) == {"tokens"}
         assert set(parsed.context.feature) == {"lang"}
+
+
+def test_tfbake_check_reads_the_eval_sequence_examples_and_matches_beam(run):
+    """``tfbake check`` reads the eval SequenceExamples: each, through the export's
+    ``transform_features``, has its Beam twin, and the export's paths agree."""
+    config, _, _, model, export_dir, _ = run
+    report = check.check(config, export_dir=export_dir, model=model, rows=16)
+    assert report.rows == 16 and report.features.unmatched_rows == 0
+    for name in (f"saved_model.load {sig.PREDICT_RAW}", check.TF1_SESSION):
+        path = report.path(name)
+        assert path.error is None and path.rows == 16 and path.differing_rows == 0, name

@@ -23,10 +23,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
-from tests.conftest import serve_config, write_config
+from tests.conftest import run_pipeline, serve_config
 from tests.test_sequence_tagging import SENTENCES, _sentence
-from tfbake import check, serving_input, stages
-from tfbake.config import load_config
+from tfbake import check, serving_input
 from tfbake.model_server import Client
 from tfbake.serving_input import signatures as sig
 from tfbake.serving_input.export_layout import RAW_FEATURE_SPEC_FILE, WARMUP_FILE
@@ -91,11 +90,8 @@ def run(tmp_path_factory):
         "training": {"epochs": 4, "batch_size": 32, "early_stopping": None},
         "beam": {"direct_num_workers": 1, "direct_running_mode": "in_memory"},
     }
-    path = write_config(tmp, raw)
-    config = load_config(path)
-    stats = stages.run_transform(config)
-    model, _ = stages.run_training(config)
-    return config, path, stats, model, stages.run_export(config, model), tmp
+    done = run_pipeline(tmp, raw)
+    return done.config, done.config_path, done.stats, done.model, done.export_dir, tmp
 
 
 @pytest.fixture(scope="module")

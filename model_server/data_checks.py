@@ -198,5 +198,3 @@ class DataCheckCounters:
         self._examples.labels(model_name, version_label).inc(examples)
         for (feature, check), count in Tally(found).items():
             self._flags.labels(model_name, version_label, feature, check).inc(count)
-
-

@@ -3,10 +3,11 @@
 ``Client(url)`` speaks REST for ``http://host:port`` and gRPC for ``grpc://host:port``
 or a bare ``host:port`` (``protocol=`` overrides); the protocols are two transports
 behind one interface (:mod:`tfbake.model_server.client_transports`). Inputs may be plain
-dicts of raw features (encoded into tf.Examples by :func:`tfbake.serving_input.encode_example`
-with the raw feature spec, given or derived from the model's ``predict_raw``
-signature), ``tf.train.Example``s, serialized examples, or a mapping of input name to
-array. Any number of rows is sent in chunks of ``batch_size``.
+dicts of raw features (encoded into tf.Examples, or SequenceExamples given the
+feature_lists, by :func:`tfbake.serving_input.serialize_row` with the raw feature spec,
+given or derived from the model's ``predict_raw`` signature), ``tf.train.Example``s,
+serialized examples, or a mapping of input name to array. Any number of rows is sent
+in chunks of ``batch_size``.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ class Client:
       batch_size: rows per request when more are given.
       feature_spec: the raw feature spec for encoding dict rows; by default derived
         from the model's ``predict_raw`` signature (every feature optional).
+      feature_lists: the list features a dict row carries as a ``tf.SequenceExample``'s
+        feature_lists (a model exported from ``data.format: sequence_example``; the
+        signature does not say it); none: dict rows become ``tf.Example``s.
     """
 
     def __init__(self, url: str, protocol: str | None = None, *, timeout: float = 60.0,
-                 batch_size: int = 128, feature_spec: Mapping | None = None):
+                 batch_size: int = 128, feature_spec: Mapping | None = None,
+                 feature_lists: Sequence[str] = ()):
         if protocol is None:
             protocol = "rest" if url.startswith(("http://", "https://")) else "grpc"
         if protocol not in ("rest", "grpc"):
@@ -58,6 +63,7 @@ class Client:
         self.timeout = timeout
         self.batch_size = batch_size
         self.feature_spec = dict(feature_spec) if feature_spec is not None else None
+        self.feature_lists = list(feature_lists)
         self._signatures: dict[tuple, dict] = {}
         self._specs: dict[str, dict] = {}
         transport = RestTransport if protocol == "rest" else GrpcTransport
@@ -129,7 +135,7 @@ class Client:
                 out.append(row.SerializeToString())
             elif isinstance(row, Mapping):
                 spec = spec or self.raw_feature_spec(model)
-                out.append(serving_input.encode_example(row, spec, index=i).SerializeToString())
+                out.append(serving_input.serialize_row(row, spec, self.feature_lists, index=i))
             else:
                 raise TypeError(
                     f"Expected a dict, a tf.train.Example or bytes for example {i}, "
@@ -186,6 +192,11 @@ class Client:
     # ------------------------------------------------------------------ classify / regress
 
     def _example_chunks(self, model: str, examples: Iterable) -> Iterator[list]:
+        if self.feature_lists:
+            raise ValueError(
+                "Classify and Regress send tf.Examples, which carry no feature_lists "
+                f"({', '.join(self.feature_lists)}); ask predict instead"
+            )
         serialized = self._serialized(model, examples)
         for rows in _chunks(len(serialized), self.batch_size):
             yield [tf.train.Example.FromString(s) for s in serialized[rows]]

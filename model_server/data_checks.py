@@ -32,8 +32,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 from tensorflow.core.example import example_pb2
 
-from tfbake.serving_input.feature_spec import read_raw_feature_spec
+from tfbake.serving_input.feature_spec import (
+    feature_lists_of,
+    read_raw_feature_spec,
+    spec_of_contract,
+)
 from tfbake.serving_input.receivers import count_input
+from tfbake.serving_input.sequence_example import example_of_record
 from tfbake.serving_input.training_statistics import (
     EXPORT_STATISTICS_FILE,
     common_stats,
@@ -87,6 +92,8 @@ class FeatureChecks:
     """The rules of one export; :meth:`examples` and :meth:`columns` return the flags."""
 
     def __init__(self, statistics, contract: Mapping[str, Mapping]):
+        self._spec, _ = spec_of_contract(contract)
+        self._feature_lists = feature_lists_of(contract)
         by_name = features_by_name(statistics)
         self.rules: list[_Rule] = []
         for name, entry in contract.items():
@@ -115,6 +122,15 @@ class FeatureChecks:
         if contract is None or not os.path.exists(path):
             return None
         return cls(read_statistics(path), contract)
+
+    def parse(self, serialized: Iterable[bytes]) -> list[example_pb2.Example] | None:
+        """A Predict request's serialized examples as tf.Examples (a SequenceExample, when
+        the export takes them, as the tf.Example it stands for), or None when one is not
+        a record of the export's format: nothing to check."""
+        try:
+            return [example_of_record(s, self._spec, self._feature_lists) for s in serialized]
+        except ValueError:
+            return None
 
     def examples(self, examples: Iterable[example_pb2.Example]) -> list[tuple[str, str]]:
         """``(feature, check)`` once per example where a check fires."""
@@ -182,11 +198,3 @@ class DataCheckCounters:
         self._examples.labels(model_name, version_label).inc(examples)
         for (feature, check), count in Tally(found).items():
             self._flags.labels(model_name, version_label, feature, check).inc(count)
-
-
-def parse_examples(serialized: Iterable[bytes]) -> list[example_pb2.Example] | None:
-    """Serialized tf.Examples parsed, or None when one is not a tf.Example."""
-    try:
-        return [example_pb2.Example.FromString(s) for s in serialized]
-    except Exception:  # noqa: BLE001 - not examples: nothing to check
-        return None

@@ -112,6 +112,13 @@ _WRONG_COUNT = re.compile(
     r"Key: (.+?), Index: (\d+)\.\s+Number of (\w+) values != expected\.\s+Values size: (\d+) "
     r"but output shape: \[(.*?)\]"
 )
+# ParseSequenceExample's, for a feature_list (its Index is the step's).
+_STEP_COUNT = re.compile(
+    r"Key: (.+?), Index: (\d+)\.\s+Number of values != expected\.\s+values size: (\d+)"
+)
+_STEP_TYPE = re.compile(
+    r"Feature list: (.+?), Index: (\d+)\.\s+Data types don't match\. Expected type: (\w+)"
+)
 _TYPE_NAMES = {"float": "float", "int64": "int", "string": "string"}
 
 
@@ -136,10 +143,11 @@ def from_tf_error(error: tf.errors.OpError, inputs=None) -> ServingError:
 
     A failed ``tf.debugging.Assert`` (the export's own checks: an image that does not
     decode, a ``predict_raw`` count out of range) gives the sentence it carries;
-    ParseExample's errors are said as request errors (``Feature "weight" (float) is
-    required but missing in example 0``: the example is found in ``inputs``, the
-    request's serialized examples); anything else is TensorFlow's message without the
-    graph noise (function and node names, where the node was defined).
+    ParseExample's (and ParseSequenceExample's) errors are said as request errors
+    (``Feature "weight" (float) is required but missing in example 0``: the example is
+    found in ``inputs``, the request's serialized examples); anything else is
+    TensorFlow's message without the graph noise (function and node names, where the
+    node was defined).
     """
     code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
     message = error.message
@@ -165,5 +173,17 @@ def from_tf_error(error: tf.errors.OpError, inputs=None) -> ServingError:
         sentence = (
             f'Expected feature "{name}" with {expected} value{plural}, got {got} in example '
             f"{index}"
+        )
+    elif sentence is None and (match := _STEP_COUNT.search(message)):
+        name, step, got = match.groups()
+        sentence = (
+            f'Feature list "{name}": step {step} has {got} values; a SequenceExample\'s '
+            "feature_list holds one value per step"
+        )
+    elif sentence is None and (match := _STEP_TYPE.search(message)):
+        name, step, expected = match.groups()
+        sentence = (
+            f'Expected feature list "{name}" as {_TYPE_NAMES.get(expected, expected)}, got '
+            f"another type at step {step}"
         )
     return ServingError(code, sentence or tf_errors.error_text(message))

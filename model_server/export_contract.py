@@ -29,6 +29,12 @@ from tfbake.model_server.request_samples import tensor_shape
 from tfbake.model_server.tensors import dtype_of
 from tfbake.serving_input import signatures as sig
 from tfbake.serving_input.export_layout import WARMUP_FILE
+from tfbake.serving_input.feature_spec import (
+    feature_lists_of,
+    read_raw_feature_spec,
+    spec_of_contract,
+)
+from tfbake.serving_input.sequence_example import example_of_record
 
 
 @dataclasses.dataclass
@@ -84,7 +90,11 @@ def _warmup_logs(export_dir: str):
 
 
 def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Example]:
-    """The tf.Examples of the export's warm-up requests (classify, regress, predict logs)."""
+    """The tf.Examples of the export's warm-up requests (classify, regress, predict logs);
+    a SequenceExample (the contract has feature_lists) as the tf.Example it stands for."""
+    contract = read_raw_feature_spec(export_dir) or {}
+    spec, _ = spec_of_contract(contract)
+    feature_lists = feature_lists_of(contract)
     examples: list[tf.train.Example] = []
     for log in _warmup_logs(export_dir):
         kind = log.WhichOneof("log_type")
@@ -93,7 +103,8 @@ def read_warmup_examples(export_dir: str, limit: int = 100) -> list[tf.train.Exa
         elif kind == "predict_log":
             for tensor in log.predict_log.request.inputs.values():
                 if tensor.dtype == types_pb2.DT_STRING:
-                    examples += [tf.train.Example.FromString(s) for s in tensor.string_val]
+                    examples += [example_of_record(s, spec, feature_lists)
+                                 for s in tensor.string_val]
         if len(examples) >= limit:
             break
     return examples[:limit]

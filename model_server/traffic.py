@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tfbake.model_server.data_checks import DataCheckCounters, parse_examples
+from tfbake.model_server.data_checks import DataCheckCounters
 from tfbake.model_server.request_log import RequestLog, metadata
 from tfbake.model_server.tensors import input_examples, tensor_proto
 
@@ -58,7 +58,7 @@ class TrafficWatch:
             if len(inputs) == 1:
                 (array,) = inputs.values()
                 if array.dtype == object and array.ndim == 1:
-                    examples = parse_examples(array.tolist())
+                    examples = rules.parse(array.tolist())
                     if examples is not None:
                         return len(examples), rules.examples(examples)
             return None

@@ -2,8 +2,9 @@
 
 - :func:`build_parsing_serving_input_fn`, :func:`build_raw_serving_input_fn`: the two
   ways a request becomes raw features;
-- :func:`encode_example` / :func:`serialize_examples`: Python rows to ``tf.Example``s,
-  typed by the same raw feature spec; :func:`raw_columns`: Python rows to
+- :func:`encode_example` / :func:`serialize_examples` / :func:`serialize_row`: Python
+  rows to ``tf.Example``s (or ``tf.SequenceExample``s, given the feature_lists), typed
+  by the same raw feature spec; :func:`raw_columns`: Python rows to
   ``predict_raw`` inputs (:func:`count_input` names a nullable or list feature's count);
 - :mod:`tfbake.serving_input.signatures`: the canned-estimator signature names and output keys;
 - :mod:`tfbake.serving_input.export_layout`: the export folder's file names, tags, input key
@@ -24,6 +25,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
         "build_raw_serving_input_fn",
         "count_input",
     ],
-    ".tf_example": ["ExampleEncodingError", "encode_example", "serialize_examples"],
+    ".sequence_example": ["example_of_record", "serialize_examples", "serialize_row"],
+    ".tf_example": ["ExampleEncodingError", "encode_example"],
 })
 __all__ = __dir__()

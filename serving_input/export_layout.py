@@ -22,6 +22,9 @@ WARMUP_FILE = os.path.join(ASSETS_EXTRA, "tf_serving_warmup_requests")
 # The raw feature contract: a signature shows names and dtypes but not which features
 # may be absent or are lists.
 RAW_FEATURE_SPEC_FILE = os.path.join(ASSETS_EXTRA, "raw_feature_spec.json")
+# The raw feature contract's mark of a list feature that a serving record carries as a
+# tf.SequenceExample's feature_list (an export of data.format: sequence_example).
+FEATURE_LIST = "feature_list"
 # The input of a parsing signature, as Estimator's
 # build_parsing_serving_input_receiver_fn named it.
 EXAMPLES_KEY = "examples"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from tfbake.serving_input.export_layout import FEATURE_DTYPES, RAW_FEATURE_SPEC_FILE
+from tfbake.serving_input.export_layout import FEATURE_DTYPES, FEATURE_LIST, RAW_FEATURE_SPEC_FILE
 
 FeatureSpec = Mapping[str, "tf.io.FixedLenFeature | tf.io.VarLenFeature"]
 
@@ -85,3 +85,9 @@ def spec_of_contract(contract: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
         else:
             spec[name] = tf.io.FixedLenFeature(entry["shape"], dtype)
     return spec, [name for name, entry in contract.items() if entry.get("list")]
+
+
+def feature_lists_of(contract: Mapping[str, Mapping]) -> list[str]:
+    """The features a serving record of the contract's export carries as a
+    ``tf.SequenceExample``'s feature_lists (none: it takes ``tf.Example``s)."""
+    return [name for name, entry in contract.items() if entry.get(FEATURE_LIST)]

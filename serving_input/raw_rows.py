@@ -6,10 +6,11 @@ A CSV file is split into lines and records as Beam's text source and the job's C
 source split it (``\\r\\n`` line ends, a quoted field's line breaks, ``.gz``/``.bz2``
 files), and each record decoded by the job's own row decoder
 (:class:`~tfbake.serving_input.csv_rows.CsvLineDecoder`: ``na_values``, ``skipinitialspace``,
-list cells, number parsing). A TFRecord file holds ``tf.Example``s; a JSONL file one
-JSON object a line. A row the Beam job would reject (a bad value, a required feature
-missing) is skipped, or, with ``bad_rows="raise"``, a ``ValueError`` naming the file,
-the line and what was wrong. (The job also rejects an image that does not decode;
+list cells, number parsing). A TFRecord file holds ``tf.Example``s (``tfrecord``) or
+``tf.SequenceExample``s (``sequence_example``: the list features are its feature_lists);
+a JSONL file one JSON object a line. A row the Beam job would reject (a bad value, a
+required feature missing) is skipped, or, with ``bad_rows="raise"``, a ``ValueError``
+naming the file, the line and what was wrong. (The job also rejects an image that does not decode;
 this reader leaves images to the model.)
 """
 
@@ -25,8 +26,9 @@ import tensorflow as tf
 
 from tfbake.serving_input.csv_format import CsvFormat
 from tfbake.serving_input.csv_rows import CsvLineDecoder, column_names, join_records, split_lines
+from tfbake.serving_input.sequence_example import example_of_record
 
-DataFormat = Literal["csv", "tfrecord", "jsonl"]
+DataFormat = Literal["csv", "tfrecord", "sequence_example", "jsonl"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
 
@@ -45,19 +47,22 @@ def read_raw_rows(
     columns dropped) and where it comes from (``file:line``, ``file#record``).
 
     ``csv_format``: the config's ``data.csv`` (default its defaults); ``list_features``:
-    the multi-valued columns. A CSV file may lack the column of a feature a row may
-    omit; one without a required feature's column is a ``ValueError``. ``bad_rows``:
-    what to do with a row the Beam job would reject: ``"skip"`` it, ``"raise"`` a
-    ``ValueError``, or call ``bad_rows(source, reason)`` and go on.
+    the multi-valued columns (a ``sequence_example`` record's feature_lists). A CSV
+    file may lack the column of a feature a row may omit; one without a required
+    feature's column is a ``ValueError``. ``bad_rows``: what to do with a row the Beam
+    job would reject: ``"skip"`` it, ``"raise"`` a ``ValueError``, or call
+    ``bad_rows(source, reason)`` and go on.
     """
-    rows = {"csv": _csv_rows, "tfrecord": _example_rows, "jsonl": _jsonl_rows}[data_format]
+    rows = {"csv": _csv_rows, "tfrecord": _example_rows, "sequence_example": _sequence_rows,
+            "jsonl": _jsonl_rows}[data_format]
+    records = data_format in ("tfrecord", "sequence_example")
     for row, n, error in rows(path, raw_feature_spec, csv_format or CsvFormat(),
                               frozenset(list_features)):
-        source = f"{path}#{n}" if data_format == "tfrecord" else f"{path}:{n}"
+        source = f"{path}#{n}" if records else f"{path}:{n}"
         if error is None:
             yield row, source
         elif bad_rows == "raise":
-            where = f"record {n}" if data_format == "tfrecord" else f"line {n}"
+            where = f"record {n}" if records else f"line {n}"
             raise ValueError(f"{path} {where}: {error}")
         elif callable(bad_rows):
             bad_rows(source, error)
@@ -100,9 +105,18 @@ def _csv_rows(path, spec, fmt: CsvFormat, lists) -> Iterator[tuple[dict, int, st
             yield {}, line, str(err)
 
 
-def _example_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, int, str | None]]:
+def _sequence_rows(path, spec, fmt, lists) -> Iterator[tuple[dict, int, str | None]]:
+    return _example_rows(path, spec, fmt, lists, feature_lists=lists)
+
+
+def _example_rows(path, spec, fmt, lists, feature_lists=()) -> Iterator[
+        tuple[dict, int, str | None]]:
     for n, record in enumerate(tf.data.TFRecordDataset(path)):
-        example = tf.train.Example.FromString(record.numpy())
+        try:
+            example = example_of_record(record.numpy(), spec, feature_lists)
+        except ValueError as err:
+            yield {}, n, str(err)
+            continue
         row: dict = {}
         error = None
         for name, feature_spec in spec.items():

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tfbake.serving_input.export_layout import EXAMPLES_KEY
 from tfbake.serving_input.feature_spec import FeatureSpec
+from tfbake.serving_input.sequence_example import parse_sequence_examples
 
 Features = dict[str, "tf.Tensor | tf.SparseTensor"]
 
@@ -30,16 +31,20 @@ class ServingInputReceiver:
       list_features: the ``VarLenFeature``s of the spec that are lists (multi-valued),
         not nullable values; :func:`build_raw_serving_input_fn` takes them as
         ``[batch, n]`` values with a count per example.
+      feature_lists: the list features that a parsing receiver reads from the
+        feature_lists of serialized ``tf.SequenceExample``s (empty: it parses tf.Examples).
     """
 
     receiver_tensors: Mapping[str, tf.TensorSpec]
     features_fn: Callable[[Mapping[str, tf.Tensor]], Features]
     feature_spec: FeatureSpec
     list_features: frozenset[str] = frozenset()
+    feature_lists: frozenset[str] = frozenset()
 
     @property
     def parses_examples(self) -> bool:
-        """True when the only input is a batch of serialized ``tf.Example``s."""
+        """True when the only input is a batch of serialized examples (``tf.Example``s,
+        or ``tf.SequenceExample``s: :attr:`feature_lists`)."""
         return list(self.receiver_tensors) == [EXAMPLES_KEY] and (
             self.receiver_tensors[EXAMPLES_KEY].dtype == tf.string
         )
@@ -50,24 +55,38 @@ def build_parsing_serving_input_fn(
     default_batch_size: int | None = None,
     *,
     list_features: Iterable[str] = (),
+    feature_lists: Iterable[str] = (),
 ) -> Callable[[], ServingInputReceiver]:
     """A ``serving_input_fn`` taking serialized ``tf.Example``s under ``examples``.
 
     ``VarLenFeature`` (nullable) features may be absent from an example; a missing
     required feature fails the request with TensorFlow's own parse error. A list
     feature (named in ``list_features``, a ``VarLenFeature``) carries any number of values.
+    With ``feature_lists`` (list features), the input is serialized
+    ``tf.SequenceExample``s instead: those features are feature_lists, one value per
+    step, the others context features
+    (:func:`tfbake.serving_input.sequence_example.parse_sequence_examples`).
     """
     spec = dict(feature_spec)
     lists = _list_features(spec, list_features)
+    sequences = frozenset(feature_lists)
+    if not sequences <= lists:
+        raise ValueError(f"feature_lists {sorted(sequences - lists)} are not list features")
+
+    def parse(received: Mapping[str, tf.Tensor]) -> Features:
+        if sequences:
+            return parse_sequence_examples(received[EXAMPLES_KEY], spec, sequences)
+        return tf.io.parse_example(received[EXAMPLES_KEY], spec)
 
     def serving_input_fn() -> ServingInputReceiver:
         return ServingInputReceiver(
             receiver_tensors={
                 EXAMPLES_KEY: tf.TensorSpec([default_batch_size], tf.string, name=EXAMPLES_KEY)
             },
-            features_fn=lambda received: tf.io.parse_example(received[EXAMPLES_KEY], spec),
+            features_fn=parse,
             feature_spec=spec,
             list_features=lists,
+            feature_lists=sequences,
         )
 
     return serving_input_fn

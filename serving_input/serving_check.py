@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import dataclasses
 import json
 import os
 import select
@@ -32,10 +33,14 @@ import tensorflow as tf
 
 from tfbake.serving_input import tf_errors
 from tfbake.serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG
-from tfbake.serving_input.feature_spec import read_raw_feature_spec, spec_of_contract
+from tfbake.serving_input.feature_spec import (
+    feature_lists_of,
+    read_raw_feature_spec,
+    spec_of_contract,
+)
 from tfbake.serving_input.raw_tensors import raw_columns
+from tfbake.serving_input.sequence_example import example_of_record, serialize_examples
 from tfbake.serving_input.signatures import CLASSIFY_INPUTS, TRANSFORM_FEATURES
-from tfbake.serving_input.tf_example import encode_example
 
 WARMUP = "the warm-up examples"
 ABSENT = "the warm-up examples with every nullable feature absent"
@@ -174,21 +179,31 @@ def _row(example: tf.train.Example, spec: Mapping) -> dict:
     return row
 
 
-def _feeds(signature_def, rows: list[dict], spec: Mapping, lists: Sequence[str]) -> dict:
-    inputs = signature_def.inputs
-    if len(inputs) == 1 and next(iter(inputs)) in (EXAMPLES_KEY, CLASSIFY_INPUTS):
-        (info,) = inputs.values()
-        return {info.name: [encode_example(row, spec).SerializeToString() for row in rows]}
-    columns = raw_columns(rows, spec, lists)
-    return {info.name: columns[key] for key, info in inputs.items()}
+@dataclasses.dataclass(frozen=True)
+class _Contract:
+    """The export's raw features: the spec, its list features, and those a serving
+    record carries as a SequenceExample's feature_lists."""
+
+    spec: Mapping
+    lists: Sequence[str]
+    feature_lists: Sequence[str]
+
+    def feeds(self, signature_def, rows: list[dict]) -> dict:
+        inputs = signature_def.inputs
+        if len(inputs) == 1 and next(iter(inputs)) in (EXAMPLES_KEY, CLASSIFY_INPUTS):
+            (info,) = inputs.values()
+            return {info.name: serialize_examples(rows, self.spec, self.feature_lists)}
+        columns = raw_columns(rows, self.spec, self.lists)
+        return {info.name: columns[key] for key, info in inputs.items()}
 
 
-def _run(session, signature_defs: Mapping, rows, spec, lists, outputs=None) -> str | None:
+def _run(session, signature_defs: Mapping, rows, contract: _Contract,
+         outputs=None) -> str | None:
     """None, or the TensorFlow message of the failed run of ``signature_defs`` (all in
     one ``session.run``; ``outputs``: only these outputs)."""
     feeds, fetches = {}, {}
     for key, signature_def in signature_defs.items():
-        feeds.update(_feeds(signature_def, rows, spec, lists))
+        feeds.update(contract.feeds(signature_def, rows))
         fetches.update({f"{key}/{k}": v.name for k, v in signature_def.outputs.items()
                         if outputs is None or k in outputs})
     try:
@@ -199,7 +214,7 @@ def _run(session, signature_defs: Mapping, rows, spec, lists, outputs=None) -> s
 
 
 def _diagnose(session, graph, signatures, key, what, batch, rows, message, nullable,
-              spec, lists) -> dict:
+              contract: _Contract) -> dict:
     """One failing signature: the failing node and op, the absent feature whose absence
     alone makes it fail, and the ``transform_features`` output that fails."""
     signature = {key: signatures[key]}
@@ -212,13 +227,13 @@ def _diagnose(session, graph, signatures, key, what, batch, rows, message, nulla
         failure["absent_feature"] = next(
             (name for name in nullable if _run(
                 session, signature, [{k: v for k, v in r.items() if k != name} for r in rows],
-                spec, lists)),
+                contract)),
             None)
     probe = signatures.get(TRANSFORM_FEATURES)
     if probe is not None:
         failure["transformed_feature"] = next(
             (out for out in sorted(probe.outputs)
-             if _run(session, {TRANSFORM_FEATURES: probe}, batch, spec, lists, outputs={out})),
+             if _run(session, {TRANSFORM_FEATURES: probe}, batch, contract, outputs={out})),
             None)
     return failure
 
@@ -237,8 +252,8 @@ def _op_type(graph: tf.Graph, node: str) -> str | None:
 
 def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
     """Loads ``export_dir`` with the TF1 session loader (tag ``serve``) and runs every
-    signature on ``examples`` (serialized raw tf.Examples) and on them with every
-    nullable feature absent.
+    signature on ``examples`` (serialized raw tf.Examples, or SequenceExamples when the
+    contract has feature_lists) and on them with every nullable feature absent.
 
     Returns one dict per failing signature: ``signature`` (None: the export does not
     load), ``examples`` (which batch), ``absent_feature`` (the nullable feature whose
@@ -248,6 +263,7 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
     """
     contract = read_raw_feature_spec(export_dir) or {}
     spec, lists = spec_of_contract(contract)
+    inputs = _Contract(spec, lists, feature_lists_of(contract))
     nullable = [name for name, entry in contract.items() if entry["nullable"]]
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
@@ -257,7 +273,7 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
     except Exception as err:  # noqa: BLE001 - whatever stops the load is the answer
         message = err.message if isinstance(err, tf.errors.OpError) else str(err)
         return [{"signature": None, "message": tf_errors.error_text(message)}]
-    rows = [_row(tf.train.Example.FromString(e), spec) for e in examples]
+    rows = [_row(example_of_record(e, spec, inputs.feature_lists), spec) for e in examples]
     batches = [(WARMUP, rows)] if rows else []  # no examples: the load is the check
     if rows and nullable:
         batches.append((ABSENT, [{k: v for k, v in r.items() if k not in nullable} for r in rows]))
@@ -267,13 +283,13 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
         pending = {k: v for k, v in signatures.items()
                    if k not in {f["signature"] for f in failures}}
         # All signatures in one run: one executor to build; one by one only on failure.
-        if not pending or _run(session, pending, batch, spec, lists) is None:
+        if not pending or _run(session, pending, batch, inputs) is None:
             continue
         for key, signature_def in sorted(pending.items()):
-            message = _run(session, {key: signature_def}, batch, spec, lists)
+            message = _run(session, {key: signature_def}, batch, inputs)
             if message is not None:
                 failures.append(_diagnose(session, graph, signatures, key, what, batch, rows,
-                                          message, nullable, spec, lists))
+                                          message, nullable, inputs))
     session.close()
     return failures
 

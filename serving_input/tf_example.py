@@ -8,7 +8,7 @@ differently. Pure protobuf: no TensorFlow op runs per row.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -87,10 +87,3 @@ def encode_example(
         else:
             features[name].float_list.value.extend(coerced)
     return example
-
-
-def serialize_examples(rows: Iterable[Mapping[str, Any]], feature_spec: FeatureSpec) -> list[bytes]:
-    """Encodes and serializes rows; errors name the row's position."""
-    return [
-        encode_example(row, feature_spec, index=i).SerializeToString() for i, row in enumerate(rows)
-    ]

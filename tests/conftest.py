@@ -90,19 +90,24 @@ class PipelineRun:
     export_dir: str
 
 
-@pytest.fixture(scope="session")
-def penguins_run(tmp_path_factory) -> PipelineRun:
-    """The penguins example run once, for real: transform, train, export."""
+def run_pipeline(tmp: Path, raw: dict) -> PipelineRun:
+    """A config written into ``tmp`` and run for real: transform, train, export."""
     from tfbake import stages
     from tfbake.config import load_config
 
-    tmp = tmp_path_factory.mktemp("penguins")
-    config_path = write_config(tmp, penguins_raw_config(tmp))
+    config_path = write_config(tmp, raw)
     config = load_config(config_path)
     stats = stages.run_transform(config)
     model, metrics = stages.run_training(config)
     export_dir = stages.run_export(config, model)
     return PipelineRun(config, config_path, stats, model, metrics, export_dir)
+
+
+@pytest.fixture(scope="session")
+def penguins_run(tmp_path_factory) -> PipelineRun:
+    """The penguins example run once, for real: transform, train, export."""
+    tmp = tmp_path_factory.mktemp("penguins")
+    return run_pipeline(tmp, penguins_raw_config(tmp))
 
 
 @contextlib.contextmanager

@@ -22,10 +22,10 @@ import tensorflow as tf
 from tensorflow.python.tools import saved_model_utils
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
-from tests.conftest import serve_config, write_config
+from tests.conftest import run_pipeline, serve_config
 from tests.trainer.conftest import write_csv
-from tfbake import serving_input, stages, trainer
-from tfbake.config import ConfigError, config_from_dict, load_config
+from tfbake import serving_input, trainer
+from tfbake.config import ConfigError, config_from_dict
 from tfbake.model_server import Client
 from tfbake.serving_input import signatures as sig
 from tfbake.trainer.sequence_tagging import entities, tagging_report
@@ -83,11 +83,8 @@ def _raw_config(tmp) -> dict:
 def run(tmp_path_factory):
     """One Beam run, training and export of the YAML config."""
     tmp = tmp_path_factory.mktemp("tagging")
-    path = write_config(tmp, _raw_config(tmp))
-    config = load_config(path)
-    stats = stages.run_transform(config)
-    model, metrics = stages.run_training(config)
-    return config, path, stats, model, stages.run_export(config, model), tmp
+    done = run_pipeline(tmp, _raw_config(tmp))
+    return done.config, done.config_path, done.stats, done.model, done.export_dir, tmp
 
 
 @pytest.fixture(scope="module")

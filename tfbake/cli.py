@@ -253,7 +253,9 @@ def _serve(argv: list[str]) -> int:
 
 def _predict(argv: list[str]) -> int:
     """``tfbake predict``: ``--config CONFIG`` names the model and says how its CSV
-    files are laid out (``data.csv``), so an input CSV is read as the Beam job reads one."""
+    files are laid out (``data.csv``), so an input CSV is read as the Beam job reads one,
+    and which features a request carries as feature_lists (``data.format:
+    sequence_example``)."""
     with tensorflow_import(sys.argv):
         from tfbake.predict import cli_predict
 
@@ -269,7 +271,8 @@ def _predict(argv: list[str]) -> int:
         return 2
     if "--model" not in argv and not any(a.startswith("--model=") for a in argv):
         argv = [f"--model={config.name}", *argv]
-    return cli_predict(argv, csv_format=config.data.csv)
+    return cli_predict(argv, csv_format=config.data.csv,
+                       feature_lists=config.serving_feature_lists())
 
 
 def _print(title: str, value) -> None:

@@ -27,7 +27,7 @@ from tfbake.model_config import (
 )
 from tfbake.paths import ConfigPath, is_remote
 from tfbake.serving_input.csv_format import CsvFormat
-from tfbake.serving_input.export_layout import FEATURE_DTYPES
+from tfbake.serving_input.export_layout import FEATURE_DTYPES, FEATURE_LIST
 from tfbake.serving_input.strict_model import StrictModel
 from tfbake.transform.preprocessing_config import (
     Cleaning,
@@ -83,9 +83,14 @@ class Data(StrictModel):
     ``validation``: a file (or glob), or ``{fraction: 0.1}`` of the training records,
     that picks the early-stopping epoch (and the best checkpoint); ``eval`` is then
     measured once, after training. Without it, ``eval`` does both.
+
+    ``format``: ``csv``, ``tfrecord`` (TFRecord files of ``tf.Example``) or
+    ``sequence_example`` (TFRecord files of ``tf.SequenceExample``: the multi-valued
+    columns are feature_lists, one value per step, the others context features;
+    :meth:`Config.feature_lists`).
     """
 
-    format: Literal["csv", "tfrecord"] = "csv"
+    format: Literal["csv", "tfrecord", "sequence_example"] = "csv"
     # One span (a file or a glob) or a list of spans (e.g. one a day): the analysis
     # cache keeps each span's statistics, so a new span is the only one analyzed.
     train: ConfigPath | list[ConfigPath] = Field(min_length=1)
@@ -165,9 +170,10 @@ class Config(StrictModel):
             for name in self.serving_features() - self.preprocessing.keys():
                 self._check_ops(name, FeaturePreprocessing())
         images = [name for name, f in self.features.items() if f.media == "image"]
-        if images and self.data.format != "tfrecord":
+        if images and self.data.format == "csv":
             raise ValueError(
-                f"features.{images[0]}: images are read from tf.Examples (data.format: tfrecord)"
+                f"features.{images[0]}: images are read from tf.Examples (data.format: "
+                "tfrecord, or a context feature of data.format: sequence_example)"
             )
         return self
 
@@ -347,6 +353,17 @@ class Config(StrictModel):
                   if label.head_type in ("multi_label", "sequence_tagging")]
         return [*self.list_features(), *labels]
 
+    def feature_lists(self) -> list[str]:
+        """The columns a ``sequence_example`` record carries as feature_lists (one value
+        per step): the multi-valued ones (:meth:`list_columns`); none for other formats."""
+        return self.list_columns() if self.data.format == "sequence_example" else []
+
+    def serving_feature_lists(self) -> list[str]:
+        """The feature_lists of a serving record (:meth:`feature_lists` less the labels
+        and ``serving: false`` features); none: the export takes tf.Examples."""
+        served = self.serving_features()
+        return [name for name in self.feature_lists() if name in served]
+
     def image_features(self) -> dict[str, int]:
         """Image feature -> the channels it is decoded to (the Beam job rejects a row
         whose image does not decode, with the decoder the ``preprocessing_fn`` uses)."""
@@ -360,11 +377,16 @@ class Config(StrictModel):
     def feature_annotations(self) -> dict[str, dict]:
         """What a serving client needs to know about each feature beyond its spec,
         written into the export's ``raw_feature_spec.json``: ``{"list": True}`` for a
-        multi-valued feature, ``{"media": "image"}`` for an encoded image."""
+        multi-valued feature (``"feature_list": True`` too when a serving record carries
+        it as a SequenceExample's feature_list), ``{"media": "image"}`` for an encoded
+        image."""
         annotations: dict[str, dict] = {}
+        feature_lists = self.serving_feature_lists()
         for name, f in self.features.items():
             if f.list:
                 annotations[name] = {"list": True}
+            if name in feature_lists:
+                annotations[name][FEATURE_LIST] = True
             if f.media:
                 annotations[name] = {"media": f.media}
         return annotations

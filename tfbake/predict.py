@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -40,18 +40,21 @@ def predict_file(
     feature_spec: Mapping | None = None,
     progress: bool = True,
     csv_format: CsvFormat | None = None,
+    feature_lists: Sequence[str] = (),
 ) -> int:
     """Streams a CSV or JSONL file of raw rows through a server; writes JSONL results.
 
     Each output line is the signature's outputs for one input row (name -> value;
     strings as text). Columns that are not raw features (a label) are dropped. A CSV
     file is read as the Beam job reads training data laid out as ``csv_format`` (a
-    config's ``data.csv``; default the config defaults). Returns the number of rows
-    written.
+    config's ``data.csv``; default the config defaults). ``feature_lists``: the
+    features the model takes as a SequenceExample's feature_lists (a config's with
+    ``data.format: sequence_example``). Returns the number of rows written.
     """
     from tqdm import tqdm
 
-    client = Client(server, protocol, batch_size=batch_size, feature_spec=feature_spec)
+    client = Client(server, protocol, batch_size=batch_size, feature_spec=feature_spec,
+                    feature_lists=feature_lists)
     spec = client.raw_feature_spec(model)
     lists = [] if feature_spec is not None else client.list_features(model)
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
@@ -87,9 +90,11 @@ def predict_file(
     return written
 
 
-def cli_predict(argv: list[str] | None = None, csv_format: CsvFormat | None = None) -> int:
+def cli_predict(argv: list[str] | None = None, csv_format: CsvFormat | None = None,
+                feature_lists: Sequence[str] = ()) -> int:
     """``tfbake predict --server URL --model NAME --input FILE [--protocol grpc] ...``;
-    ``csv_format``: how a CSV input file is laid out (``tfbake predict --config``)."""
+    ``csv_format``: how a CSV input file is laid out, ``feature_lists``: what a request
+    carries as a SequenceExample's feature_lists (both from ``tfbake predict --config``)."""
     p = argparse.ArgumentParser(prog="tfbake predict",
                                 description="Send a CSV/JSONL file to a model server.")
     p.add_argument("--server", required=True, help="http://host:8501 (REST) or host:8500 (gRPC)")
@@ -103,7 +108,8 @@ def cli_predict(argv: list[str] | None = None, csv_format: CsvFormat | None = No
     try:
         predict_file(args.server, args.model, args.input, args.output,
                      protocol=args.protocol, signature_name=args.signature,
-                     batch_size=args.batch_size, csv_format=csv_format)
+                     batch_size=args.batch_size, csv_format=csv_format,
+                     feature_lists=feature_lists)
     except (ServingRequestError, ValueError, OSError) as e:
         print(f"tfbake predict: {e}", file=sys.stderr)
         return 1

@@ -165,6 +165,7 @@ def transform_job(
         max_reject_fraction=config.data.max_reject_fraction,
         beam_args=beam_args,
         list_features=config.list_columns(),
+        feature_lists=config.feature_lists(),
         image_features=config.image_features(),
         analysis_cache_dir=config.analysis_cache_dir,
         class_labels=[label.name for label in config.all_labels
@@ -496,9 +497,9 @@ def serving_feature_spec(config: Config) -> dict:
 
 
 def sample_examples(config: Config, count: int) -> list[bytes]:
-    """Up to ``count`` eval rows (of the first eval file) as serialized serving
-    tf.Examples (the columns a serving request does not carry removed: labels,
-    ``serving: false`` features).
+    """Up to ``count`` eval rows (of the first eval file) as serialized serving records
+    (tf.Examples, or SequenceExamples for ``data.format: sequence_example``), the columns
+    a serving request does not carry removed: labels, ``serving: false`` features.
 
     Rows the Beam job would reject are skipped.
     """
@@ -510,10 +511,11 @@ def sample_examples(config: Config, count: int) -> list[bytes]:
         path, config.raw_feature_spec(), data_format=config.data.format,
         csv_format=config.data.csv, list_features=config.list_columns(),
     )
+    feature_lists = config.serving_feature_lists()
     examples = []
     for row, _ in itertools.islice(rows, count):
         served = {name: value for name, value in row.items() if name in spec}
-        examples.append(serving_input.encode_example(served, spec).SerializeToString())
+        examples.append(serving_input.serialize_row(served, spec, feature_lists))
     return examples
 
 
@@ -531,7 +533,8 @@ def run_export(config: Config, model: trainer.Model | None = None) -> str:
     return model.export_saved_model(
         config.export_dir_base,
         serving_input.build_parsing_serving_input_fn(
-            serving_feature_spec(config), list_features=config.list_features()
+            serving_feature_spec(config), list_features=config.list_features(),
+            feature_lists=config.serving_feature_lists(),
         ),
         warmup_examples=examples[:warmup],
         check_examples=examples,

@@ -229,7 +229,8 @@ def export_saved_model(
     """Writes ``export_dir_base/<version>/`` atomically and returns its path.
 
     ``version`` defaults to seconds since the epoch, as Estimator's export did.
-    ``warmup_examples`` (serialized raw tf.Examples) become
+    ``warmup_examples`` (serialized raw tf.Examples, or SequenceExamples for a
+    receiver with feature_lists) become
     ``assets.extra/tf_serving_warmup_requests``, replayed by TF Serving at load.
     Before the version is published, a fresh process loads it as TF Serving does and
     runs every signature on ``check_examples`` (default: the warm-up examples) and on
@@ -262,7 +263,11 @@ def export_saved_model(
         if statistics:
             tf.io.gfile.copy(statistics, os.path.join(temp_dir, EXPORT_STATISTICS_FILE))
         if warmup_examples:
-            write_warmup_requests(temp_dir, methods, warmup_examples)
+            # Classify and Regress requests carry tf.Examples, which hold no feature_lists:
+            # a SequenceExample export warms up its Predict signatures only.
+            warm = {key: method for key, method in methods.items()
+                    if not receiver.feature_lists or method == sig.PREDICT_METHOD}
+            write_warmup_requests(temp_dir, warm, warmup_examples)
         examples = warmup_examples if check_examples is None else check_examples
         check_or_raise(check, temp_dir, examples, transform.sources)
         tf.io.gfile.rename(temp_dir, final_dir)

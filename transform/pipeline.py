@@ -83,6 +83,8 @@ class TransformJob:
     # Which VarLenFeatures are lists (a CSV cell holds several values) rather than
     # nullable values, and which features hold encoded images (name -> channels).
     list_features: Sequence[str] = ()
+    # data_format "sequence_example": the columns its records carry as feature_lists.
+    feature_lists: Sequence[str] = ()
     image_features: Mapping[str, int] = dataclasses.field(default_factory=dict)
     # tf.Transform's analyzer cache, per training span (transform.analysis_cache); it
     # must outlive output_dir, which each run empties. None: no cache.
@@ -177,7 +179,8 @@ def _read(pipeline, job: TransformJob, split: str, pattern: str, column_names, l
             holdout=holdout,
         )
     else:
-        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features, holdout)
+        source = ReadExamples(pattern, job.raw_feature_spec, split, job.image_features, holdout,
+                              job.feature_lists)
     return pipeline | label >> source
 
 
@@ -190,6 +193,7 @@ def _reader(job: TransformJob, column_names) -> str:
             "columns": column_names,
             "raw_feature_spec": {k: repr(v) for k, v in sorted(job.raw_feature_spec.items())},
             "lists": sorted(job.list_features),
+            "feature_lists": sorted(job.feature_lists),
             "images": dict(sorted(job.image_features.items())),
             # The records held out of each span are not analyzed.
             "validation_fraction": job.validation_fraction,

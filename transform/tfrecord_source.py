@@ -4,12 +4,18 @@ Each record is checked against the raw feature spec before tfx_bsl's C++ decoder
 turns the good ones into RecordBatches, so one malformed record becomes a reject
 with its reason instead of failing the job. Image features are decoded too, by the
 decoder the ``preprocessing_fn`` uses, so a broken image is a reject, not a crash.
+
+A file of ``tf.SequenceExample`` (given its feature_lists) is read as the tf.Examples its
+records stand for (:func:`tfbake.serving_input.sequence_example.example_of`): context
+features as they are, each feature_list as one multi-valued feature; from there on the
+path is the tf.Example one. (tfx_bsl's SequenceExample decoder would give the
+feature_lists as a nested column that tf.Transform's input would have to be rebuilt for.)
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import apache_beam as beam
 import pyarrow as pa
@@ -17,6 +23,7 @@ import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.coders import example_coder
 
+from tfbake.serving_input.sequence_example import example_of_record
 from tfbake.transform.csv_source import REJECTS_TAG
 from tfbake.transform.ops.images import image_errors
 from tfbake.transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
@@ -45,11 +52,12 @@ def check_example(example: tf.train.Example, raw_feature_spec: Mapping) -> None:
 
 class _DecodeExamples(beam.DoFn):
     def __init__(self, raw_feature_spec: Mapping, split: str, image_features: Mapping[str, int],
-                 holdout: Holdout | None = None):
+                 holdout: Holdout | None = None, feature_lists: Collection[str] = ()):
         self._spec = dict(raw_feature_spec)
         self._split = split
         self._images = dict(image_features)
         self._holdout = holdout
+        self._feature_lists = frozenset(feature_lists)
 
     def setup(self):
         self._output = SplitOutput(self._split, REJECTS_TAG)
@@ -72,14 +80,12 @@ class _DecodeExamples(beam.DoFn):
         reasons, examples = [], []
         for _, record in batch:
             try:
-                example = tf.train.Example.FromString(record)
+                example = example_of_record(record, self._spec, self._feature_lists)
                 check_example(example, self._spec)
                 reasons.append(None)
                 examples.append(example)
-            except Exception as err:  # a DecodeError or a ValueError from check_example
-                reasons.append(
-                    str(err) if isinstance(err, ValueError) else f"not a tf.Example: {err}"
-                )
+            except ValueError as err:  # not a record of the format, or not as declared
+                reasons.append(str(err))
                 examples.append(None)
         # Image features are decoded (by the decoder the preprocessing_fn uses), a batch at
         # a time; check_example has made each of them one value.
@@ -89,9 +95,10 @@ class _DecodeExamples(beam.DoFn):
             for i, error in zip(rows, image_errors(images, name, channels)):
                 reasons[i] = error
         good = []
-        for (source, record), reason in zip(batch, reasons):
+        for (source, record), reason, example in zip(batch, reasons, examples):
             if reason is None:
-                good.append(record)
+                # A SequenceExample is decoded as the tf.Example it stands for.
+                good.append(example.SerializeToString() if self._feature_lists else record)
                 continue
             yield output.reject(source, base64.b64encode(record).decode(), reason)
         if good:
@@ -108,7 +115,9 @@ class ReadExamples(beam.PTransform):
 
     ``image_features`` (name -> channels): features holding encoded images, each
     decoded to check it. With a ``holdout``, the records it takes are its split's
-    RecordBatches and rejects (outputs ``holdout`` and ``holdout_rejects``).
+    RecordBatches and rejects (outputs ``holdout`` and ``holdout_rejects``). With
+    ``feature_lists``, the records are ``tf.SequenceExample``s carrying those features
+    as feature_lists (one value per step) and the others as context features.
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class ReadExamples(beam.PTransform):
         split: str,
         image_features: Mapping[str, int] | None = None,
         holdout: Holdout | None = None,
+        feature_lists: Collection[str] = (),
     ):
         super().__init__()
         self._pattern = file_pattern
@@ -125,6 +135,7 @@ class ReadExamples(beam.PTransform):
         self._split = split
         self._images = dict(image_features or {})
         self._holdout = holdout
+        self._feature_lists = list(feature_lists)
 
     def expand(self, pipeline):
         return (
@@ -134,6 +145,7 @@ class ReadExamples(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
             | "Decode"
             >> beam.ParDo(
-                _DecodeExamples(self._spec, self._split, self._images, self._holdout)
+                _DecodeExamples(self._spec, self._split, self._images, self._holdout,
+                                self._feature_lists)
             ).with_outputs(REJECTS_TAG, *HOLDOUT_TAGS, main="record_batches")
         )

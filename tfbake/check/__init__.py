@@ -2,7 +2,8 @@
 
 For the eval rows of a config (all of them, streamed in batches, or the first N):
 
-- the raw rows become serialized ``tf.Example``s and go through the export's
+- the raw rows become serialized ``tf.Example``s (``tf.SequenceExample``s for
+  ``data.format: sequence_example``) and go through the export's
   ``predict`` signature (``tf.saved_model.load``): the reference answer;
 - the export's ``transform_features`` on the same examples is compared with the Beam
   job's transformed eval data. Beam writes its output in no fixed order, so every row
@@ -155,6 +156,7 @@ class _Run:
         self.signatures, self.servers, self.session = signatures, servers, session
         self.tolerance = tolerance
         self.spec = stages.serving_feature_spec(config)
+        self.feature_lists = config.serving_feature_lists()
         # A multi-head model's serving_default is its first head's: outputs "<head>/...".
         self.default_head = f"{config.label_keys[0]}/" if config.labels is not None else ""
         self.beam, skipped = read_transformed_eval(config, model.tft_output)
@@ -176,8 +178,7 @@ class _Run:
         """Every path on one batch of ``(row, source)``, compared with the reference."""
         rows = [row for row, _ in batch]
         sources = [source for _, source in batch]
-        examples = [serving_input.encode_example(row, self.spec).SerializeToString()
-                    for row in rows]
+        examples = serving_input.serialize_examples(rows, self.spec, self.feature_lists)
         tensor = tf.constant(examples)
         signatures, reports = self.signatures, self.reports
         reference = paths.as_arrays(signatures[sig.PREDICT](examples=tensor))

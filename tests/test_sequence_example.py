@@ -27,6 +27,7 @@ from tests.conftest import run_pipeline, serve_config
 from tests.test_sequence_tagging import SENTENCES, _sentence
 from tfbake import check, serving_input
 from tfbake.model_server import Client
+from tfbake.request_logs import logged_examples
 from tfbake.serving_input import signatures as sig
 from tfbake.serving_input.export_layout import RAW_FEATURE_SPEC_FILE, WARMUP_FILE
 
@@ -236,3 +237,19 @@ def test_tfbake_check_reads_the_eval_sequence_examples_and_matches_beam(run):
     for name in (f"saved_model.load {sig.PREDICT_RAW}", check.TF1_SESSION):
         path = report.path(name)
         assert path.error is None and path.rows == 16 and path.differing_rows == 0, name
+
+
+def test_logged_sequence_examples_are_read_back_with_their_feature_lists():
+    """What ``tfbake drift`` reads from the request log of a sequence_example export."""
+    record = tf.train.SequenceExample()
+    record.context.feature["lang"].bytes_list.value.append(b"de")
+    for token in (b"mary", b"met", b"bob"):
+        record.feature_lists.feature_list["tokens"].feature.add().bytes_list.value.append(token)
+    log = prediction_log_pb2.PredictionLog()
+    log.predict_log.request.inputs["examples"].CopyFrom(
+        tf.make_tensor_proto([record.SerializeToString()]))
+    served = {"tokens": SPEC["tokens"], "lang": SPEC["lang"]}
+    (example,) = logged_examples(log, served, ["tokens"])
+    features = example.features.feature
+    assert features["tokens"].bytes_list.value == [b"mary", b"met", b"bob"]
+    assert features["lang"].bytes_list.value == [b"de"]

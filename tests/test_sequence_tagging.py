@@ -24,7 +24,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_
 
 from tests.conftest import run_pipeline, serve_config
 from tests.trainer.conftest import write_csv
-from tfbake import serving_input, trainer
+from tfbake import check, serving_input, trainer
 from tfbake.config import ConfigError, config_from_dict
 from tfbake.model_server import Client
 from tfbake.serving_input import signatures as sig
@@ -217,6 +217,25 @@ def test_tagging_export_serves_predict_only_and_warms_up_with_it(run):
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
             for r in tf.data.TFRecordDataset(os.path.join(export_dir, WARMUP_FILE))]
     assert logs and all(log.WhichOneof("log_type") == "predict_log" for log in logs)
+
+
+def test_tfbake_check_compares_each_sentence_over_its_own_tokens(run, urls):
+    """Per-token outputs come padded past each sentence's tokens (cut at its count by the
+    client, counted from the features by the trained model's head): check compares the
+    tokens each sentence has, over every path, a serving_default that predicts included."""
+    config, _, _, model, _, _ = run
+    rest, target = urls
+    report = check.check(config, server=rest, grpc_target=target, model=model, batch_size=7)
+    assert report.ok, check.format_report(report)
+    assert [p.name for p in report.paths] == [
+        "trained model on Beam features", "saved_model.load predict",
+        "saved_model.load serving_default", "saved_model.load predict_raw",
+        "TF1 session predict", "REST :predict", "REST :predict serving_default",
+        "gRPC :predict", "gRPC :predict serving_default",
+    ]
+    for path in report.paths:
+        assert path.rows == report.rows == 60, path.name
+        assert set(path.max_abs_diff) >= {sig.TAGS, sig.TAG_SCORES, sig.TOKEN_COUNT}, path.name
 
 
 def test_bilstm_token_model_tags_each_token(run):

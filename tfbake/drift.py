@@ -196,7 +196,9 @@ def drift(config, log_dir: str) -> DriftReport:
             "monitoring.statistics: true"
         )
     statistics = read_statistics(path)
-    examples = [e for record in read_logs(log_dir) for e in logged_examples(record)]
+    spec, feature_lists = config.raw_feature_spec(), config.serving_feature_lists()
+    examples = [e for record in read_logs(log_dir)
+                for e in logged_examples(record, spec, feature_lists)]
     monitoring = config.monitoring
     thresholds = {
         "l_infinity": monitoring.l_infinity,

@@ -3,7 +3,8 @@
 A log file holds TF Serving's ``tensorflow.serving.PredictionLog`` records; this module
 needs nothing but ``tensorflow-serving-api``'s protos and TensorFlow's TFRecord reader.
 The tf.Examples of classify, regress and multi-inference requests (each merged with
-its context), of predict requests on serialized tf.Examples and of ``predict_raw``
+its context), of predict requests on serialized tf.Examples (or SequenceExamples, as
+the tf.Examples they stand for) and of ``predict_raw``
 requests (rebuilt from their columns) are what ``tfbake drift`` compares with
 training, and what a labelled copy of the log trains on (``data.format: tfrecord``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +21,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from tfbake.model_server.tensors import input_examples
 from tfbake.serving_input.receivers import COUNT_SUFFIX, count_input
+from tfbake.serving_input.sequence_example import example_of_record
 
 LOG_GLOB = "*.tfrecord"
 
@@ -69,8 +72,15 @@ def _raw_examples(inputs: dict[str, np.ndarray]) -> list[tf.train.Example]:
     return examples
 
 
-def logged_examples(record: prediction_log_pb2.PredictionLog) -> list[tf.train.Example]:
-    """The tf.Examples one logged request carried (none for other requests)."""
+def logged_examples(
+    record: prediction_log_pb2.PredictionLog,
+    feature_spec: Mapping | None = None,
+    feature_lists: Collection[str] = (),
+) -> list[tf.train.Example]:
+    """The tf.Examples one logged request carried (none for other requests); with
+    ``feature_lists`` (an export of ``data.format: sequence_example``, whose raw
+    ``feature_spec`` is given), a Predict request's serialized SequenceExamples as the
+    tf.Examples they stand for."""
     kind = record.WhichOneof("log_type")
     if kind in ("classify_log", "regress_log", "multi_inference_log"):
         return input_examples(getattr(record, kind).request.input)
@@ -82,7 +92,8 @@ def logged_examples(record: prediction_log_pb2.PredictionLog) -> list[tf.train.E
         (array,) = inputs.values()
         if array.dtype == object and array.ndim == 1:
             try:
-                return [tf.train.Example.FromString(s) for s in array.tolist()]
-            except Exception:  # noqa: BLE001 - one raw string column, not examples
+                return [example_of_record(s, feature_spec or {}, feature_lists)
+                        for s in array.tolist()]
+            except ValueError:  # one raw string column, not examples
                 pass
     return _raw_examples(inputs)

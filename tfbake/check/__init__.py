@@ -132,7 +132,7 @@ def check(
         for url, protocol in ((server, "rest"), (grpc_target, "grpc")) if url
     ]
     run = _Run(config, signatures, model, servers, paths.TF1Session(export_dir), tolerance,
-               batch_size, allow_skips)
+               batch_size, allow_skips, default_method)
     total = 0
     try:
         for batch in _batches(itertools.islice(iter_eval_rows(config), rows), batch_size):
@@ -152,13 +152,16 @@ class _Run:
 
     def __init__(self, config: Config, signatures, model: trainer.Model, servers: list,
                  session: paths.TF1Session, tolerance: float, batch_size: int,
-                 allow_skips: bool):
+                 allow_skips: bool, default_method: str):
         self.signatures, self.servers, self.session = signatures, servers, session
         self.tolerance = tolerance
         self.spec = stages.serving_feature_spec(config)
         self.feature_lists = config.serving_feature_lists()
-        # A multi-head model's serving_default is its first head's: outputs "<head>/...".
-        self.default_head = f"{config.label_keys[0]}/" if config.labels is not None else ""
+        # A classify/regress serving_default is compared under the predict output names
+        # (a multi-head model's is its first head's: "<head>/..."); a predicting one (a
+        # tagging export) as it is.
+        self.default_head = None if default_method == sig.PREDICT_METHOD else (
+            f"{config.label_keys[0]}/" if config.labels is not None else "")
         self.beam, skipped = read_transformed_eval(config, model.tft_output)
         self.beam_rows = TransformedRows(self.beam, tolerance)
         self.beam_predictions = paths.trained_predictions(model, self.beam, batch_size)

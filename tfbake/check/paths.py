@@ -17,6 +17,7 @@ from tfbake import serving_input, trainer
 from tfbake.check.report import CheckError, PathReport, compare
 from tfbake.serving_input import signatures as sig
 from tfbake.serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG, read_signature_defs
+from tfbake.trainer import export
 
 
 def as_arrays(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -77,8 +78,10 @@ class ServerPaths:
 
     @property
     def names(self) -> tuple[str, str]:
-        """The two paths' names, e.g. ``("REST :predict", "REST :classify")``."""
-        kind = ":classify" if self.default_method == sig.CLASSIFY_METHOD else ":regress"
+        """The two paths' names, e.g. ``("REST :predict", "REST :classify")``; a
+        ``serving_default`` that predicts (a tagging export) is ``:predict serving_default``."""
+        kind = {sig.CLASSIFY_METHOD: ":classify", sig.REGRESS_METHOD: ":regress"}.get(
+            self.default_method, f":predict {sig.DEFAULT_SERVING}")
         return f"{self.label} :predict", f"{self.label} {kind}"
 
     def predict(self, examples: list[bytes]) -> dict[str, np.ndarray]:
@@ -86,7 +89,10 @@ class ServerPaths:
         return self.client.predict(self.model_name, examples, signature_name=sig.PREDICT)
 
     def default(self, examples: list[bytes]) -> dict[str, np.ndarray]:
-        """The server's classify or regress answer (its ``serving_default``), as arrays."""
+        """The server's ``serving_default`` answer (classify, regress or predict), as arrays."""
+        if self.default_method == sig.PREDICT_METHOD:
+            return self.client.predict(self.model_name, examples,
+                                       signature_name=sig.DEFAULT_SERVING)
         if self.default_method == sig.CLASSIFY_METHOD:
             results = self.client.classify(self.model_name, examples)
             labels = np.empty((len(results), len(results[0]) if results else 0), dtype=object)
@@ -115,7 +121,8 @@ def input_key(function) -> str:
 
 def trained_predictions(model: trainer.Model, beam: Mapping[str, np.ndarray],
                          batch_size: int) -> dict[str, np.ndarray]:
-    """The trained model's ``predict`` outputs on every Beam-transformed eval row."""
+    """The trained model's ``predict`` outputs on every Beam-transformed eval row, as the
+    export computes them (the head given each row's features, the user's postprocess)."""
     names = list(model.keras_model.input_names)
     missing = sorted(set(names) - set(beam))
     if missing:
@@ -125,7 +132,8 @@ def trained_predictions(model: trainer.Model, beam: Mapping[str, np.ndarray],
     for start in range(0, n, max(batch_size, 1024)):
         features = {k: beam[k][start:start + max(batch_size, 1024)] for k in names}
         logits = model.keras_model(features, training=False)
-        parts.append(as_arrays(model.head.predictions(logits)))
+        parts.append(as_arrays(export.predictions_of(model.head, logits, model.postprocess,
+                                                      features)))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 

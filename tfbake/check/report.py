@@ -11,6 +11,8 @@ from typing import TextIO
 
 import numpy as np
 
+from tfbake.model_server.ragged import cut_rows, token_counts
+
 # The answer every path is compared with.
 REFERENCE = "saved_model.load predict"
 
@@ -156,20 +158,43 @@ def compare(
     """Adds one batch to a path's report; ``positions`` are the rows' stream indices."""
     report.rows += len(positions)
     differs = np.zeros(len(positions), dtype=bool)
+    per_token = token_counts(want)
     for name, value in got.items():
         value = np.asarray(value)
         if len(value) != len(positions):
             raise CheckError(
                 f"{report.name}: output {name!r} has {len(value)} rows, expected {len(positions)}"
             )
-        differs |= rows_differ(value, want[name], tolerance)
-        report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0),
-                                        abs_diff(value, want[name]))
+        if name in per_token:
+            row_differs, diff = _per_token_diff(value, want[name], per_token[name], tolerance)
+        else:
+            row_differs, diff = rows_differ(value, want[name], tolerance), abs_diff(
+                value, want[name])
+        differs |= row_differs
+        report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0), diff)
     report.differing_rows += int(differs.sum())
     if differs.any() and report.first_differing_row is None:
         first = int(np.flatnonzero(differs)[0])
         report.first_differing_row = int(positions[first])
         report.first_differing_source = sources[first]
+
+
+def _per_token_diff(got: np.ndarray, want: np.ndarray, counts: np.ndarray,
+                    tolerance: float) -> tuple[np.ndarray, float]:
+    """A per-token output compared over each row's own tokens (``counts``, the
+    reference's): the padding after them depends on the batch's longest row, and a
+    client may answer the rows already cut (an object array of rows)."""
+    cut = got if got.dtype == object and got.ndim == 1 else cut_rows(got, counts)
+    differs = np.zeros(len(want), dtype=bool)
+    largest = 0.0
+    for i, (row, expected) in enumerate(zip(cut, cut_rows(want, counts))):
+        row = np.asarray(row)
+        if row.shape != expected.shape:
+            differs[i], largest = True, math.inf
+        elif len(expected):
+            differs[i] = rows_differ(row[None], expected[None], tolerance)[0]
+            largest = max(largest, abs_diff(row[None], expected[None]))
+    return differs, largest
 
 
 # ---------------------------------------------------------------------- printing

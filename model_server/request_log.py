@@ -13,9 +13,9 @@ Files are ``<prefix>-<start time>-<pid>-<n>.tfrecord``: TFRecords of
 one started; once the files this process wrote reach ``max_total_bytes``, further
 records are dropped.
 
-Writing never slows or fails a request: the request path only samples and puts the
-request's own objects on a bounded queue; one writer thread builds the protos and
-writes them. A full queue, the size cap, or a failing write (a full or read-only
+Writing never fails a request and costs it little: the request path only samples and
+puts the request's own objects on a bounded queue; one writer thread builds the protos
+and writes them, in batches. A full queue, the size cap, or a failing write (a full or read-only
 disk) drops the record and counts it in
 ``:tfbake:serving:request_log_dropped_total{model_name,reason}``; written records are
 in ``:tfbake:serving:request_log_written_total{model_name}``.

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import requests  # noqa: E402
 
 from tfbake.model_server import export_contract, listening_address, request_samples  # noqa: E402
+from tfbake.serving_input.export_layout import latest_version_dir  # noqa: E402
 from tfbake.serving_input.feature_spec import read_raw_feature_spec  # noqa: E402
 
 RATIO_LIMIT = 1.05
@@ -96,8 +97,7 @@ def main() -> None:
             from serving_latency import build_small_classifier
 
             export_base = build_small_classifier(os.path.join(tmp, "export"))
-        export_dir = os.path.join(export_base, max(
-            (v for v in os.listdir(export_base) if v.isdigit()), key=int))
+        export_dir = latest_version_dir(export_base)
         with server(export_base) as with_console, server(export_base, "--no-console") as without:
             assert requests.get(with_console + "/", timeout=10).status_code == 200
             assert requests.get(without + "/", timeout=10).status_code == 404

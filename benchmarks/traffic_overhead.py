@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import requests  # noqa: E402
 from console_overhead import requests_to_time, round_p50, server  # noqa: E402
 
+from tfbake.serving_input.export_layout import latest_version_dir  # noqa: E402
 from tfbake.serving_input.training_statistics import EXPORT_STATISTICS_FILE  # noqa: E402
 
 RATIO_LIMIT = 1.05
@@ -39,8 +40,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200)
     args = p.parse_args()
     export_base = os.path.abspath(args.export)
-    export_dir = os.path.join(export_base, max(
-        (v for v in os.listdir(export_base) if v.isdigit()), key=int))
+    export_dir = latest_version_dir(export_base)
+    if export_dir is None:
+        sys.exit(f"no export version under {export_base}: run `make demo` or pass --export")
     if not os.path.exists(os.path.join(export_dir, EXPORT_STATISTICS_FILE)):
         sys.exit(f"{export_dir} has no {EXPORT_STATISTICS_FILE}: export it again (tfbake run)")
     with tempfile.TemporaryDirectory() as log_dir, \

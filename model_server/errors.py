@@ -116,6 +116,10 @@ _WRONG_COUNT = re.compile(
 _STEP_COUNT = re.compile(
     r"Key: (.+?), Index: (\d+)\.\s+Number of values != expected\.\s+values size: (\d+)"
 )
+# ParseSequenceExample's, for a context feature of another value count (0: missing).
+_CONTEXT_COUNT = re.compile(
+    r"Inconsistent max number of elements for feature (.+?): expected (\d+), but found (\d+)"
+)
 _STEP_TYPE = re.compile(
     r"Feature list: (.+?), Index: (\d+)\.\s+Data types don't match\. Expected type: (\w+)"
 )
@@ -173,6 +177,17 @@ def from_tf_error(error: tf.errors.OpError, inputs=None) -> ServingError:
         sentence = (
             f'Expected feature "{name}" with {expected} value{plural}, got {got} in example '
             f"{index}"
+        )
+    elif sentence is None and (match := _CONTEXT_COUNT.search(message)):
+        # A SequenceExample's context is a tf.Example's features (both field 1), so the
+        # example is found in ``inputs`` as for ParseExample.
+        name, expected, got = match.groups()
+        plural = "" if expected == "1" else "s"
+        sentence = (
+            f'Feature "{name}" is required but missing'
+            + (_missing_in(name, inputs) if inputs is not None else "")
+            if got == "0"
+            else f'Expected feature "{name}" with {expected} value{plural}, got {got}'
         )
     elif sentence is None and (match := _STEP_COUNT.search(message)):
         name, step, got = match.groups()

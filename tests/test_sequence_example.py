@@ -183,6 +183,7 @@ def test_served_sequence_examples_get_the_in_process_models_tags(run, urls):
         # A tf.Example (what Classify sends) with the tokens among its features.
         ("tf_example", "grpc", 'Feature "tokens" in example 0 is in the context; it is a '
                                "feature_list"),
+        ("no_lang", "rest", 'Feature "lang" is required but missing in example 0'),
     ],
 )
 def test_malformed_sequence_example_is_invalid_argument_naming_the_feature(
@@ -197,6 +198,9 @@ def test_malformed_sequence_example_is_invalid_argument_naming_the_feature(
     elif change == "int_step":
         steps[0].Clear()
         steps[0].int64_list.value.append(7)
+        serialized = record.SerializeToString()
+    elif change == "no_lang":
+        del record.context.feature["lang"]
         serialized = record.SerializeToString()
     else:
         serialized = serving_input.serialize_row(ROWS[0], SERVED)

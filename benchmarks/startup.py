@@ -35,9 +35,15 @@ label: {name: species}
 """
 
 
+# Every process measured starts from a user's shell environment, not this one:
+# importing tf.Transform (to build the export) set TF_USE_LEGACY_KERAS=1 here, and with it
+# a child's `import tensorflow` would import tf_keras too.
+_USER_ENV = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+
+
 def _seconds(command: list[str], expect: int = 0) -> float:
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=_USER_ENV)
     elapsed = time.perf_counter() - start
     if result.returncode != expect:
         raise RuntimeError(f"{command} exited {result.returncode}: {result.stderr[-2000:]}")
@@ -50,7 +56,7 @@ def serve_until_available(export_base: str) -> float:
     process = subprocess.Popen(
         [sys.executable, "-m", "tfbake", "serve", "--model_name=penguins",
          f"--model_base_path={export_base}", "--port=0", "--rest_api_port=-1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=_USER_ENV)
     try:
         rest = None
         for line in process.stdout:

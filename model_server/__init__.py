@@ -17,19 +17,17 @@ The modules follow TF Serving's concepts: :mod:`~tfbake.model_server.source`,
 :mod:`~tfbake.model_server.http_server` (timeouts, draining on SIGTERM),
 :mod:`~tfbake.model_server.batching`, :mod:`~tfbake.model_server.metrics`;
 :mod:`~tfbake.model_server.workers` runs several server processes on the same ports.
+
+Each name is imported on first use, so ``python -m tfbake.model_server`` imports
+TensorFlow as its ``__main__`` says (:mod:`tfbake.serving_runtime`).
 """
 
-from tfbake.model_server.client import Client
-from tfbake.model_server.config import ServerOptions
-from tfbake.model_server.errors import ServingError
-from tfbake.model_server.server import RunningServer, listening_address, main, serve
+from tfbake.serving_input.lazy_exports import lazy_exports
 
-__all__ = [
-    "Client",
-    "RunningServer",
-    "ServerOptions",
-    "ServingError",
-    "listening_address",
-    "main",
-    "serve",
-]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".client": ["Client"],
+    ".config": ["ServerOptions"],
+    ".errors": ["ServingError"],
+    ".server": ["RunningServer", "listening_address", "main", "serve"],
+})
+__all__ = __dir__()

@@ -2,7 +2,10 @@
 
 import sys
 
-from tfbake.model_server.server import main
+from tfbake.serving_runtime import import_tensorflow
+
+import_tensorflow()
+from tfbake.model_server.server import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 """What each command loads: reading a config loads neither TensorFlow nor Beam, and
-a served model loads neither Beam nor tf_keras (the training stack)."""
+a served model loads neither Beam nor Keras (the training stack)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 from tests.conftest import serve
 
-TRAINING_STACK = ("apache_beam", "tf_keras", "tensorflow_transform")
+TRAINING_STACK = ("apache_beam", "keras", "tf_keras", "tensorflow_transform")
 
 # Runs tfbake as its console script does, and at exit writes the top-level packages
 # of the training stack it has loaded, one a line, to the file named first.
@@ -38,12 +38,11 @@ def test_reading_a_config_loads_neither_tensorflow_nor_beam(python, penguins_run
     assert _loaded(python, code) == ["penguins"]
 
 
-def test_served_model_loads_neither_beam_nor_tf_keras(python, penguins_run, tmp_path):
+def test_served_model_loads_neither_beam_nor_keras(python, penguins_run, tmp_path):
     loaded = tmp_path / "loaded.txt"
-    # A user's shell: this process imported tensorflow_transform, which sets
-    # TF_USE_LEGACY_KERAS=1 for its children, and with it `import tensorflow` itself
-    # loads tf_keras.
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    # As in a shell where tf.Transform ran: with TF_USE_LEGACY_KERAS=1 a plain
+    # `import tensorflow` loads tf_keras (without it, Keras 3); the server loads neither.
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
     with serve(python, ["--config", str(penguins_run.config_path)], tmp_path, env=env,
                tfbake=[python, "-c", _LOADED_AT_EXIT, str(loaded)]) as (rest, _):
         import requests

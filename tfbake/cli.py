@@ -32,6 +32,7 @@ import sys
 from tfbake.config import ConfigError, load_config
 from tfbake.paths import WORKERS_SEE_LOCAL_FILES, LocalPathError
 from tfbake.quiet import VERBOSE, tensorflow_import
+from tfbake.serving_runtime import import_tensorflow
 
 # Each command imports its own runtime (Beam and tf_keras for the stages, TensorFlow
 # and gRPC for the server) once its arguments and config have been read: a typo costs
@@ -247,6 +248,7 @@ def _serve(argv: list[str]) -> int:
             *argv,
         ]
     with tensorflow_import(sys.argv):
+        import_tensorflow()
         from tfbake.model_server.server import main as serve_main
     return serve_main(argv)
 

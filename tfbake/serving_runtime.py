@@ -1,0 +1,35 @@
+"""TensorFlow for a model server, without the training libraries its import pulls in.
+
+``import tensorflow`` also imports Keras (Keras 3, or tf_keras where
+``TF_USE_LEGACY_KERAS`` is set, as tf.Transform sets it for its child processes) so that
+the optimizers Keras registers are known to SavedModels that hold one; Keras 3 brings
+pandas and matplotlib along. It imports Google's API client too, for a cluster resolver
+on Google Compute Engine. Together that is about a fifth of TensorFlow's import on a
+2-core machine, and a server uses none of it: it never builds or trains a Keras model,
+and ``tf.saved_model.load`` revives an object whose class nobody registered as a plain
+trackable object (TensorFlow Serving, in C++, has no Keras at all). So the serving
+commands import TensorFlow with those packages hidden; they stay importable after it
+(the first use of ``tf.keras`` imports Keras then).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# What `import tensorflow` imports only when it finds them installed.
+TRAINING_ONLY = ("keras", "tf_keras", "googleapiclient")
+
+
+def import_tensorflow() -> None:
+    """Imports TensorFlow (once per process) with :data:`TRAINING_ONLY` hidden."""
+    if "tensorflow" in sys.modules:
+        return
+    hidden = [name for name in TRAINING_ONLY if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # an import of it raises ImportError, which TF handles
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]

@@ -58,7 +58,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	@# One worker per core (at most 4), each taking whole test files, so a file's
+	@# shared Beam run and server are made once; the session's are made once per worker.
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
 bench: $(STAMP)
 	@# benchmarks/_*.py are helpers the benchmarks share, not benchmarks.

@@ -49,6 +49,8 @@ CONFIG = [
 TEST = [
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # `make test` runs the test files on one worker per core (2 here).
+    "pytest-xdist>=3.5",
     "hypothesis>=6.100",
     "requests>=2.31",
     "ruff>=0.5",

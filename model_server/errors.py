@@ -112,6 +112,11 @@ _WRONG_COUNT = re.compile(
     r"Key: (.+?), Index: (\d+)\.\s+Number of (\w+) values != expected\.\s+Values size: (\d+) "
     r"but output shape: \[(.*?)\]"
 )
+# The same for a VarLenFeature (a nullable or list feature), in other words.
+_WRONG_TYPE_VAR_LEN = re.compile(
+    r"Key: (.+?), Index: (\d+)\.\s+Data types don't match\. Expected type: (\w+), Actual "
+    r"type: (\w+)"
+)
 # ParseSequenceExample's, for a feature_list (its Index is the step's).
 _STEP_COUNT = re.compile(
     r"Key: (.+?), Index: (\d+)\.\s+Number of values != expected\.\s+values size: (\d+)"
@@ -124,6 +129,17 @@ _STEP_TYPE = re.compile(
     r"Feature list: (.+?), Index: (\d+)\.\s+Data types don't match\. Expected type: (\w+)"
 )
 _TYPE_NAMES = {"float": "float", "int64": "int", "string": "string"}
+
+
+def _wrong_type(message: str) -> tuple[str, str, str, str] | None:
+    """(feature, example index, expected type, type sent) of a type mismatch, if any."""
+    if match := _WRONG_TYPE.search(message):
+        name, index, got, expected = match.groups()
+        return name, index, expected, got
+    if match := _WRONG_TYPE_VAR_LEN.search(message):
+        name, index, expected, got = match.groups()
+        return name, index, expected, got
+    return None
 
 
 def _missing_in(name: str, inputs) -> str:
@@ -162,8 +178,8 @@ def from_tf_error(error: tf.errors.OpError, inputs=None) -> ServingError:
             f'Feature "{name}" ({_TYPE_NAMES.get(dtype, dtype)}) is required but missing'
             + (_missing_in(name, inputs) if inputs is not None else "")
         )
-    elif sentence is None and (match := _WRONG_TYPE.search(message)):
-        name, index, got, expected = match.groups()
+    elif sentence is None and (wrong := _wrong_type(message)):
+        name, index, expected, got = wrong
         sentence = (
             f'Expected feature "{name}" as {_TYPE_NAMES.get(expected, expected)}, got '
             f"{_TYPE_NAMES.get(got, got)} in example {index}"

@@ -205,3 +205,8 @@ def test_a_value_of_the_wrong_type_is_one_sentence(served, requests_and_answers)
     examples = [rows[0], {**rows[1], "year": 2008.5}]  # a JSON float: a float_list feature
     assert _rest_error(f"{rest}/v1/models/penguins:classify", {"examples": examples}) == (
         400, {"error": 'Expected feature "year" as int, got float in example 1'})
+    # A JSON integer is an int64_list feature, as in TF Serving: for a nullable float
+    # feature (parsed as a VarLenFeature, whose message TensorFlow words otherwise).
+    examples = [rows[0], rows[1], {**rows[2], "body_mass_g": 4200}]
+    assert _rest_error(f"{rest}/v1/models/penguins:classify", {"examples": examples}) == (
+        400, {"error": 'Expected feature "body_mass_g" as float, got int in example 2'})

@@ -21,11 +21,15 @@ from tfbake.serving_input.text_values import (
     parse_list_text,
 )
 
+# What spreadsheet programs write before the first line of a UTF-8 file ("CSV UTF-8"):
+# a mark of the encoding, not part of the first column's name or value.
+BYTE_ORDER_MARK = "\ufeff"
+
 
 def read_header(path: str, delimiter: str = ",", *, skipinitialspace: bool = False) -> list[str]:
     """Column names from the first line of a CSV file."""
     with tf.io.gfile.GFile(path) as f:
-        line = f.readline()
+        line = f.readline().removeprefix(BYTE_ORDER_MARK)
     fmt = CsvFormat(delimiter=delimiter, skipinitialspace=skipinitialspace)
     return next(csv_reader([line.rstrip("\r\n")], fmt))
 

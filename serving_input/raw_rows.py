@@ -25,7 +25,13 @@ from typing import Literal
 import tensorflow as tf
 
 from tfbake.serving_input.csv_format import CsvFormat
-from tfbake.serving_input.csv_rows import CsvLineDecoder, column_names, join_records, split_lines
+from tfbake.serving_input.csv_rows import (
+    BYTE_ORDER_MARK,
+    CsvLineDecoder,
+    column_names,
+    join_records,
+    split_lines,
+)
 from tfbake.serving_input.sequence_example import example_of_record
 
 DataFormat = Literal["csv", "tfrecord", "sequence_example", "jsonl"]
@@ -94,6 +100,8 @@ def _csv_rows(path, spec, fmt: CsvFormat, lists) -> Iterator[tuple[dict, int, st
     n = 1
     for record, _ in join_records(split_lines(block, last), iter(()), inside=False):
         line, n = n, n + (record or "").count("\n") + 1
+        if line == 1 and record is not None:
+            record = record.removeprefix(BYTE_ORDER_MARK)
         if (fmt.header and line == 1) or (record is not None and not record.strip()):
             continue  # the header; a blank line holds no row
         if record is None:

@@ -167,3 +167,31 @@ def test_raw_row_reader_reads_a_file_as_the_beam_job_does(tmp_path):
         assert_that(beam_reasons, equal_to(bad), label="SameRejects")
     assert len(rows) > 50 and len(bad) > 20 and "not valid UTF-8" in bad
     assert any("\n" in (r[1] or "") for r in rows)  # a quoted line break kept in its row
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_byte_order_mark_is_not_part_of_the_first_value(tmp_path, header):
+    """A spreadsheet's "CSV UTF-8" file starts with a byte order mark: the Beam job and
+    the raw-row reader read its first column as Python's utf-8-sig codec does, in the
+    header's name or, without a header, in the first row's value."""
+    from tfbake.serving_input.csv_rows import column_names
+    from tfbake.serving_input.raw_rows import read_raw_rows
+
+    text = ("name,size,count\r\n" if header else "") + "EWR,1.5,1\r\nJFK,,2\r\n"
+    path = tmp_path / "excel.csv"
+    path.write_bytes(text.encode("utf-8-sig"))
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        expected = [(n, float(s) if s else None, int(c)) for n, s, c in list(csv.reader(f))[
+            1 if header else 0:]]
+    fmt = CsvFormat(na_values=[""], header=header,
+                    column_names=None if header else ["name", "size", "count"])
+    columns = column_names(str(path), fmt)
+    assert columns == ["name", "size", "count"]
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        result = pipeline | ReadCsv(str(path), SPEC, columns, fmt, "train")
+        rows = result.record_batches | beam.FlatMap(_rows)
+        assert_that(rows, equal_to(expected), label="Rows")
+        assert_that(result.rejects, equal_to([]), label="NoRejects")
+    raw = [(r["name"], r.get("size"), r["count"])
+           for r, _ in read_raw_rows(str(path), SPEC, csv_format=fmt)]
+    assert raw == expected

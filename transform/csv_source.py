@@ -28,6 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from tfbake.serving_input.csv_rows import (
+    BYTE_ORDER_MARK,
     CsvFormat,
     CsvLineDecoder,
     csv_reader,
@@ -326,7 +327,11 @@ class _DecodeCsvRange(beam.DoFn):
             own = _lines_in_range(handle, start, end)
             # A record still open at the range's end runs on into the next range's lines.
             after = _lines_in_range(following, end, None) if end is not None else iter(())
+            first = start == 0
             for line, raw in join_records(own, after, inside):
+                if first and line is not None:
+                    line = line.removeprefix(BYTE_ORDER_MARK)
+                first = False
                 if skip_header:
                     skip_header = False
                     continue

@@ -17,7 +17,9 @@ For each signature, the request its method and inputs call for:
   input, of the input's dtype;
 
 each as ``curl``, Python ``requests``, Python gRPC (``tensorflow-serving-api`` stubs) and
-JavaScript ``fetch``.
+JavaScript ``fetch``. A model that reads serialized ``tf.SequenceExample``s (its export's
+contract names feature_lists) has every example signature called through predict with
+SequenceExamples: TF Serving's classify and regress APIs carry tf.Examples only.
 
 Rows: the tf.Example signatures and ``predict_raw`` take raw feature rows (name ->
 value; types from the ``predict_raw`` signature's dtypes when the model has one, so an
@@ -36,7 +38,7 @@ import dataclasses
 import json
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -245,6 +247,17 @@ def api_of(signature_def: Mapping) -> str:
     return "predict"
 
 
+def api_for(signature_def: Mapping, feature_lists: Collection[str] = ()) -> str:
+    """The API a request to the signature calls: its own (:func:`api_of`), except for a
+    model that reads serialized tf.SequenceExamples (``feature_lists``, its export's
+    contract): TF Serving's classify and regress APIs carry tf.Examples only (JSON
+    objects, or the Input proto's example lists), so such a model's example signatures
+    are called through predict, with the serialized records as they are."""
+    if feature_lists and signature_kind(signature_def) == "examples":
+        return "predict"
+    return api_of(signature_def)
+
+
 def raw_spec_of_inputs(inputs: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
     """The raw feature spec and list features of a raw signature's metadata inputs
     (:func:`tfbake.serving_input.raw_feature_spec_of`: counts are not features)."""
@@ -324,11 +337,13 @@ def _typed_row(row: Mapping[str, Any], dtypes: Mapping) -> dict:
             for name, value in row.items() if value is not None}
 
 
-def serialized_example(row: Mapping[str, Any], dtypes: Mapping) -> bytes:
-    """The row as a serialized tf.Example (the encoder the client and tests use)."""
+def serialized_example(row: Mapping[str, Any], dtypes: Mapping,
+                       feature_lists: Collection[str] = ()) -> bytes:
+    """The row as a serialized tf.Example, or with ``feature_lists`` a tf.SequenceExample
+    (the encoder the client and tests use)."""
     typed = _typed_row(row, dtypes)
     spec = {name: tf.io.VarLenFeature(_dtype_of(name, v, dtypes)) for name, v in typed.items()}
-    return serving_input.encode_example(typed, spec).SerializeToString()
+    return serving_input.serialize_row(typed, spec, feature_lists)
 
 
 def _plain(value: Any) -> Any:
@@ -380,16 +395,18 @@ def tensor_instances(signature_name: str, signature_def: Mapping,
 
 
 def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Mapping],
-                 dtypes: Mapping | None = None) -> dict:
-    """The REST JSON body calling ``signature_name`` with ``rows``."""
+                 dtypes: Mapping | None = None, feature_lists: Collection[str] = ()) -> dict:
+    """The REST JSON body calling ``signature_name`` with ``rows`` (``feature_lists``: a
+    model reading tf.SequenceExamples, see :func:`api_for`)."""
     dtypes = dtypes or {}
-    kind, api = signature_kind(signature_def), api_of(signature_def)
+    kind, api = signature_kind(signature_def), api_for(signature_def, feature_lists)
     if kind == "examples" and api in ("classify", "regress"):
         return {"signature_name": signature_name,
                 "examples": [jsonable(_typed_row(row, dtypes)) for row in rows]}
     if kind == "examples":
         return {"signature_name": signature_name, "instances": [
-            {"b64": base64.b64encode(serialized_example(row, dtypes)).decode()} for row in rows
+            {"b64": base64.b64encode(serialized_example(row, dtypes, feature_lists)).decode()}
+            for row in rows
         ]}
     if kind == "tensors":
         instances = tensor_instances(signature_name, signature_def, rows)
@@ -477,7 +494,8 @@ def _as_bytes(value: Any) -> Any:
     return [_as_bytes(v) for v in value] if isinstance(value, list) else _bytes(value)
 
 
-def _feature_code(name: str, value: Any, dtype: tf.dtypes.DType) -> str:
+def _feature_expression(value: Any, dtype: tf.dtypes.DType) -> str:
+    """Python code making the tf.train.Feature of ``value`` (one value or a list)."""
     values = _values(value)
     if dtype == tf.string:
         items = ", ".join(repr(_bytes(_typed(v, dtype))) for v in values)
@@ -488,7 +506,11 @@ def _feature_code(name: str, value: Any, dtype: tf.dtypes.DType) -> str:
     else:
         items = ", ".join(repr(float(v)) for v in values)
         kind = "float_list=tf.train.FloatList"
-    return f"        {name!r}: tf.train.Feature({kind}(value=[{items}])),\n"
+    return f"tf.train.Feature({kind}(value=[{items}]))"
+
+
+def _feature_code(name: str, value: Any, dtype: tf.dtypes.DType, indent: int = 8) -> str:
+    return f"{' ' * indent}{name!r}: {_feature_expression(value, dtype)},\n"
 
 
 def _examples_code(rows: Sequence[Mapping], dtypes: Mapping) -> str:
@@ -499,6 +521,27 @@ def _examples_code(rows: Sequence[Mapping], dtypes: Mapping) -> str:
         for name, value in typed.items():
             code += _feature_code(name, value, _dtype_of(name, value, dtypes))
         code += "    })),\n"
+    return code + "]\n"
+
+
+def _sequence_examples_code(rows: Sequence[Mapping], dtypes: Mapping,
+                            feature_lists: Collection[str]) -> str:
+    """Code making a tf.SequenceExample per row: ``feature_lists`` one value per step,
+    the other features in the context (as :func:`serialized_example` encodes them)."""
+    code = "examples = [\n"
+    for row in rows:
+        typed = _typed_row(row, dtypes)
+        code += "    tf.train.SequenceExample(\n        context=tf.train.Features(feature={\n"
+        for name, value in typed.items():
+            if name not in feature_lists:
+                code += _feature_code(name, value, _dtype_of(name, value, dtypes), indent=12)
+        code += "        }),\n        feature_lists=tf.train.FeatureLists(feature_list={\n"
+        for name, value in typed.items():
+            if name in feature_lists:
+                dtype = _dtype_of(name, value, dtypes)
+                steps = ", ".join(_feature_expression(v, dtype) for v in _values(value))
+                code += f"            {name!r}: tf.train.FeatureList(feature=[{steps}]),\n"
+        code += "        })),\n"
     return code + "]\n"
 
 
@@ -513,8 +556,8 @@ _GRPC_HEADER = (
 
 def _python_grpc(target: str, model_name: str, version: int | None, signature_name: str,
                  signature_def: Mapping, rows: Sequence[Mapping], dtypes: Mapping,
-                 comment: str) -> str:
-    kind, api = signature_kind(signature_def), api_of(signature_def)
+                 comment: str, feature_lists: Collection[str] = ()) -> str:
+    kind, api = signature_kind(signature_def), api_for(signature_def, feature_lists)
     spec = f"request.model_spec.name = {model_name!r}\n"
     if version is not None:
         spec += f"request.model_spec.version.value = {int(version)}\n"
@@ -533,8 +576,10 @@ def _python_grpc(target: str, model_name: str, version: int | None, signature_na
     elif kind == "examples":
         module = "predict_pb2"
         (input_key,) = signature_def["inputs"]
+        build = (_sequence_examples_code(rows, dtypes, feature_lists) if feature_lists
+                 else _examples_code(rows, dtypes))
         body = (
-            _examples_code(rows, dtypes)
+            build
             + "request = predict_pb2.PredictRequest()\n" + spec
             + f"request.inputs[{input_key!r}].CopyFrom(\n"
             + "    tf.make_tensor_proto([e.SerializeToString() for e in examples]))\n"
@@ -570,6 +615,7 @@ def request_samples(
     clients: Sequence[str] = CLIENTS,
     signatures: Sequence[str] | None = None,
     tensor_rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    feature_lists: Collection[str] = (),
 ) -> list[RequestSample]:
     """Samples calling every covered signature, for each client.
 
@@ -587,6 +633,10 @@ def request_samples(
       signatures: only these signatures (default: every covered one).
       tensor_rows: signature name -> rows of its input tensors, for the other
         signatures; default :func:`placeholder_row`.
+      feature_lists: for a model that reads tf.SequenceExamples (its export's
+        contract), the features its records carry as feature_lists: every example
+        signature is then called through predict with serialized SequenceExamples
+        (:func:`api_for`).
     """
     unknown = sorted(set(clients) - set(CLIENTS))
     if unknown:
@@ -606,17 +656,19 @@ def request_samples(
             calls_rows = (tensor_rows or {}).get(name) or [placeholder_row(signature_def)]
         if not calls_rows:
             continue
-        api = api_of(signature_def)
-        body = request_body(name, signature_def, calls_rows, dtypes)
+        api = api_for(signature_def, feature_lists)
+        body = request_body(name, signature_def, calls_rows, dtypes, feature_lists)
         url = rest_url.rstrip("/") + rest_path(model_name, api, version)
-        what = {"examples": "serialized tf.Examples", "tensors": "input tensors"}[kind]
+        record = "tf.SequenceExample" if feature_lists else "tf.Example"
+        what = {"examples": f"serialized {record}s", "tensors": "input tensors"}[kind]
         if kind == "examples" and api in ("classify", "regress"):
             what = "tf.Examples as JSON objects"
         elif _feature_inputs(name, signature_def):
             what = "raw feature values"
         note = ""
         if kind == "examples" and api == "predict":
-            note = "\n# each b64 is a serialized tf.Example of: " + "; ".join(
+            lists = f" (feature_lists: {', '.join(feature_lists)})" if feature_lists else ""
+            note = f"\n# each b64 is a serialized {record}{lists} of: " + "; ".join(
                 json.dumps(jsonable(_typed_row(row, dtypes)), ensure_ascii=False)
                 for row in calls_rows)
         for client in clients:
@@ -630,7 +682,7 @@ def request_samples(
                 text, language = _javascript_fetch(url, body, title + note), "javascript"
             else:
                 text = _python_grpc(grpc_target, model_name, version, name, signature_def,
-                                    calls_rows, dtypes, title)
+                                    calls_rows, dtypes, title, feature_lists)
                 language = "python"
             samples.append(RequestSample(name, api, client, language, title, text))
     return samples

@@ -8,11 +8,13 @@ in-process model's; a malformed SequenceExample is INVALID_ARGUMENT naming the f
 
 from __future__ import annotations
 
+import ast
 import base64
 import glob
 import json
 import os
 import random
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -25,7 +27,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_
 
 from tests.conftest import run_pipeline, serve_config
 from tests.test_sequence_tagging import SENTENCES, _sentence
-from tfbake import check, serving_input
+from tfbake import check, inspection, serving_input
 from tfbake.model_server import Client
 from tfbake.request_logs import logged_examples
 from tfbake.serving_input import signatures as sig
@@ -257,3 +259,59 @@ def test_logged_sequence_examples_are_read_back_with_their_feature_lists():
     features = example.features.feature
     assert features["tokens"].bytes_list.value == [b"mary", b"met", b"bob"]
     assert features["lang"].bytes_list.value == [b"de"]
+
+
+def _run_sample(sample) -> subprocess.CompletedProcess:
+    command = {"sh": ["bash", "-c"], "python": [sys.executable, "-c"],
+               "javascript": ["node", "--input-type=module", "-e"]}[sample.language]
+    return subprocess.run([*command, sample.text], capture_output=True, text=True, timeout=120)
+
+
+def test_inspect_samples_send_sequence_examples_and_get_the_tags(run, urls):
+    """The request samples of a sequence_example export (``tfbake inspect``, the
+    console) send serialized tf.SequenceExamples through predict, whatever the
+    signature's method (TF Serving's classify and regress APIs carry tf.Examples only),
+    and each runs against the live server: the tags are the in-process model's."""
+    *_, model, export_dir, _ = run
+    rest, target = urls
+    description = inspection.inspect(export_dir, model_name="seqtagger", rest_url=rest,
+                                     grpc_target=target)
+    record_samples = [s for s in description.samples if "SequenceExample" in s.title]
+    assert {s.signature for s in record_samples} >= {sig.DEFAULT_SERVING, sig.PREDICT}
+    assert {s.api for s in record_samples} == {"predict"}
+    assert not [s for s in description.samples if "tf.Example" in s.title]
+    # One TensorFlow import for the gRPC sample; the other clients, every signature.
+    chosen = [s for s in record_samples if s.client != "python-grpc" or (
+        s.signature == sig.DEFAULT_SERVING)]
+    expected = _in_process_tags(model, description.example_rows)
+    for sample in chosen:
+        result = _run_sample(sample)
+        assert result.returncode == 0, (sample.title, result.stderr[-2000:])
+        if sample.signature == sig.DEFAULT_SERVING and sample.client == "python-requests":
+            answer = ast.literal_eval(result.stdout)["predictions"]  # the sample prints a dict
+            assert [row["tags"] for row in answer] == expected
+        elif sample.signature == sig.DEFAULT_SERVING:
+            for tags in expected:
+                assert all(tag in result.stdout for tag in tags), sample.title
+
+
+def test_console_form_sends_sequence_examples_and_gets_the_tags(run, urls):
+    """The console builds the request of its form from rows: for a sequence_example
+    export, a predict body of serialized SequenceExamples that the server answers."""
+    *_, model, export_dir, _ = run
+    rest, _ = urls
+    version = os.path.basename(export_dir)
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{rest}/console/api/models/seqtagger/versions/{version}/request",
+            json.dumps({"signature_name": sig.DEFAULT_SERVING, "rows": ROWS}).encode()),
+            timeout=60) as response:
+        built = json.loads(response.read())
+    assert built["api"] == "predict"
+    body = json.loads(built["body"])
+    records = [base64.b64decode(i["b64"]) for i in body["instances"]]
+    assert [list(tf.train.SequenceExample.FromString(r).feature_lists.feature_list)
+            for r in records] == [["tokens"]] * len(ROWS)
+    request = urllib.request.Request(rest + built["path"], built["body"].encode())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())["predictions"]
+    assert [row["tags"] for row in answer] == _in_process_tags(model, ROWS)

@@ -34,7 +34,7 @@ from tfbake.model_server.export_contract import (
 from tfbake.serving_input import export_layout
 from tfbake.serving_input import signatures as sig
 from tfbake.serving_input.export_layout import WARMUP_FILE
-from tfbake.serving_input.feature_spec import read_raw_feature_spec
+from tfbake.serving_input.feature_spec import feature_lists_of, read_raw_feature_spec
 
 _PLACEHOLDERS = {"float": 0.0, "int": 0, "string": ""}
 
@@ -177,6 +177,7 @@ def inspect(
         signature_defs, chosen, model_name=model_name,
         rest_url=rest_url or "http://localhost:8501",
         grpc_target=grpc_target or "localhost:8500", tensor_rows=inputs,
+        feature_lists=feature_lists_of(contract) if contract else (),
     )
     return ModelDescription(source, model_name, served_version, signature_defs, features,
                             chosen, examples_from, samples, inputs)

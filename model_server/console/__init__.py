@@ -32,7 +32,7 @@ from tfbake.model_server.core import ModelSpec, ServerCore
 from tfbake.model_server.http_server import read_body
 from tfbake.model_server.servable import Servable
 from tfbake.serving_input import signatures as sig
-from tfbake.serving_input.feature_spec import read_raw_feature_spec
+from tfbake.serving_input.feature_spec import feature_lists_of, read_raw_feature_spec
 
 STATIC_DIR = Path(__file__).parent / "static"
 API = "/console/api"
@@ -129,17 +129,19 @@ class Console:
             return _error(400, f"Model {servable.name} has no signature {signature_name!r}; "
                                f"it has {sorted(signature_defs)}")
         signature_def = signature_defs[signature_name]
-        api = request_samples.api_of(signature_def)
+        feature_lists = description["feature_lists"]
+        api = request_samples.api_for(signature_def, feature_lists)
         feature_rows = request_samples.takes_feature_rows(signature_name, signature_def)
         try:
             body = request_samples.request_body(
                 signature_name, signature_def, rows,
-                request_samples.feature_dtypes(signature_defs))
+                request_samples.feature_dtypes(signature_defs), feature_lists)
             samples = request_samples.request_samples(
                 signature_defs, rows if feature_rows else [], model_name=servable.name,
                 version=servable.version, rest_url=str(request.url.origin()),
                 grpc_target=self.grpc_target, signatures=[signature_name],
-                tensor_rows=None if feature_rows else {signature_name: rows})
+                tensor_rows=None if feature_rows else {signature_name: rows},
+                feature_lists=feature_lists)
         except ValueError as e:
             return _error(400, str(e))
         return web.json_response({
@@ -166,7 +168,9 @@ def _describe(servable: Servable) -> dict:
     for feature in features:
         feature.example = next((r[feature.name] for r in rows if feature.name in r), None)
     tensor_rows = export_contract.warmup_tensor_rows(servable.path, signature_defs, limit=1)
-    signatures = {name: _signature_form(name, d, bool(features or rows), tensor_rows.get(name))
+    feature_lists = feature_lists_of(contract) if contract else []
+    signatures = {name: _signature_form(name, d, bool(features or rows), tensor_rows.get(name),
+                                        feature_lists)
                   for name, d in sorted(signature_defs.items())}
     return {
         "model_name": servable.name,
@@ -177,17 +181,18 @@ def _describe(servable: Servable) -> dict:
             [n for n, s in signatures.items() if s["callable"]]),
         "raw_features": [dataclasses.asdict(f) for f in features],
         "contract": contract,
+        "feature_lists": feature_lists,
         "example_rows": export_contract.choose_rows(rows, [f.name for f in features], 5),
     }
 
 
 def _signature_form(name: str, signature_def: dict, has_features: bool,
-                    warmup_rows: list[dict] | None) -> dict:
+                    warmup_rows: list[dict] | None, feature_lists: list[str]) -> dict:
     """A signature as the page shows it: summary, API, whether (and why not) it can be
     called, and how its form is built: ``"features"`` (the raw feature contract) or
     ``"tensors"`` (one field per input, with an example row)."""
     described = {**export_contract.signature_summary(signature_def),
-                 "api": request_samples.api_of(signature_def),
+                 "api": request_samples.api_for(signature_def, feature_lists),
                  "kind": request_samples.signature_kind(signature_def)}
     reason = request_samples.uncallable_reason(signature_def)
     if request_samples.takes_feature_rows(name, signature_def):

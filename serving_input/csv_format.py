@@ -24,6 +24,9 @@ class CsvFormat(StrictModel):
     na_values: list[str] = Field(default_factory=lambda: ["", "NA", "?"])
     # Between the values of a list feature's cell ("a|b"); an NA cell is an empty list.
     list_delimiter: str = Field(default=LIST_DELIMITER, min_length=1)
+    # The decimal mark of float cells: "," for files written with a European locale
+    # ("1,5"; their delimiter is then usually ";"). A "." is read as one too.
+    decimal: str = Field(default=".", min_length=1, max_length=1)
 
     @model_validator(mode="after")
     def _names_known(self) -> CsvFormat:
@@ -31,4 +34,6 @@ class CsvFormat(StrictModel):
             raise ValueError("csv.column_names is required when csv.header is false")
         if self.list_delimiter == self.delimiter:
             raise ValueError("csv.list_delimiter must differ from csv.delimiter")
+        if self.decimal in (self.delimiter, self.list_delimiter):
+            raise ValueError("csv.decimal must differ from csv.delimiter and csv.list_delimiter")
         return self

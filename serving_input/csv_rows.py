@@ -19,6 +19,7 @@ from tfbake.serving_input.text_values import (
     TEXT_PARSERS,
     bad_text_message,
     parse_list_text,
+    with_decimal_point,
 )
 
 # What spreadsheet programs write before the first line of a UTF-8 file ("CSV UTF-8"):
@@ -98,19 +99,20 @@ class CsvLineDecoder:
             text = fields[i]
             na = text.strip() in self._na
             if name in self._lists:
-                values.append(
-                    [] if na else parse_list_text(name, text, dtype, self._format.list_delimiter)
-                )
+                values.append([] if na else parse_list_text(
+                    name, text, dtype, self._format.list_delimiter, self._format.decimal))
                 continue
             if na:
                 if not nullable:
                     raise ValueError(f'missing value for required feature "{name}"')
                 values.append(None)
                 continue
+            if self._format.decimal != "." and dtype == tf.float32:
+                text = with_decimal_point(text, self._format.decimal)
             try:
                 values.append(parse(text))
             except ValueError:
-                raise ValueError(bad_text_message(name, text, dtype)) from None
+                raise ValueError(bad_text_message(name, fields[i], dtype)) from None
         return values
 
     def decode_dict(self, line: str) -> dict:

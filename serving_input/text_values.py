@@ -43,15 +43,8 @@ def bad_text_message(name: str, text: str, dtype: tf.dtypes.DType) -> str:
     return f'feature "{name}": expected {expected}, got {text!r}'
 
 
-def parse_text(name: str, text: str, dtype: tf.dtypes.DType):
-    """One value of feature ``name`` from its text; ValueError names the feature."""
-    try:
-        return TEXT_PARSERS[tf.as_dtype(dtype)](text)
-    except ValueError:
-        raise ValueError(bad_text_message(name, text, dtype)) from None
-
-
-def parse_list_text(name: str, text: str, dtype: tf.dtypes.DType, delimiter: str) -> list:
+def parse_list_text(name: str, text: str, dtype: tf.dtypes.DType, delimiter: str,
+                    decimal: str = ".") -> list:
     """A list feature's values from its cell (``"a|b"``; ``""``: no values); ValueError
     names the feature and the bad item."""
     if text == "":
@@ -61,4 +54,17 @@ def parse_list_text(name: str, text: str, dtype: tf.dtypes.DType, delimiter: str
         raise ValueError(
             f'feature "{name}": empty item in list {text!r} (items are joined by {delimiter!r})'
         )
-    return [parse_text(name, item, dtype) for item in items]
+    parse = TEXT_PARSERS[tf.as_dtype(dtype)]
+    point = decimal != "." and tf.as_dtype(dtype) == tf.float32
+    values = []
+    for item in items:
+        try:
+            values.append(parse(with_decimal_point(item, decimal) if point else item))
+        except ValueError:
+            raise ValueError(bad_text_message(name, item, dtype)) from None
+    return values
+
+
+def with_decimal_point(text: str, decimal: str) -> str:
+    """A float cell written with another decimal mark (``"1,5"``), as Python reads it."""
+    return text.replace(decimal, ".")

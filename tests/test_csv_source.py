@@ -195,3 +195,41 @@ def test_a_byte_order_mark_is_not_part_of_the_first_value(tmp_path, header):
     raw = [(r["name"], r.get("size"), r["count"])
            for r, _ in read_raw_rows(str(path), SPEC, csv_format=fmt)]
     assert raw == expected
+
+
+def test_decimal_commas_are_read_as_the_files_locale_writes_them(tmp_path):
+    """``csv: {delimiter: ";", decimal: ","}`` (a file written with a European locale):
+    the Beam job and the raw-row reader read "1,5" as 1.5, in plain and list cells, and
+    a cell that is no number is a reject quoting it as written."""
+    from tfbake.serving_input.raw_rows import read_raw_rows
+
+    spec = {"name": tf.io.FixedLenFeature([], tf.string),
+            "size": tf.io.VarLenFeature(tf.float32),
+            "sizes": tf.io.VarLenFeature(tf.float32),
+            "count": tf.io.FixedLenFeature([], tf.int64)}
+    path = tmp_path / "eu.csv"
+    path.write_text("name;size;sizes;count\nEWR;1,5;0,25|3;1\nJFK;;-2,0;2\nLGA;1.234,5;1;3\n")
+    fmt = CsvFormat(delimiter=";", decimal=",", na_values=[""])
+    expected = [("EWR", 1.5, (0.25, 3.0), 1), ("JFK", None, (-2.0,), 2)]
+    reason = "feature \"size\": expected a finite float, got '1.234,5'"
+
+    def beam_rows(batch):
+        columns = batch.to_pydict()
+        return [(n[0].decode(), s[0] if s else None, tuple(round(x, 3) for x in ss), c[0])
+                for n, s, ss, c in zip(columns["name"], columns["size"], columns["sizes"],
+                                       columns["count"])]
+
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        result = pipeline | ReadCsv(str(path), spec, ["name", "size", "sizes", "count"], fmt,
+                                    "train", list_features=["sizes"])
+        assert_that(result.record_batches | beam.FlatMap(beam_rows), equal_to(expected),
+                    label="Rows")
+        assert_that(result.rejects | beam.Map(lambda r: json.loads(r)["reason"]),
+                    equal_to([reason]), label="Rejects")
+    bad: list[str] = []
+    rows = [(r["name"], r.get("size"), tuple(r["sizes"]), r["count"])
+            for r, _ in read_raw_rows(str(path), spec, csv_format=fmt, list_features=["sizes"],
+                                      bad_rows=lambda source, why: bad.append(why))]
+    assert rows == expected and bad == [reason]
+    with pytest.raises(ValueError, match="csv.decimal must differ"):
+        CsvFormat(decimal=",")

@@ -35,7 +35,7 @@ from tfbake.serving_input.csv_rows import (
     join_records,
     split_lines,
 )
-from tfbake.serving_input.text_values import TEXT_PARSERS
+from tfbake.serving_input.text_values import TEXT_PARSERS, with_decimal_point
 from tfbake.transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 REJECTS_TAG = "rejects"
@@ -79,6 +79,8 @@ class CsvRowDecoder(CsvLineDecoder):
             )
             if not nullable:
                 bad |= ~present
+            if dtype == tf.float32 and self._format.decimal != ".":
+                texts = [with_decimal_point(t, self._format.decimal) for t in texts]
             values, ok = _parse_column(texts, present, dtype)
             bad |= ~ok
             parsed.append((present, values))

@@ -237,25 +237,20 @@ def _tensor_instance(row: Mapping[str, Any], signature_def: Mapping) -> dict:
     return {name: tensor_value(signature_def, name, row[name]) for name in sorted(inputs)}
 
 
-def api_of(signature_def: Mapping) -> str:
-    """The TF Serving API a signature is meant for, by its method name."""
+def api_of(signature_def: Mapping, feature_lists: Collection[str] = ()) -> str:
+    """The TF Serving API a request to the signature calls, by its method name; except
+    for a model that reads serialized tf.SequenceExamples (``feature_lists``, from its
+    export's contract): TF Serving's classify and regress APIs carry tf.Examples only
+    (JSON objects, or the Input proto's example lists), so such a model's example
+    signatures are called through predict, with the serialized records as they are."""
+    if feature_lists and signature_kind(signature_def) == "examples":
+        return "predict"
     method = signature_def.get("method_name", "")
     if method == sig.CLASSIFY_METHOD:
         return "classify"
     if method == sig.REGRESS_METHOD:
         return "regress"
     return "predict"
-
-
-def api_for(signature_def: Mapping, feature_lists: Collection[str] = ()) -> str:
-    """The API a request to the signature calls: its own (:func:`api_of`), except for a
-    model that reads serialized tf.SequenceExamples (``feature_lists``, its export's
-    contract): TF Serving's classify and regress APIs carry tf.Examples only (JSON
-    objects, or the Input proto's example lists), so such a model's example signatures
-    are called through predict, with the serialized records as they are."""
-    if feature_lists and signature_kind(signature_def) == "examples":
-        return "predict"
-    return api_of(signature_def)
 
 
 def raw_spec_of_inputs(inputs: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
@@ -397,9 +392,9 @@ def tensor_instances(signature_name: str, signature_def: Mapping,
 def request_body(signature_name: str, signature_def: Mapping, rows: Sequence[Mapping],
                  dtypes: Mapping | None = None, feature_lists: Collection[str] = ()) -> dict:
     """The REST JSON body calling ``signature_name`` with ``rows`` (``feature_lists``: a
-    model reading tf.SequenceExamples, see :func:`api_for`)."""
+    model reading tf.SequenceExamples, see :func:`api_of`)."""
     dtypes = dtypes or {}
-    kind, api = signature_kind(signature_def), api_for(signature_def, feature_lists)
+    kind, api = signature_kind(signature_def), api_of(signature_def, feature_lists)
     if kind == "examples" and api in ("classify", "regress"):
         return {"signature_name": signature_name,
                 "examples": [jsonable(_typed_row(row, dtypes)) for row in rows]}
@@ -557,7 +552,7 @@ _GRPC_HEADER = (
 def _python_grpc(target: str, model_name: str, version: int | None, signature_name: str,
                  signature_def: Mapping, rows: Sequence[Mapping], dtypes: Mapping,
                  comment: str, feature_lists: Collection[str] = ()) -> str:
-    kind, api = signature_kind(signature_def), api_for(signature_def, feature_lists)
+    kind, api = signature_kind(signature_def), api_of(signature_def, feature_lists)
     spec = f"request.model_spec.name = {model_name!r}\n"
     if version is not None:
         spec += f"request.model_spec.version.value = {int(version)}\n"
@@ -636,7 +631,7 @@ def request_samples(
       feature_lists: for a model that reads tf.SequenceExamples (its export's
         contract), the features its records carry as feature_lists: every example
         signature is then called through predict with serialized SequenceExamples
-        (:func:`api_for`).
+        (:func:`api_of`).
     """
     unknown = sorted(set(clients) - set(CLIENTS))
     if unknown:
@@ -656,7 +651,7 @@ def request_samples(
             calls_rows = (tensor_rows or {}).get(name) or [placeholder_row(signature_def)]
         if not calls_rows:
             continue
-        api = api_for(signature_def, feature_lists)
+        api = api_of(signature_def, feature_lists)
         body = request_body(name, signature_def, calls_rows, dtypes, feature_lists)
         url = rest_url.rstrip("/") + rest_path(model_name, api, version)
         record = "tf.SequenceExample" if feature_lists else "tf.Example"

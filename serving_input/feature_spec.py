@@ -87,7 +87,8 @@ def spec_of_contract(contract: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
     return spec, [name for name, entry in contract.items() if entry.get("list")]
 
 
-def feature_lists_of(contract: Mapping[str, Mapping]) -> list[str]:
+def feature_lists_of(contract: Mapping[str, Mapping] | None) -> list[str]:
     """The features a serving record of the contract's export carries as a
-    ``tf.SequenceExample``'s feature_lists (none: it takes ``tf.Example``s)."""
-    return [name for name, entry in contract.items() if entry.get(FEATURE_LIST)]
+    ``tf.SequenceExample``'s feature_lists (none: it takes ``tf.Example``s, as does an
+    export without a contract)."""
+    return [name for name, entry in (contract or {}).items() if entry.get(FEATURE_LIST)]

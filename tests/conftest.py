@@ -80,6 +80,14 @@ def user_pipeline(tmp: Path, package: str, module: str, rows: int, init: str = "
     })
 
 
+def run_sample(sample: dict, python: str) -> subprocess.CompletedProcess:
+    """Runs a generated request sample (``RequestSample.to_dict()``) as a user would
+    paste it: curl in bash, Python with ``python``, JavaScript with node."""
+    args = {"sh": ["bash", "-c"], "python": [python, "-c"],
+            "javascript": ["node", "--input-type=module", "-e"]}[sample["language"]]
+    return subprocess.run([*args, sample["text"]], capture_output=True, text=True, timeout=120)
+
+
 @dataclasses.dataclass
 class PipelineRun:
     config: object  # tfbake.config.Config

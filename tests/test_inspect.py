@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import run_sample
+
 SPECIES = ("Adelie", "Chinstrap", "Gentoo")
 SIGNATURES = {"serving_default", "classification", "predict", "predict_raw", "transform_features"}
 
@@ -19,12 +21,6 @@ SIGNATURES = {"serving_default", "classification", "predict", "predict_raw", "tr
 def _inspect(venv_bin, *args) -> subprocess.CompletedProcess:
     return subprocess.run([os.path.join(venv_bin, "tfbake"), "inspect", *args],
                           capture_output=True, text=True, timeout=120)
-
-
-def _run_sample(sample: dict, python: str) -> subprocess.CompletedProcess:
-    args = {"sh": ["bash", "-c"], "python": [python, "-c"],
-            "javascript": ["node", "--input-type=module", "-e"]}[sample["language"]]
-    return subprocess.run([*args, sample["text"]], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +40,7 @@ def test_every_generated_sample_runs_against_a_live_server(description, python):
         for client in ("curl", "python-requests", "python-grpc", "javascript-fetch")
     }
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda s: _run_sample(s, python), samples))
+        results = list(pool.map(lambda s: run_sample(s, python), samples))
     for sample, result in zip(samples, results):
         assert result.returncode == 0, (sample["title"], result.stdout[-1000:],
                                         result.stderr[-2000:])
@@ -122,7 +118,7 @@ def test_a_url_is_read_through_the_metadata_api(served, python, tmp_path):
     # Placeholder rows (a URL has no warm-up examples) still make runnable requests.
     sample = next(s for s in description.samples
                   if s.signature == "serving_default" and s.client == "curl")
-    result = _run_sample(sample.to_dict(), python)
+    result = run_sample(sample.to_dict(), python)
     assert result.returncode == 0, result.stdout + result.stderr
     assert any(name in result.stdout for name in SPECIES)
 

@@ -6,11 +6,11 @@ itself is run in test_inspect.py; here ``inspect`` is called in-process.)"""
 from __future__ import annotations
 
 import re
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import run_sample
 from tests.other_saved_models import VERSION
 from tfbake import inspection
 
@@ -24,12 +24,6 @@ ANSWERS = {
     ("counter", "scale"): [r"(scaled|outputs)\W+(value \{.*)?1\b"],
     ("images", "serving_default"): [r"0\.50196"],
 }
-
-
-def _run_sample(sample: dict, python: str) -> subprocess.CompletedProcess:
-    args = {"sh": ["bash", "-c"], "python": [python, "-c"],
-            "javascript": ["node", "--input-type=module", "-e"]}[sample["language"]]
-    return subprocess.run([*args, sample["text"]], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def test_samples_of_every_tensor_signature_run_as_printed(descriptions, python):
     runs = [(d["model_name"], s) for d in descriptions.values() for s in d["samples"]
             if s["signature"] == "serving_default" or s["client"] == "curl"]
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda run: _run_sample(run[1], python), runs))
+        results = list(pool.map(lambda run: run_sample(run[1], python), runs))
     for (model, sample), result in zip(runs, results):
         assert result.returncode == 0, (sample["title"], result.stdout[-1000:],
                                         result.stderr[-2000:])

@@ -14,7 +14,6 @@ import glob
 import json
 import os
 import random
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
-from tests.conftest import run_pipeline, serve_config
+from tests.conftest import run_pipeline, run_sample, serve_config
 from tests.test_sequence_tagging import SENTENCES, _sentence
 from tfbake import check, inspection, serving_input
 from tfbake.model_server import Client
@@ -261,12 +260,6 @@ def test_logged_sequence_examples_are_read_back_with_their_feature_lists():
     assert features["lang"].bytes_list.value == [b"de"]
 
 
-def _run_sample(sample) -> subprocess.CompletedProcess:
-    command = {"sh": ["bash", "-c"], "python": [sys.executable, "-c"],
-               "javascript": ["node", "--input-type=module", "-e"]}[sample.language]
-    return subprocess.run([*command, sample.text], capture_output=True, text=True, timeout=120)
-
-
 def test_inspect_samples_send_sequence_examples_and_get_the_tags(run, urls):
     """The request samples of a sequence_example export (``tfbake inspect``, the
     console) send serialized tf.SequenceExamples through predict, whatever the
@@ -285,7 +278,7 @@ def test_inspect_samples_send_sequence_examples_and_get_the_tags(run, urls):
         s.signature == sig.DEFAULT_SERVING)]
     expected = _in_process_tags(model, description.example_rows)
     for sample in chosen:
-        result = _run_sample(sample)
+        result = run_sample(sample.to_dict(), sys.executable)
         assert result.returncode == 0, (sample.title, result.stderr[-2000:])
         if sample.signature == sig.DEFAULT_SERVING and sample.client == "python-requests":
             answer = ast.literal_eval(result.stdout)["predictions"]  # the sample prints a dict

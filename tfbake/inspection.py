@@ -177,7 +177,7 @@ def inspect(
         signature_defs, chosen, model_name=model_name,
         rest_url=rest_url or "http://localhost:8501",
         grpc_target=grpc_target or "localhost:8500", tensor_rows=inputs,
-        feature_lists=feature_lists_of(contract) if contract else (),
+        feature_lists=feature_lists_of(contract),
     )
     return ModelDescription(source, model_name, served_version, signature_defs, features,
                             chosen, examples_from, samples, inputs)

@@ -130,7 +130,7 @@ class Console:
                                f"it has {sorted(signature_defs)}")
         signature_def = signature_defs[signature_name]
         feature_lists = description["feature_lists"]
-        api = request_samples.api_for(signature_def, feature_lists)
+        api = request_samples.api_of(signature_def, feature_lists)
         feature_rows = request_samples.takes_feature_rows(signature_name, signature_def)
         try:
             body = request_samples.request_body(
@@ -168,7 +168,7 @@ def _describe(servable: Servable) -> dict:
     for feature in features:
         feature.example = next((r[feature.name] for r in rows if feature.name in r), None)
     tensor_rows = export_contract.warmup_tensor_rows(servable.path, signature_defs, limit=1)
-    feature_lists = feature_lists_of(contract) if contract else []
+    feature_lists = feature_lists_of(contract)
     signatures = {name: _signature_form(name, d, bool(features or rows), tensor_rows.get(name),
                                         feature_lists)
                   for name, d in sorted(signature_defs.items())}
@@ -192,7 +192,7 @@ def _signature_form(name: str, signature_def: dict, has_features: bool,
     called, and how its form is built: ``"features"`` (the raw feature contract) or
     ``"tensors"`` (one field per input, with an example row)."""
     described = {**export_contract.signature_summary(signature_def),
-                 "api": request_samples.api_for(signature_def, feature_lists),
+                 "api": request_samples.api_of(signature_def, feature_lists),
                  "kind": request_samples.signature_kind(signature_def)}
     reason = request_samples.uncallable_reason(signature_def)
     if request_samples.takes_feature_rows(name, signature_def):

@@ -294,6 +294,9 @@ def test_console_form_sends_sequence_examples_and_gets_the_tags(run, urls):
     *_, model, export_dir, _ = run
     rest, _ = urls
     version = os.path.basename(export_dir)
+    url = f"{rest}/console/api/models/seqtagger/versions/{version}"
+    with urllib.request.urlopen(url, timeout=60) as response:  # what the page labels by
+        assert json.loads(response.read())["feature_lists"] == ["tokens"]
     with urllib.request.urlopen(urllib.request.Request(
             f"{rest}/console/api/models/seqtagger/versions/{version}/request",
             json.dumps({"signature_name": sig.DEFAULT_SERVING, "rows": ROWS}).encode()),

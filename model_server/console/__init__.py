@@ -96,7 +96,7 @@ class Console:
         description = await self._description(servable)
         return web.json_response({key: description[key] for key in (
             "model_name", "version", "signatures", "default_signature", "raw_features",
-            "contract", "example_rows")})
+            "contract", "feature_lists", "example_rows")})
 
     async def _description(self, servable: Servable) -> dict:
         key = (servable.name, servable.version, servable.path)

@@ -228,7 +228,10 @@ function showSignature() {
     else renderForm(contractFields(state.description.raw_features),
       state.description.example_rows[0] || {});
   }
-  $("#send-form").textContent = signature.kind === "examples" ? "Send as tf.Example" : "Send";
+  // A model whose export names feature_lists reads tf.SequenceExamples (the server builds
+  // the request: see request_samples.api_of).
+  const record = state.description.feature_lists.length ? "tf.SequenceExample" : "tf.Example";
+  $("#send-form").textContent = signature.kind === "examples" ? `Send as ${record}` : "Send";
 }
 
 async function selectVersion(model, version) {

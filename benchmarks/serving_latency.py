@@ -535,8 +535,9 @@ def main(argv=None) -> int:
         "of client CPU per request; the trivial-endpoint ceiling uses the same client "
         "in the same run.",
         "gRPC latency includes the synchronous grpcio stub's own cost.",
-        "The server calls a signature's graph function with flat tensors (about 0.2 ms "
-        "less than the structured ConcreteFunction call that in_process_batch1 times).",
+        "The server runs a signature in the version's TF1 session (a session callable, "
+        "as TF Serving's Session::Run); in_process_batch1 times the structured "
+        "ConcreteFunction call of tf.saved_model.load.",
     ]
     print(json.dumps(result, indent=1))
     return 0

@@ -29,6 +29,10 @@ FEATURE_LIST = "feature_list"
 # build_parsing_serving_input_receiver_fn named it.
 EXAMPLES_KEY = "examples"
 
+# The SignatureDef a TF2 SavedModel keeps its initializer under: the loader runs it,
+# nobody calls it (TF Serving lists it in the metadata all the same).
+INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+
 # A config's feature type -> its TensorFlow dtype name (``tf.as_dtype(name)``).
 FEATURE_DTYPES = {"float": "float32", "int": "int64", "string": "string"}
 

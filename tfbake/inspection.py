@@ -93,7 +93,7 @@ def read_signature_defs(export_dir: str) -> dict[str, dict]:
             signature_def, preserving_proto_field_name=True,
             always_print_fields_with_no_presence=True)
         for name, signature_def in export_layout.read_signature_defs(export_dir).items()
-        if not name.startswith("__")  # __saved_model_init_op: not callable
+        if name != export_layout.INIT_OP_SIGNATURE_KEY
     }
 
 

@@ -6,8 +6,8 @@ the optimizers Keras registers are known to SavedModels that hold one; Keras 3 b
 pandas and matplotlib along. It imports Google's API client too, for a cluster resolver
 on Google Compute Engine. Together that is about 1 s of TensorFlow's 4 s import on a
 2-core machine, and a server uses none of it: it never builds or trains a Keras model,
-and ``tf.saved_model.load`` revives an object whose class nobody registered as a plain
-trackable object (TensorFlow Serving, in C++, has no Keras at all). So the serving
+and it loads a SavedModel's graph into a TF1 session, as TensorFlow Serving (which has
+no Keras at all) does, which needs no Python class of any object saved. So the serving
 commands import TensorFlow with those packages hidden; they stay importable after it
 (the first use of ``tf.keras`` imports Keras then).
 """

@@ -26,3 +26,38 @@ def test_session_call_matches_the_function_call(model_dirs):
     for key in answered:
         np.testing.assert_array_equal(answered[key], expected[key])
     assert signature.mean_call_s < float("inf")
+
+
+def _save_tf1_export(path: str) -> None:
+    """An Estimator-era export, built as a TF1 graph (no object graph, no functions):
+    a variable, a vocabulary table initialized by the SavedModel's main op, and a
+    classify signature."""
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.compat.v1.placeholder(tf.string, [None], name="inputs")
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(["low", "high"], [0.25, 0.75]), -1.0)
+        weight = tf.compat.v1.get_variable("weight", initializer=2.0)
+        scores = tf.reshape(table.lookup(inputs) * weight, [-1, 1])
+        classes = tf.reshape(inputs, [-1, 1])
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(weight.assign(3.0))  # saved as 3.0, where initializing gives 2.0
+            builder = tf.compat.v1.saved_model.Builder(path)
+            signature = tf.compat.v1.saved_model.classification_signature_def(
+                inputs, classes, scores)
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], signature_def_map={"serving_default": signature},
+                main_op=tf.compat.v1.tables_initializer())
+            builder.save()
+
+
+def test_an_estimator_era_tf1_export_serves(tmp_path):
+    path = str(tmp_path / "1")
+    _save_tf1_export(path)
+    servable = SavedModelLoader("tf1", 1, path, warmup=False).load()
+    signature = servable.signatures["serving_default"]
+    answered = signature({"inputs": np.array([b"high", b"low", b"unseen"], dtype=object)})
+    # 3.0 (the variable, restored) times the table's value (initialized by the main op).
+    np.testing.assert_allclose(answered["scores"].ravel(), [2.25, 0.75, -3.0])
+    assert answered["classes"].ravel().tolist() == [b"high", b"low", b"unseen"]

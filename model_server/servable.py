@@ -93,10 +93,12 @@ class Signature:
         bytes); TensorFlow errors become ServingErrors with their code."""
         start = time.perf_counter()
         try:
-            run = self._run or self._make_run()
-            values = run(*(inputs[alias] for alias in self.inputs))
+            args = [inputs[alias] for alias in self.inputs]
         except KeyError as e:
             raise errors.invalid_argument(f"input tensor alias not sent: {e.args[0]}") from None
+        try:
+            run = self._run or self._make_run()
+            values = run(*args)
         except tf.errors.OpError as e:
             raise errors.from_tf_error(e, inputs) from None
         except (TypeError, ValueError) as e:
@@ -121,7 +123,11 @@ def _tensor(graph, info) -> tf.Tensor:
         # A composite (sparse, ragged) TensorInfo names component tensors: TF Serving
         # cannot feed or fetch one either.
         raise ValueError(f"the signature's tensor {info!r} is not a plain tensor")
-    return graph.get_tensor_by_name(info.name)
+    try:
+        return graph.get_tensor_by_name(info.name)
+    except KeyError:
+        raise ValueError(f"the signature names tensor {info.name}, which its graph "
+                         "does not have") from None
 
 
 @dataclasses.dataclass(eq=False)

@@ -56,6 +56,15 @@ class Signature:
     """
 
     def __init__(self, key: str, signature_def, session):
+        for direction, infos in (("input", signature_def.inputs),
+                                 ("output", signature_def.outputs)):
+            for alias, info in infos.items():
+                encoding = info.WhichOneof("encoding")
+                if encoding != "name":
+                    raise ValueError(
+                        f"Signature {key!r}: {direction} {alias!r} is a {encoding} tensor; a "
+                        "signature runs with plain tensors fed and fetched (as in TF "
+                        "Serving), so its inputs and outputs must be dense tensors")
         self.key = key
         self.signature_def = signature_def
         self.method_name = signature_def.method_name
@@ -119,10 +128,6 @@ class Signature:
 
 
 def _tensor(graph, info) -> tf.Tensor:
-    if not info.name:
-        # A composite (sparse, ragged) TensorInfo names component tensors: TF Serving
-        # cannot feed or fetch one either.
-        raise ValueError(f"the signature's tensor {info!r} is not a plain tensor")
     try:
         return graph.get_tensor_by_name(info.name)
     except KeyError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.model_server.conftest import HPT_VERSION
@@ -61,3 +62,17 @@ def test_an_estimator_era_tf1_export_serves(tmp_path):
     # 3.0 (the variable, restored) times the table's value (initialized by the main op).
     np.testing.assert_allclose(answered["scores"].ravel(), [2.25, 0.75, -3.0])
     assert answered["classes"].ravel().tolist() == [b"high", b"low", b"unseen"]
+
+
+class _Tokenizer(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def tokens(self, text):
+        return {"tokens": tf.strings.split(text)}  # ragged
+
+
+def test_a_signature_with_a_ragged_output_fails_the_load_naming_it(tmp_path):
+    module = _Tokenizer()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.tokens})
+    with pytest.raises(ValueError, match="Signature 'serving_default': output 'tokens' is a "
+                                         "composite_tensor tensor"):
+        SavedModelLoader("tokenizer", 1, str(tmp_path), warmup=False).load()

@@ -29,7 +29,10 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import requests  # noqa: E402
 
 from tfbake.model_server import export_contract, listening_address, request_samples  # noqa: E402
-from tfbake.serving_input.export_layout import latest_version_dir  # noqa: E402
+from tfbake.serving_input.export_layout import (  # noqa: E402
+    callable_signatures,
+    latest_version_dir,
+)
 from tfbake.serving_input.feature_spec import read_raw_feature_spec  # noqa: E402
 
 RATIO_LIMIT = 1.05
@@ -58,8 +61,7 @@ def server(export_base: str, *flags: str):
 def requests_to_time(rest: str, export_dir: str) -> dict[str, tuple[str, str]]:
     """API -> (path, body): ``serving_default`` classify and the first predict signature."""
     metadata = requests.get(f"{rest}/v1/models/m/metadata", timeout=30).json()
-    signature_defs = {n: d for n, d in metadata["metadata"]["signature_def"]["signature_def"]
-                      .items() if not n.startswith("__")}
+    signature_defs = callable_signatures(metadata["metadata"]["signature_def"]["signature_def"])
     contract = read_raw_feature_spec(export_dir)
     rows = export_contract.example_rows(export_dir, signature_defs, contract, limit=1) or [
         {"bill_length_mm": 40.0, "island": "Biscoe", "year": 2008}]

@@ -6,7 +6,6 @@ import logging
 import os
 
 import tensorflow as tf
-from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from tfbake.model_server.data_checks import FeatureChecks
@@ -14,10 +13,10 @@ from tfbake.model_server.metrics import Metrics
 from tfbake.model_server.servable import Servable, Signature
 from tfbake.model_server.tensors import ndarray_from_proto, serialized_examples
 from tfbake.serving_input.export_layout import (
-    INIT_OP_SIGNATURE_KEY,
     SERVE_TAG,
     WARMUP_FILE,
-    read_signature_defs,
+    callable_signatures,
+    load_session,
 )
 
 log = logging.getLogger(__name__)
@@ -46,19 +45,13 @@ class SavedModelLoader:
     def load(self) -> Servable:
         """Loads the SavedModel into a session of its own, as TF Serving does, and
         resolves every signature; replays warm-up requests."""
-        signature_defs = read_signature_defs(self.path, self.tags)
         # A TF1 session, not tf.saved_model.load: that would rebuild every function
         # of the export (each Keras layer's call, the transform's) as a Python object,
         # about 1 s of a small model's start-up, while serving runs only the graph.
-        graph = tf.Graph()
-        session = tf.compat.v1.Session(graph=graph)
-        with graph.as_default():
-            loader_impl.SavedModelLoader(self.path).load(session, list(self.tags))
-        signatures = {
-            key: Signature(key, signature_def, session)
-            for key, signature_def in signature_defs.items()
-            if key != INIT_OP_SIGNATURE_KEY
-        }
+        session, meta_graph = load_session(self.path, self.tags)
+        signature_defs = dict(meta_graph.signature_def)
+        signatures = {key: Signature(key, signature_def, session)
+                      for key, signature_def in callable_signatures(signature_defs).items()}
         signature_def_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in signature_defs.items():
             signature_def_map.signature_def[key].CopyFrom(signature_def)

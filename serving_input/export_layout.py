@@ -78,15 +78,43 @@ def read_saved_model(path: str):
     return saved_model
 
 
-def read_signature_defs(path: str, tags=(SERVE_TAG,)) -> dict:
-    """The SignatureDefs (protos) of the MetaGraph tagged exactly ``tags``, as TF
-    Serving's loader picks it; ``ValueError`` names the tags the SavedModel has."""
+def meta_graph_of(saved_model, tags, path: str):
+    """The MetaGraphDef of the ``SavedModel`` proto (read from ``path``) tagged exactly
+    ``tags``, as TF Serving's loader picks it; ``ValueError`` names the tags it has."""
     found = []
-    for meta_graph in read_saved_model(path).meta_graphs:
+    for meta_graph in saved_model.meta_graphs:
         if set(meta_graph.meta_info_def.tags) == set(tags):
-            return dict(meta_graph.signature_def)
+            return meta_graph
         found.append(",".join(sorted(meta_graph.meta_info_def.tags)))
     raise ValueError(
         f"SavedModel at {path} has no MetaGraph tagged {','.join(sorted(tags))!r} "
         f"(--saved_model_tags); its MetaGraphs are tagged {found}"
     )
+
+
+def read_signature_defs(path: str, tags=(SERVE_TAG,)) -> dict:
+    """The SignatureDefs (protos) of the MetaGraph tagged exactly ``tags`` (see
+    :func:`meta_graph_of`)."""
+    return dict(meta_graph_of(read_saved_model(path), tags, path).signature_def)
+
+
+def callable_signatures(signature_defs: dict) -> dict:
+    """``signature_defs`` (name -> SignatureDef, as a proto or its JSON) without the
+    initializer's entry, which is listed but never called."""
+    return {name: d for name, d in signature_defs.items() if name != INIT_OP_SIGNATURE_KEY}
+
+
+def load_session(path: str, tags=(SERVE_TAG,)):
+    """The export loaded as tensorflow_model_server loads it: a ``tf.compat.v1.Session``
+    of its own holding the MetaGraph tagged exactly ``tags`` (variables restored, assets
+    and the initializer run), and that MetaGraphDef. ``saved_model.pb`` is read once."""
+    import tensorflow as tf
+    from tensorflow.python.saved_model import loader_impl
+
+    loader = loader_impl.SavedModelLoader(path)
+    meta_graph = meta_graph_of(loader.saved_model, tags, path)
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        loader.load(session, list(tags))
+    return session, meta_graph

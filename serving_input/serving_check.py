@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from tfbake.serving_input import tf_errors
-from tfbake.serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG
+from tfbake.serving_input.export_layout import EXAMPLES_KEY, callable_signatures, load_session
 from tfbake.serving_input.feature_spec import (
     feature_lists_of,
     read_raw_feature_spec,
@@ -213,7 +213,7 @@ def _run(session, signature_defs: Mapping, rows, contract: _Contract,
     return None
 
 
-def _diagnose(session, graph, signatures, key, what, batch, rows, message, nullable,
+def _diagnose(session, signatures, key, what, batch, rows, message, nullable,
               contract: _Contract) -> dict:
     """One failing signature: the failing node and op, the absent feature whose absence
     alone makes it fail, and the ``transform_features`` output that fails."""
@@ -222,7 +222,7 @@ def _diagnose(session, graph, signatures, key, what, batch, rows, message, nulla
                "message": tf_errors.error_text(message)}
     node = tf_errors.failing_node(message)
     if node:
-        failure.update(node=node, op=_op_type(graph, node) or node)
+        failure.update(node=node, op=_op_type(session.graph, node) or node)
     if what == ABSENT:
         failure["absent_feature"] = next(
             (name for name in nullable if _run(
@@ -265,11 +265,8 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
     spec, lists = spec_of_contract(contract)
     inputs = _Contract(spec, lists, feature_lists_of(contract))
     nullable = [name for name, entry in contract.items() if entry["nullable"]]
-    graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
     try:
-        with graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], export_dir)
+        session, meta_graph = load_session(export_dir)
     except Exception as err:  # noqa: BLE001 - whatever stops the load is the answer
         message = err.message if isinstance(err, tf.errors.OpError) else str(err)
         return [{"signature": None, "message": tf_errors.error_text(message)}]
@@ -277,7 +274,7 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
     batches = [(WARMUP, rows)] if rows else []  # no examples: the load is the check
     if rows and nullable:
         batches.append((ABSENT, [{k: v for k, v in r.items() if k not in nullable} for r in rows]))
-    signatures = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+    signatures = callable_signatures(meta_graph.signature_def)
     failures: list[dict] = []
     for what, batch in batches:
         pending = {k: v for k, v in signatures.items()
@@ -288,7 +285,7 @@ def check_export(export_dir: str, examples: Sequence[bytes]) -> list[dict]:
         for key, signature_def in sorted(pending.items()):
             message = _run(session, {key: signature_def}, batch, inputs)
             if message is not None:
-                failures.append(_diagnose(session, graph, signatures, key, what, batch, rows,
+                failures.append(_diagnose(session, signatures, key, what, batch, rows,
                                           message, nullable, inputs))
     session.close()
     return failures

@@ -92,8 +92,8 @@ def read_signature_defs(export_dir: str) -> dict[str, dict]:
         name: json_format.MessageToDict(
             signature_def, preserving_proto_field_name=True,
             always_print_fields_with_no_presence=True)
-        for name, signature_def in export_layout.read_signature_defs(export_dir).items()
-        if name != export_layout.INIT_OP_SIGNATURE_KEY
+        for name, signature_def in export_layout.callable_signatures(
+            export_layout.read_signature_defs(export_dir)).items()
     }
 
 
@@ -133,10 +133,8 @@ def inspect(
             raise ValueError(f"{target} is a server: name the model (--model NAME)")
         with Client(target) as client:
             metadata = client.metadata(model_name, version)
-        signature_defs = {
-            name: d for name, d in metadata["metadata"]["signature_def"]["signature_def"].items()
-            if not name.startswith("__")
-        }
+        signature_defs = export_layout.callable_signatures(
+            metadata["metadata"]["signature_def"]["signature_def"])
         served_version = metadata.get("model_spec", {}).get("version")
         contract, rows, tensor_rows, source = None, [], {}, target
         host = target.split("://", 1)[1].rstrip("/")

@@ -32,6 +32,7 @@ from tfbake.model_server.core import ModelSpec, ServerCore
 from tfbake.model_server.http_server import read_body
 from tfbake.model_server.servable import Servable
 from tfbake.serving_input import signatures as sig
+from tfbake.serving_input.export_layout import callable_signatures
 from tfbake.serving_input.feature_spec import feature_lists_of, read_raw_feature_spec
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -155,13 +156,10 @@ class Console:
 
 def _describe(servable: Servable) -> dict:
     """What the page shows of one loaded version (and what its requests are built from)."""
-    signature_defs = {
-        name: signature_def for name, signature_def in json_format.MessageToDict(
-            servable.signature_def_map, preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True,
-        ).get("signature_def", {}).items()
-        if not name.startswith("__")
-    }
+    signature_defs = callable_signatures(json_format.MessageToDict(
+        servable.signature_def_map, preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    ).get("signature_def", {}))
     contract = read_raw_feature_spec(servable.path)
     rows = export_contract.example_rows(servable.path, signature_defs, contract, limit=20)
     features = export_contract.raw_features(signature_defs, contract)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tfbake import serving_input, trainer
 from tfbake.check.report import CheckError, PathReport, compare
 from tfbake.serving_input import signatures as sig
-from tfbake.serving_input.export_layout import EXAMPLES_KEY, SERVE_TAG, read_signature_defs
+from tfbake.serving_input.export_layout import EXAMPLES_KEY, load_session, read_signature_defs
 from tfbake.trainer import export
 
 
@@ -45,12 +45,7 @@ class TF1Session:
     """The export loaded as TF Serving loads it: the TF1 loader, tag ``serve``."""
 
     def __init__(self, export_dir: str):
-        self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
-        with self._graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(
-                self._session, [SERVE_TAG], export_dir
-            )
+        self._session, meta_graph = load_session(export_dir)
         predict = meta_graph.signature_def[sig.PREDICT]
         self._input = predict.inputs[EXAMPLES_KEY].name
         self._outputs = {name: info.name for name, info in predict.outputs.items()}

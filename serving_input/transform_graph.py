@@ -9,6 +9,10 @@ instead, as tf.Transform prunes its TF1 graphs and its own traced functions
 inputs, with the automatic control dependencies of the other outputs (their table
 lookups, assertions) left out. What the outputs depend on is read from the graph,
 so an output that needs a column that is not fed is known before anything runs.
+
+The graph is either kind tf.Transform saves: a TF1 graph with a signature (its graph
+mode, the Beam job's choice when the ``preprocessing_fn`` traces there) or a
+``tf.function`` (its TF2 mode). Both are pruned the same way once loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from collections.abc import Iterable, Mapping
 import tensorflow as tf
 from tensorflow.python.eager import wrap_function
 from tensorflow_transform import graph_tools, tf2_utils
+from tensorflow_transform.saved import constants, saved_model_loader
+
+# The signature a TF1 transform graph is saved under (tf.Transform's own constant).
+TRANSFORM_SIGNATURE = constants.TRANSFORM_SIGNATURE
 
 Features = dict[str, "tf.Tensor | tf.SparseTensor | tf.RaggedTensor"]
 
@@ -35,6 +43,14 @@ def _must_run(ops: Iterable[tf.Operation]) -> list[tf.Operation]:
     return found
 
 
+def _signature_inputs(saved_model_dir: str) -> dict:
+    """Raw input name -> its TensorInfo, in a TF1 transform graph's signature."""
+    meta_graph = saved_model_loader.choose_meta_graph_def_and_raise(
+        saved_model_loader.parse_saved_model(saved_model_dir)
+    )
+    return dict(meta_graph.signature_def[TRANSFORM_SIGNATURE].inputs)
+
+
 class TransformGraph:
     """A saved tf.Transform graph (``transform_fn/``) as a graph of raw inputs -> outputs.
 
@@ -44,14 +60,29 @@ class TransformGraph:
 
     def __init__(self, transform_savedmodel_dir: str):
         self.imported = tf.saved_model.load(transform_savedmodel_dir)
-        fn = self.imported.transform_fn
-        if hasattr(fn, "concrete_functions"):  # saved as a tf.function
-            (fn,) = fn.concrete_functions
-        self._graph = fn.graph
-        self.inputs = tf2_utils.get_structured_inputs_from_func_graph(self._graph)
-        self.outputs = tf.nest.pack_sequence_as(
-            self._graph.structured_outputs, self._graph.outputs, expand_composites=True
-        )
+        signature = self.imported.signatures.get(TRANSFORM_SIGNATURE)
+        if signature is not None:
+            # A TF1 graph (tf.Transform's graph mode): its signature, loaded as a
+            # function, names each raw input's tensors in the function's graph.
+            self._graph = signature.graph
+            self._function = signature
+            self.inputs = {
+                name: tf.compat.v1.saved_model.utils.get_tensor_from_tensor_info(info, self._graph)
+                for name, info in _signature_inputs(transform_savedmodel_dir).items()
+            }
+            self.outputs = dict(signature.structured_outputs)
+        else:  # a tf.function (tf.Transform's TF2 mode)
+            fn = self.imported.transform_fn
+            if hasattr(fn, "concrete_functions"):  # saved as a tf.function
+                (fn,) = fn.concrete_functions
+            self._graph = fn.graph
+            self._function = wrap_function.WrappedFunction(
+                self._graph, variable_holder=wrap_function.VariableHolder(share_variables=True)
+            )
+            self.inputs = tf2_utils.get_structured_inputs_from_func_graph(self._graph)
+            self.outputs = tf.nest.pack_sequence_as(
+                self._graph.structured_outputs, self._graph.outputs, expand_composites=True
+            )
         self._input_of = {
             t.ref(): name for name, value in self.inputs.items() for t in _components(value)
         }
@@ -103,10 +134,7 @@ class TransformGraph:
         shapes = [t.shape for t in components]
         # Kept: the stateful ops (assertions, lookups) of the fetched outputs' own inputs.
         keep = [op for op in _must_run(control) if self.sources(op, control=True) <= set(fed)]
-        wrapped = wrap_function.WrappedFunction(
-            self._graph, variable_holder=wrap_function.VariableHolder(share_variables=True)
-        )
-        pruned = wrapped.prune(feeds=feeds, fetches={"tensors": flat, "ops": keep})
+        pruned = self._function.prune(feeds=feeds, fetches={"tensors": flat, "ops": keep})
         return PrunedTransform(pruned, fed, dict(fetches), shapes)
 
 

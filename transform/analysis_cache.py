@@ -123,6 +123,17 @@ class _AnalyzerFingerprints(nodes.Visitor):
 
 
 @dataclasses.dataclass(frozen=True)
+class TF1Trace:
+    """What tf.Transform's TF1 trace of a ``preprocessing_fn`` returns, and the input
+    type specs it was traced with."""
+
+    graph: tf.Graph
+    inputs: dict
+    outputs: dict
+    type_specs: dict
+
+
+@dataclasses.dataclass(frozen=True)
 class TracedAnalyzers:
     """A ``preprocessing_fn``'s trace: whether it traced in TF1 graph mode
     (``tf_compat_v1``; deterministic, so the whole graph has a fingerprint), and each
@@ -133,6 +144,9 @@ class TracedAnalyzers:
     # SHA-256 of the whole TF1 graph (deterministic); None for a TF2 trace, whose
     # graph holds temporary paths and process-wide function names.
     graph_fingerprint: str | None = None
+    # The TF1 trace itself, for tf.Transform to use rather than trace the function
+    # again (transform.trace_once); None for a TF2 trace.
+    trace: TF1Trace | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def trace_analyzers(
@@ -145,12 +159,13 @@ def trace_analyzers(
     attributes, constants, the inputs' names) and its own settings. Its label is the
     one tf.Transform's own trace gives the analyzer, in either mode."""
     try:
-        graph, inputs = _trace(preprocessing_fn, type_specs, tf_compat_v1=True)
-        tf_compat_v1 = True
+        graph, inputs, outputs = _trace(preprocessing_fn, type_specs, tf_compat_v1=True)
+        trace = TF1Trace(graph, inputs, outputs, dict(type_specs))
     except Exception:  # noqa: BLE001 - TF2-only code (tf.function, Keras layers...)
         logging.info("preprocessing_fn does not trace in TF1 graph mode; tracing it in TF2")
-        graph, inputs = _trace(preprocessing_fn, type_specs, tf_compat_v1=False)
-        tf_compat_v1 = False
+        graph, inputs, _ = _trace(preprocessing_fn, type_specs, tf_compat_v1=False)
+        trace = None
+    tf_compat_v1 = trace is not None
     # Every analyzer of a fresh trace is still to be computed: a replacement to make.
     sinks = graph.get_collection(analyzer_nodes.TENSOR_REPLACEMENTS)
     graph_analyzer = graph_tools.InitializableGraphAnalyzer(
@@ -167,15 +182,14 @@ def trace_analyzers(
         if tf_compat_v1
         else None
     )
-    return TracedAnalyzers(tf_compat_v1, visitor.by_label, graph_fingerprint)
+    return TracedAnalyzers(tf_compat_v1, visitor.by_label, graph_fingerprint, trace)
 
 
 def _trace(preprocessing_fn, type_specs, *, tf_compat_v1: bool):
     with tempfile.TemporaryDirectory() as temp_dir:
-        graph, inputs, _ = impl_helper.trace_preprocessing_function(
+        return impl_helper.trace_preprocessing_function(
             preprocessing_fn, type_specs, use_tf_compat_v1=tf_compat_v1, base_temp_dir=temp_dir
         )
-    return graph, inputs
 
 
 def _entry_label(entry_key: bytes) -> str:

@@ -37,7 +37,7 @@ from tfbake.transform.analysis_cache import (
     span_key,
     trace_analyzers,
 )
-from tfbake.transform.beam_overhead import memoize_dofn_specs, pipeline_options
+from tfbake.transform.beam_overhead import cut_overhead, pipeline_options
 from tfbake.transform.csv_source import ReadCsv, arrow_schema
 from tfbake.transform.job_record import JobRecord, code_fingerprint
 from tfbake.transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
@@ -46,6 +46,7 @@ from tfbake.transform.tfrecord_shards import WriteTFRecordShards
 from tfbake.transform.tfrecord_source import ReadExamples
 from tfbake.transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
 from tfbake.transform.token_alignment import KeepAlignedRows, TokenAlignment
+from tfbake.transform.trace_once import reusing_trace
 from tfbake.transform.unknown_labels import (
     CountUnknownLabels,
     unknown_label_counts,
@@ -417,13 +418,15 @@ def run(job: TransformJob) -> dict:
         if cache
         else [tft_beam.analyzer_cache.DatasetKey(f"span-{i}") for i in range(len(spans))]
     )
-    memoize_dofn_specs()
+    cut_overhead()
     temp_dir = os.path.join(out, ".tmp")
     pipeline = _pipeline(pipeline_options(job.beam_args))
-    # TF2 mode, whatever the fingerprints' trace: the export and the unknown-label check
-    # prune the transform_fn as a tf.function (serving_input.transform_graph), which a
-    # TF1 graph mode job does not write. It traces the function once per phase.
-    with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
+    # tf.Transform runs in the mode the function traced in: TF1 graph mode where it
+    # can (one trace, the fingerprints', for the whole job; every SavedModel cut from
+    # that graph), else TF2 (a tf.function, traced again for each SavedModel).
+    with tft_beam.Context(
+        temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1
+    ), reusing_trace(job.preprocessing_fn, traced.trace):
         reads = [
             _read(
                 pipeline,

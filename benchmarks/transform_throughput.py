@@ -78,6 +78,7 @@ import tfbake.transform as transform  # noqa: E402
 from tfbake import stages  # noqa: E402
 from tfbake.config import load_config  # noqa: E402
 from tfbake.serving_input.csv_rows import read_header  # noqa: E402
+from tfbake.serving_input.transform_graph import tf1_signature  # noqa: E402
 from tfbake.transform.csv_source import ReadCsv, arrow_schema  # noqa: E402
 from tfbake.transform.job_record import RECORD_FILE as JOB_RECORD_FILE  # noqa: E402
 from tfbake.transform.pipeline import WriteExamples, _pipeline  # noqa: E402
@@ -307,7 +308,9 @@ def beam_transform_pass(
     adapter_config = adapter_config_of(spec)
     options = PipelineOptions([*config.beam_args(), *mode_args])
     pipeline = _pipeline(options)
-    with tft_beam.Context(temp_dir=os.path.join(out_dir, ".tmp")):
+    # The mode the job wrote the transform_fn in (TF1 graph mode, for this data).
+    tf1 = tf1_signature(transform.transform_fn_dir(tft_dir)) is not None
+    with tft_beam.Context(temp_dir=os.path.join(out_dir, ".tmp"), force_tf_compat_v1=tf1):
         raw = pipeline | "Read" >> ReadCsv(
             config.data.train, spec, columns, config.data.csv, "train"
         )

@@ -43,12 +43,18 @@ def _must_run(ops: Iterable[tf.Operation]) -> list[tf.Operation]:
     return found
 
 
-def _signature_inputs(saved_model_dir: str) -> dict:
-    """Raw input name -> its TensorInfo, in a TF1 transform graph's signature."""
-    meta_graph = saved_model_loader.choose_meta_graph_def_and_raise(
-        saved_model_loader.parse_saved_model(saved_model_dir)
-    )
-    return dict(meta_graph.signature_def[TRANSFORM_SIGNATURE].inputs)
+def tf1_signature(transform_savedmodel_dir: str):
+    """The signature (a ``SignatureDef``) of a transform graph that tf.Transform saved in
+    its TF1 graph mode, or None for one saved as a ``tf.function`` (its TF2 mode).
+
+    tf.Transform's own ``TransformDataset`` applies a TF1 graph in its TF1 mode only
+    (``tft_beam.Context(force_tf_compat_v1=True)``; tf.Transform 1.21 fails with an
+    ``IndexError`` in TF2 mode); its ``TransformFeaturesLayer`` takes either.
+    """
+    for meta_graph in saved_model_loader.parse_saved_model(transform_savedmodel_dir).meta_graphs:
+        if TRANSFORM_SIGNATURE in meta_graph.signature_def:
+            return meta_graph.signature_def[TRANSFORM_SIGNATURE]
+    return None
 
 
 class TransformGraph:
@@ -60,15 +66,16 @@ class TransformGraph:
 
     def __init__(self, transform_savedmodel_dir: str):
         self.imported = tf.saved_model.load(transform_savedmodel_dir)
-        signature = self.imported.signatures.get(TRANSFORM_SIGNATURE)
-        if signature is not None:
-            # A TF1 graph (tf.Transform's graph mode): its signature, loaded as a
-            # function, names each raw input's tensors in the function's graph.
+        saved_signature = tf1_signature(transform_savedmodel_dir)
+        if saved_signature is not None:
+            # A TF1 graph: its signature, loaded as a function, holds each raw input's
+            # tensors under the names the saved signature gives them.
+            signature = self.imported.signatures[TRANSFORM_SIGNATURE]
             self._graph = signature.graph
             self._function = signature
             self.inputs = {
                 name: tf.compat.v1.saved_model.utils.get_tensor_from_tensor_info(info, self._graph)
-                for name, info in _signature_inputs(transform_savedmodel_dir).items()
+                for name, info in saved_signature.inputs.items()
             }
             self.outputs = dict(signature.structured_outputs)
         else:  # a tf.function (tf.Transform's TF2 mode)

@@ -23,7 +23,6 @@ from apache_beam.options.pipeline_options import (
     PipelineOptions,
     PortableOptions,
     StandardOptions,
-    TypeOptions,
 )
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow_transform.beam.common import METRICS_NAMESPACE as TFT_METRICS_NAMESPACE
@@ -228,12 +227,6 @@ def workers_on_this_machine(beam_args: Sequence[str]) -> bool:
 
 def _pipeline(options: PipelineOptions) -> beam.Pipeline:
     if _is_local(options.view_as(StandardOptions).runner):
-        # Beam's construction-time type check (--no_pipeline_type_check) infers every
-        # output's element type, disassembling each lambda's bytecode: about 1 s of a
-        # small local job, spent on tfbake's and tf.Transform's own transforms. Elements
-        # that cross a stage are then encoded with Beam's general coder. Remote runners
-        # keep the check and the typed coders.
-        options.view_as(TypeOptions).pipeline_type_check = False
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
 

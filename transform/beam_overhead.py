@@ -65,6 +65,28 @@ def pipeline_options(flags: Sequence[str]) -> PipelineOptions:
     return ParsedOnceOptions(list(flags))
 
 
+def _remembered(original, memo_and_key):
+    """``original`` (a function of one argument) with its answers remembered in the
+    weak-keyed memo and under the key that ``memo_and_key(argument)`` gives; asked each
+    time when that gives None or a key that cannot be weakly referenced."""
+
+    @functools.wraps(original)
+    def remembered(argument):
+        found = memo_and_key(argument)
+        if found is None:
+            return original(argument)
+        memo, key = found
+        try:
+            return memo[key]
+        except KeyError:
+            answer = memo[key] = original(argument)
+            return answer
+        except TypeError:  # cannot be weakly referenced
+            return original(argument)
+
+    return remembered
+
+
 def memoize_dofn_specs() -> None:
     """Makes Beam's ``userstate.get_dofn_specs`` compute its answer once per ``DoFn``
     class (idempotent).
@@ -83,21 +105,13 @@ def memoize_dofn_specs() -> None:
     by_class: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     by_object: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    @functools.wraps(original)
-    def get_dofn_specs(dofn):
+    def memo_and_key(dofn):
         own = getattr(dofn, "__dict__", None)
         holds_a_method = own is None or any(
             isinstance(value, types.MethodType) for value in own.values())
-        memo, key = (by_object, dofn) if holds_a_method else (by_class, type(dofn))
-        try:
-            return memo[key]
-        except KeyError:
-            specs = memo[key] = original(dofn)
-            return specs
-        except TypeError:  # a DoFn that cannot be weakly referenced
-            return original(dofn)
+        return (by_object, dofn) if holds_a_method else (by_class, type(dofn))
 
-    userstate.get_dofn_specs = get_dofn_specs
+    userstate.get_dofn_specs = _remembered(original, memo_and_key)
 
 
 def memoize_signatures() -> None:
@@ -117,19 +131,14 @@ def memoize_signatures() -> None:
     of_function: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     of_method: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    @functools.wraps(original)
-    def get_signature(func):
+    def memo_and_key(func):
         if isinstance(func, types.FunctionType):
-            memo, key = of_function, func
-        elif isinstance(func, types.MethodType) and isinstance(func.__func__, types.FunctionType):
-            memo, key = of_method, func.__func__
-        else:
-            return original(func)
-        signature = memo.get(key)
-        if signature is None:
-            signature = memo[key] = original(func)
-        return signature
+            return of_function, func
+        if isinstance(func, types.MethodType) and isinstance(func.__func__, types.FunctionType):
+            return of_method, func.__func__
+        return None
 
+    get_signature = _remembered(original, memo_and_key)
     for module in (decorators, core, ptransform, transforms_util):
         assert module.get_signature is original, module
         module.get_signature = get_signature

@@ -4,25 +4,30 @@ The job runs tf.Transform in TF1 graph mode when the ``preprocessing_fn`` traces
 (one trace for the whole job) and in TF2 mode when it only traces as a ``tf.function``.
 The same function runs both ways here (``tests/custom_preprocessing/modes.py``), beside
 declared steps and a class label: the transformed data, the saved transform graph
-pruned for serving (``TransformGraph``) and the export's ``transform_features`` must
-agree, though the two ``transform_fn``s are different kinds of SavedModel.
+pruned for serving (``TransformGraph``), the export's ``transform_features`` and
+tf.Transform's own ``TransformDataset`` must agree, though the two ``transform_fn``s
+are different kinds of SavedModel.
 """
 
 from __future__ import annotations
 
 import glob
 import random
+from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
 import tf_keras
+from apache_beam.testing.util import assert_that, equal_to
 
 from tests.custom_preprocessing import modes
 from tfbake import serving_input, stages, trainer, transform
 from tfbake.config import config_from_dict
-from tfbake.serving_input.transform_graph import TransformGraph
+from tfbake.serving_input.transform_graph import TransformGraph, tf1_signature
 
 FUNCTIONS = {
     "tf1": "tests.custom_preprocessing.modes:preprocessing_fn",
@@ -178,3 +183,39 @@ def test_both_exports_transform_requests_the_same(jobs):
     assert set(served["tf1"]) == {"x", "c", "custom_length_z", "custom_words"}
     for name, value in served["tf1"].items():
         np.testing.assert_allclose(value, served["tf2"][name], rtol=1e-5, err_msg=name)
+
+
+def _rounded_row(instance: dict, names: list[str]) -> tuple:
+    return tuple(round(float(v), 4) for name in names for v in np.ravel(instance[name]))
+
+
+def test_tf_transforms_own_transform_dataset_applies_either_in_its_mode(jobs):
+    """The recipe docs/retraining.md gives for a Beam job of the user's own."""
+    rows = jobs["rows"]
+    for mode in FUNCTIONS:
+        out = jobs[mode]["config"].transform_dir
+        output = tft.TFTransformOutput(out)
+        instances = [
+            {
+                "x": [] if r["x"] is None else [r["x"]],
+                "c": r["c"].encode(),
+                "review": r["review"].encode(),
+                "y": r["y"].encode(),
+            }
+            for r in rows
+        ]
+        tf1 = tf1_signature(transform.transform_fn_dir(out)) is not None
+        assert tf1 == (mode == "tf1")
+        with beam.Pipeline() as pipeline, tft_beam.Context(
+            temp_dir=str(Path(out) / "own_job"), force_tf_compat_v1=tf1
+        ):
+            transform_fn = pipeline | tft_beam.ReadTransformFn(out)
+            raw = pipeline | beam.Create(instances)
+            transformed, _ = ((raw, output.raw_metadata), transform_fn) | (
+                tft_beam.TransformDataset()
+            )
+            names = sorted(output.transformed_feature_spec())
+            as_rows = transformed | beam.Map(_rounded_row, names)
+            assert_that(
+                as_rows, equal_to(_transformed(out, "eval")),
+            )

@@ -66,11 +66,11 @@ class TransformGraph:
 
     def __init__(self, transform_savedmodel_dir: str):
         self.imported = tf.saved_model.load(transform_savedmodel_dir)
-        saved_signature = tf1_signature(transform_savedmodel_dir)
-        if saved_signature is not None:
+        signature = self.imported.signatures.get(TRANSFORM_SIGNATURE)
+        if signature is not None:
             # A TF1 graph: its signature, loaded as a function, holds each raw input's
             # tensors under the names the saved signature gives them.
-            signature = self.imported.signatures[TRANSFORM_SIGNATURE]
+            saved_signature = tf1_signature(transform_savedmodel_dir)
             self._graph = signature.graph
             self._function = signature
             self.inputs = {

@@ -139,7 +139,6 @@ class TracedAnalyzers:
     (``tf_compat_v1``; deterministic, so the whole graph has a fingerprint), and each
     cacheable analyzer's fingerprint (by label) in that graph."""
 
-    tf_compat_v1: bool
     fingerprints: dict[str, str]
     # SHA-256 of the whole TF1 graph (deterministic); None for a TF2 trace, whose
     # graph holds temporary paths and process-wide function names.
@@ -147,6 +146,10 @@ class TracedAnalyzers:
     # The TF1 trace itself, for tf.Transform to use rather than trace the function
     # again (transform.trace_once); None for a TF2 trace.
     trace: TF1Trace | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def tf_compat_v1(self) -> bool:
+        return self.trace is not None
 
 
 def trace_analyzers(
@@ -182,7 +185,7 @@ def trace_analyzers(
         if tf_compat_v1
         else None
     )
-    return TracedAnalyzers(tf_compat_v1, visitor.by_label, graph_fingerprint, trace)
+    return TracedAnalyzers(visitor.by_label, graph_fingerprint, trace)
 
 
 def _trace(preprocessing_fn, type_specs, *, tf_compat_v1: bool):

@@ -1,16 +1,29 @@
 """What Beam remembers for a DoFn or function (its state and timer specs, its
-signature) is Beam's own answer for it."""
+signature) is Beam's own answer for it; a local job's bundles without their threads
+count, track their steps and fail as Beam's do; the job's garbage is still collected."""
 
 from __future__ import annotations
 
 import functools
+import gc
+import weakref
 
 import apache_beam as beam
+import pytest
 from apache_beam.coders import VarIntCoder
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.worker import statesampler
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, ptransform, userstate
 from apache_beam.typehints import decorators
 
-from tfbake.transform.beam_overhead import memoize_dofn_specs, memoize_signatures
+from tfbake.transform.beam_overhead import (
+    cut_overhead,
+    memoize_dofn_specs,
+    memoize_signatures,
+    older_objects_left_out_of_collection,
+    pipeline_options,
+)
 
 COUNT = userstate.CombiningValueStateSpec("count", VarIntCoder(), sum)
 
@@ -82,3 +95,102 @@ def test_each_remembered_signature_is_inspects_own():
             assert remembered(func) == remembered.__wrapped__(func), func
     assert list(remembered(_Methods.process).parameters) == ["self", "element", "side"]
     assert list(remembered(_Methods().process).parameters) == ["element", "side"]
+
+
+class _StepOfEachElement(beam.DoFn):
+    """Counts elements, and tags each with the step Beam's state tracker says it is in
+    (what the worker's log records are tagged with)."""
+
+    def process(self, element, side):
+        beam.metrics.Metrics.counter("test", "elements").inc()
+        step = statesampler.get_current_tracker().current_state().name_context.step_name
+        yield element + side, step
+
+
+class _FailsWhereUnpickled(beam.DoFn):
+    """A DoFn that cannot be unpickled once ``broken`` (as one whose module is missing
+    where it runs): the worker fails while it builds the bundle's steps."""
+
+    broken = False
+
+    def __setstate__(self, state):
+        if _FailsWhereUnpickled.broken:
+            raise ValueError("cannot unpickle the DoFn of step Open")
+        self.__dict__.update(state)
+
+    def setup(self):
+        raise ValueError("cannot open the vocabulary of feature carrier")
+
+    def process(self, element):
+        yield element
+
+
+def _local_pipeline() -> beam.Pipeline:
+    options = pipeline_options(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    return beam.Pipeline(runner=FnApiRunner(), options=options)
+
+
+def test_bundles_without_their_threads_count_track_steps_and_fail_as_beams_do():
+    cut_overhead()
+    pipeline = _local_pipeline()
+    side = pipeline | "Side" >> beam.Create([10])
+    # Each step of its own stage (a side input starts one), so each is its own bundle.
+    first = (pipeline | "Create" >> beam.Create([1, 2, 3])
+             | "AddOnce" >> beam.ParDo(_StepOfEachElement(), beam.pvalue.AsSingleton(side)))
+    second = (first | "Value" >> beam.Map(lambda pair: pair[0])
+              | "AddTwice" >> beam.ParDo(_StepOfEachElement(), beam.pvalue.AsSingleton(side)))
+    assert_that(first, equal_to([(11, "AddOnce"), (12, "AddOnce"), (13, "AddOnce")]), "First")
+    assert_that(second, equal_to([(21, "AddTwice"), (22, "AddTwice"), (23, "AddTwice")]))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("elements"))
+    assert {c.key.step: c.committed for c in counters["counters"]} == {
+        "AddOnce": 3, "AddTwice": 3}
+
+    # A step that fails where it is built, or set up, fails the job with its error.
+    for broken, error in ((True, "cannot unpickle the DoFn of step Open"),
+                          (False, "cannot open the vocabulary of feature carrier")):
+        failing = _local_pipeline()
+        _ = failing | beam.Create([1]) | "Open" >> beam.ParDo(_FailsWhereUnpickled())
+        _FailsWhereUnpickled.broken = broken
+        try:
+            with pytest.raises(Exception, match=error):
+                failing.run().wait_until_finish()
+        finally:
+            _FailsWhereUnpickled.broken = False
+
+
+class _Node:
+    def __init__(self):
+        self.other = self  # a reference cycle: only the garbage collector frees it
+
+
+def test_garbage_of_objects_from_before_the_block_is_collected_after_it():
+    if gc.get_freeze_count():
+        pytest.skip("objects are frozen already; the block leaves them as they are")
+    before = _Node()
+    older = weakref.ref(before)
+    del before  # garbage, made before the block
+    with older_objects_left_out_of_collection():
+        inside = _Node()
+        newer = weakref.ref(inside)
+        del inside
+        gc.collect()
+        assert newer() is None  # the block's own garbage is collected in it
+        assert older() is not None  # left out of collection in the block
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert older() is None  # and collected after it
+
+
+def test_objects_frozen_by_others_stay_frozen():
+    if gc.get_freeze_count():
+        pytest.skip("objects are frozen already")
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with older_objects_left_out_of_collection():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

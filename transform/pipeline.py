@@ -37,7 +37,11 @@ from tfbake.transform.analysis_cache import (
     span_key,
     trace_analyzers,
 )
-from tfbake.transform.beam_overhead import cut_overhead, pipeline_options
+from tfbake.transform.beam_overhead import (
+    cut_overhead,
+    older_objects_left_out_of_collection,
+    pipeline_options,
+)
 from tfbake.transform.csv_source import ReadCsv, arrow_schema
 from tfbake.transform.job_record import JobRecord, code_fingerprint
 from tfbake.transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
@@ -394,6 +398,13 @@ def run(job: TransformJob) -> dict:
     an eval (or validation) value of one of ``job.class_labels`` is no class of the
     training data.
     """
+    # Python's full garbage collections walked every object that importing TensorFlow
+    # and Beam had made: about a tenth of a small job (transform.beam_overhead).
+    with older_objects_left_out_of_collection():
+        return _run(job)
+
+
+def _run(job: TransformJob) -> dict:
     out = job.output_dir
     column_names = _column_names(job) if job.data_format == "csv" else None
     raw_metadata = dataset_metadata.DatasetMetadata(

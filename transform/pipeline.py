@@ -50,6 +50,7 @@ from tfbake.transform.tfrecord_shards import WriteTFRecordShards
 from tfbake.transform.tfrecord_source import ReadExamples
 from tfbake.transform.token_alignment import REJECTS_TAG as ALIGNMENT_REJECTS
 from tfbake.transform.token_alignment import KeepAlignedRows, TokenAlignment
+from tfbake.transform.trace_errors import trace_error_message
 from tfbake.transform.trace_once import reusing_trace
 from tfbake.transform.unknown_labels import (
     CountUnknownLabels,
@@ -414,9 +415,11 @@ def _run(job: TransformJob) -> dict:
         arrow_schema(job.raw_feature_spec),
         tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
     )
-    traced = trace_analyzers(
-        job.preprocessing_fn, tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs()
-    )
+    type_specs = tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs()
+    try:
+        traced = trace_analyzers(job.preprocessing_fn, type_specs)
+    except Exception as err:  # noqa: BLE001 - any error of the user's code, said in its terms
+        raise TransformError(trace_error_message(err, type_specs, job.list_features)) from err
     cache, record = _cache_and_record(job, column_names, traced)
     if record is not None and record.matches(out):
         return _kept(job, cache)

@@ -13,6 +13,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
+from tfbake.transform.ops.categories import ones_per_value
+
 # The label's class counts, beside its vocabulary (class weights are computed from it).
 FREQUENCY_SUFFIX = "_frequency"
 
@@ -51,7 +53,9 @@ def transform_label(
     if classification:
         label = tf.identity(label, name=label_value_op(label_key))
         tft.vocabulary(label, vocab_filename=f"{label_key}{FREQUENCY_SUFFIX}", store_frequency=True)
-        return tft.compute_and_apply_vocabulary(label, vocab_filename=label_key)
+        return tft.compute_and_apply_vocabulary(
+            label, vocab_filename=label_key, weights=ones_per_value(label)
+        )
     label = tf.cast(label, tf.float32)
     return tft.scale_to_z_score(label) if normalize else label
 
@@ -86,8 +90,9 @@ def transform_tags(tags: tf.SparseTensor, label_key: str, length: int) -> tf.Ten
     # Named as a class label's value and id, so the Beam job finds eval tags that are no
     # training tag as it finds unknown classes (transform.unknown_labels).
     values = tf.identity(tags.values, name=label_value_op(label_key))
+    named_tags = tf.SparseTensor(tags.indices, values, tags.dense_shape)
     ids = tft.compute_and_apply_vocabulary(
-        tf.SparseTensor(tags.indices, values, tags.dense_shape), vocab_filename=label_key
+        named_tags, vocab_filename=label_key, weights=ones_per_value(named_tags)
     )
     named = tf.identity(ids.values, name=label_id_op(label_key))
     ragged = tf.RaggedTensor.from_sparse(tf.SparseTensor(ids.indices, named, ids.dense_shape)) + 1

@@ -116,9 +116,8 @@ def test_vocabularies_counted_per_batch_are_tf_transforms_own(tmp_path):
         assert vocabulary(f"ours_{name}") == vocabulary(f"tft_{name}"), name
     assert vocabulary("ours_maybe_most_frequent") == vocabulary("tft_maybe_most_frequent")
     assert vocabulary("ours_tags") == vocabulary("tft_tags")
-    # What the picks and filters act on, as COUNTS has it: ties in lexical order,
-    # the values left out, a top_k and a threshold that cut.
-    # tf.Transform orders ties by their bytes, descending.
+    # What the picks and filters act on, as COUNTS has it: ties (tf.Transform orders
+    # them by their bytes, descending), the values left out, a top_k and a threshold.
     expected = [w.encode() for w in ("b", "a", "c", "Élan", "d", "e")]
     assert vocabulary("tft_word_all") == expected
     assert vocabulary("tft_word_at_least_40") == expected[:-1]

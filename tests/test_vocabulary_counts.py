@@ -3,7 +3,8 @@
 ``tft.vocabulary`` computes, byte for byte: order, ties, ``top_k``,
 ``frequency_threshold``, values it leaves out (empty strings, newlines), for strings
 and integers, dense, sparse (a nullable feature's most frequent value, sequence tags)
-and ragged (text tokens) inputs, across many batches."""
+and ragged (text tokens) inputs, across many batches; a class label's counts are
+tf.Transform's, written as floats."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from tfbake.transform.beam_overhead import cut_overhead
-from tfbake.transform.labels import transform_tags
+from tfbake.transform.labels import FREQUENCY_SUFFIX, transform_label, transform_tags
 from tfbake.transform.ops.categories import most_frequent, vocabulary_ids
 from tfbake.transform.preprocessing_config import Vocabulary
 
@@ -88,6 +89,8 @@ def _preprocessing_fn(inputs):
     tft.vocabulary(inputs["maybe"].values, top_k=1, vocab_filename="tft_maybe_most_frequent")
     transform_tags(inputs["words"], "ours_tags", 5)
     tft.vocabulary(inputs["words"], vocab_filename="tft_tags")
+    transform_label(inputs["word"], "ours_label", classification=True)
+    tft.vocabulary(inputs["word"], vocab_filename="tft_label_frequency", store_frequency=True)
     return {"word": inputs["word"]}
 
 
@@ -116,6 +119,13 @@ def test_vocabularies_counted_per_batch_are_tf_transforms_own(tmp_path):
         assert vocabulary(f"ours_{name}") == vocabulary(f"tft_{name}"), name
     assert vocabulary("ours_maybe_most_frequent") == vocabulary("tft_maybe_most_frequent")
     assert vocabulary("ours_tags") == vocabulary("tft_tags")
+    # A class label's vocabulary, and its counts (written as floats when weighted).
+    assert vocabulary("ours_label") == vocabulary("tft_word_all")
+    counted = [line.split(b" ", 1) for line in vocabulary(f"ours_label{FREQUENCY_SUFFIX}")]
+    assert [(int(float(count)), token) for count, token in counted] == [
+        (int(count), token)
+        for count, token in (line.split(b" ", 1) for line in vocabulary("tft_label_frequency"))
+    ]
     # What the picks and filters act on, as COUNTS has it: ties (tf.Transform orders
     # them by their bytes, descending), the values left out, a top_k and a threshold.
     expected = [w.encode() for w in ("b", "a", "c", "Élan", "d", "e")]

@@ -12,11 +12,13 @@ from tfbake.transform.labels import FREQUENCY_SUFFIX
 
 def class_counts(tft_output: tft.TFTransformOutput, label_key: str) -> dict[str, int]:
     """Class name -> training examples, from ``<label_key>_frequency`` (``count name``
-    lines, written by :func:`tfbake.transform.labels.transform_label`)."""
+    lines, written by :func:`tfbake.transform.labels.transform_label`; the count an
+    integer written as a float)."""
     counts = {}
     for line in tft_output.vocabulary_by_name(f"{label_key}{FREQUENCY_SUFFIX}"):
         count, _, name = line.decode().partition(" ")
-        counts[name] = int(count)
+        # "363.0": the Beam job counts with weights of 1 (ones_per_value); "363" before.
+        counts[name] = int(float(count))
     return counts
 
 

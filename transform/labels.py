@@ -52,7 +52,12 @@ def transform_label(
         return _multi_hot(label, label_key, classes)
     if classification:
         label = tf.identity(label, name=label_value_op(label_key))
-        tft.vocabulary(label, vocab_filename=f"{label_key}{FREQUENCY_SUFFIX}", store_frequency=True)
+        tft.vocabulary(
+            label,
+            vocab_filename=f"{label_key}{FREQUENCY_SUFFIX}",
+            store_frequency=True,
+            weights=ones_per_value(label),  # so each count is written as a float: "363.0"
+        )
         return tft.compute_and_apply_vocabulary(
             label, vocab_filename=label_key, weights=ones_per_value(label)
         )

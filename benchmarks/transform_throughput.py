@@ -70,16 +70,14 @@ import yaml  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 from tensorflow_transform.beam.tft_beam_io import beam_metadata_io  # noqa: E402
-from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils  # noqa: E402
 from tfx_bsl.coders import example_coder  # noqa: E402
-from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util  # noqa: E402
 
 import tfbake.transform as transform  # noqa: E402
 from tfbake import stages  # noqa: E402
 from tfbake.config import load_config  # noqa: E402
 from tfbake.serving_input.csv_rows import read_header  # noqa: E402
 from tfbake.serving_input.transform_graph import tf1_signature  # noqa: E402
-from tfbake.transform.csv_source import ReadCsv, arrow_schema  # noqa: E402
+from tfbake.transform.csv_source import ReadCsv, raw_adapter_config  # noqa: E402
 from tfbake.transform.job_record import RECORD_FILE as JOB_RECORD_FILE  # noqa: E402
 from tfbake.transform.pipeline import WriteExamples, _pipeline  # noqa: E402
 
@@ -179,15 +177,6 @@ def files_size(pattern: str) -> int:
     return sum(os.path.getsize(p) for p in glob.glob(pattern))
 
 
-def adapter_config_of(spec) -> tensor_adapter.TensorAdapterConfig:
-    """The tfxio adapter config of RecordBatches decoded for raw feature ``spec``."""
-    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
-    return tensor_adapter.TensorAdapterConfig(
-        arrow_schema(spec),
-        tensor_representation_util.InferTensorRepresentationsFromSchema(metadata.schema),
-    )
-
-
 def forget_last_run(config) -> None:
     """Removes the job's analysis cache and last output: an unchanged job would keep its
     output, and a job with a cache would read its statistics back."""
@@ -216,7 +205,7 @@ def stock_job(config, mode_args: list[str]) -> Clock:
     clock = Clock().__enter__()
     spec = dict(job.raw_feature_spec)
     columns = read_header(job.train_spans[0], job.csv.delimiter)
-    adapter_config = adapter_config_of(spec)
+    adapter_config = raw_adapter_config(spec)
     pipeline = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(list(job.beam_args)))
     with tft_beam.Context(temp_dir=os.path.join(out, ".tmp")):
         train, evaluation = (
@@ -305,7 +294,7 @@ def beam_transform_pass(
     spec = config.raw_feature_spec()
     clock = Clock().__enter__()
     columns = read_header(config.data.train, config.data.csv.delimiter)
-    adapter_config = adapter_config_of(spec)
+    adapter_config = raw_adapter_config(spec)
     options = PipelineOptions([*config.beam_args(), *mode_args])
     pipeline = _pipeline(options)
     # The mode the job wrote the transform_fn in (TF1 graph mode, for this data).

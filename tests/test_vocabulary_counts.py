@@ -17,9 +17,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from tfbake.transform.beam_overhead import cut_overhead
+from tfbake.transform.csv_source import arrow_schema, raw_adapter_config
 from tfbake.transform.labels import FREQUENCY_SUFFIX, transform_label, transform_tags
 from tfbake.transform.ops.categories import most_frequent, vocabulary_ids
 from tfbake.transform.preprocessing_config import Vocabulary
@@ -53,25 +53,23 @@ def _rows() -> list[dict]:
     return rows
 
 
-def _record_batch(rows: list[dict]) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([[r["word"]] for r in rows], pa.large_list(pa.large_binary())),
-            pa.array([[r["code"]] for r in rows], pa.large_list(pa.int64())),
-            pa.array([[] if r["maybe"] is None else [r["maybe"]] for r in rows],
-                     pa.large_list(pa.large_binary())),
-            pa.array([r["words"] for r in rows], pa.large_list(pa.large_binary())),
-        ],
-        ["word", "code", "maybe", "words"],
-    )
-
-
 SPEC = {
     "word": tf.io.FixedLenFeature([], tf.string),
     "code": tf.io.FixedLenFeature([], tf.int64),
     "maybe": tf.io.VarLenFeature(tf.string),
     "words": tf.io.VarLenFeature(tf.string),
 }
+
+
+def _record_batch(rows: list[dict]) -> pa.RecordBatch:
+    """Rows as the job's sources decode them: a list per cell, empty where missing."""
+    columns = {
+        "word": [[r["word"]] for r in rows],
+        "code": [[r["code"]] for r in rows],
+        "maybe": [[] if r["maybe"] is None else [r["maybe"]] for r in rows],
+        "words": [r["words"] for r in rows],
+    }
+    return pa.RecordBatch.from_pydict(columns, schema=arrow_schema(SPEC))
 
 
 def _preprocessing_fn(inputs):
@@ -98,11 +96,7 @@ def test_vocabularies_counted_per_batch_are_tf_transforms_own(tmp_path):
     cut_overhead()  # the job's Beam
     rows = _rows()
     batches = [_record_batch(rows[i:i + 37]) for i in range(0, len(rows), 37)]
-    schema = tft.DatasetMetadata.from_feature_spec(SPEC).schema
-    adapter_config = tensor_adapter.TensorAdapterConfig(
-        batches[0].schema,
-        tensor_representation_util.InferTensorRepresentationsFromSchema(schema),
-    )
+    adapter_config = raw_adapter_config(SPEC)
     with beam.Pipeline(runner=FnApiRunner()) as pipeline, tft_beam.Context(
         temp_dir=str(tmp_path / "tmp"), force_tf_compat_v1=True, desired_batch_size=37
     ):

@@ -26,6 +26,8 @@ import tensorflow as tf
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from tfbake.serving_input.csv_rows import (
     BYTE_ORDER_MARK,
@@ -50,6 +52,16 @@ ARROW_TYPES = {
 def arrow_schema(raw_feature_spec: Mapping) -> pa.Schema:
     """The Arrow schema of the RecordBatches decoded for ``raw_feature_spec``."""
     return pa.schema([(name, ARROW_TYPES[spec.dtype]) for name, spec in raw_feature_spec.items()])
+
+
+def raw_adapter_config(raw_feature_spec: Mapping) -> tensor_adapter.TensorAdapterConfig:
+    """tfxio's adapter config of those RecordBatches: how tf.Transform turns each column
+    into the tensor the ``preprocessing_fn`` gets (dense, or sparse when nullable)."""
+    schema = schema_utils.schema_from_feature_spec(dict(raw_feature_spec))
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema(raw_feature_spec),
+        tensor_representation_util.InferTensorRepresentationsFromSchema(schema),
+    )
 
 
 _NUMPY_TYPES = {tf.float32: np.float32, tf.int64: np.int64}

@@ -28,7 +28,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow_transform.beam.common import METRICS_NAMESPACE as TFT_METRICS_NAMESPACE
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 from tfx_bsl.coders import example_coder
-from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+from tfx_bsl.tfxio import tensor_adapter
 
 from tfbake.serving_input.csv_rows import CsvFormat, column_names
 from tfbake.transform.analysis_cache import (
@@ -42,7 +42,7 @@ from tfbake.transform.beam_overhead import (
     older_objects_left_out_of_collection,
     pipeline_options,
 )
-from tfbake.transform.csv_source import ReadCsv, arrow_schema
+from tfbake.transform.csv_source import ReadCsv, raw_adapter_config
 from tfbake.transform.job_record import JobRecord, code_fingerprint
 from tfbake.transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
 from tfbake.transform.statistics import DEFAULT_TOP_K, ComputeStatistics
@@ -411,10 +411,7 @@ def _run(job: TransformJob) -> dict:
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec(dict(job.raw_feature_spec))
     )
-    adapter_config = tensor_adapter.TensorAdapterConfig(
-        arrow_schema(job.raw_feature_spec),
-        tensor_representation_util.InferTensorRepresentationsFromSchema(raw_metadata.schema),
-    )
+    adapter_config = raw_adapter_config(job.raw_feature_spec)
     type_specs = tensor_adapter.TensorAdapter(adapter_config).OriginalTypeSpecs()
     try:
         traced = trace_analyzers(job.preprocessing_fn, type_specs)

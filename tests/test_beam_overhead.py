@@ -11,7 +11,6 @@ import weakref
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.worker import statesampler
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, ptransform, userstate
@@ -24,6 +23,7 @@ from tfbake.transform.beam_overhead import (
     older_objects_left_out_of_collection,
     pipeline_options,
 )
+from tfbake.transform.pipeline import _pipeline as job_pipeline
 
 COUNT = userstate.CombiningValueStateSpec("count", VarIntCoder(), sum)
 
@@ -126,8 +126,9 @@ class _FailsWhereUnpickled(beam.DoFn):
 
 
 def _local_pipeline() -> beam.Pipeline:
-    options = pipeline_options(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
-    return beam.Pipeline(runner=FnApiRunner(), options=options)
+    """A pipeline as the job builds one on this machine (FnApiRunner, in memory)."""
+    flags = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    return job_pipeline(pipeline_options(flags))
 
 
 def test_bundles_without_their_threads_count_track_steps_and_fail_as_beams_do():

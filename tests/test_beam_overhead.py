@@ -1,9 +1,12 @@
 """What Beam remembers for a DoFn or function (its state and timer specs, its
 signature) is Beam's own answer for it; a local job's bundles without their threads
-count, track their steps and fail as Beam's do; the job's garbage is still collected."""
+count, track their steps and fail as Beam's do; pickles compressed once are the bytes
+bz2 gives; the job's garbage is still collected."""
 
 from __future__ import annotations
 
+import base64
+import bz2
 import functools
 import gc
 import weakref
@@ -11,6 +14,7 @@ import weakref
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
+from apache_beam.internal import cloudpickle_pickler, pickler
 from apache_beam.runners.worker import statesampler
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, ptransform, userstate
@@ -21,6 +25,7 @@ from tfbake.transform.beam_overhead import (
     memoize_dofn_specs,
     memoize_signatures,
     older_objects_left_out_of_collection,
+    pickles_compressed_once,
     pipeline_options,
 )
 from tfbake.transform.pipeline import _pipeline as job_pipeline
@@ -159,6 +164,32 @@ def test_bundles_without_their_threads_count_track_steps_and_fail_as_beams_do():
                 failing.run().wait_until_finish()
         finally:
             _FailsWhereUnpickled.broken = False
+
+
+def test_pickles_compressed_once_are_the_bytes_bz2_gives_and_read_back():
+    pickles_compressed_once()
+    remembered = cloudpickle_pickler.bz2
+    vocabulary = ["EWR", "JFK", "LGA"] * 10
+
+    def of(obj) -> bytes:  # bz2's own, level 9 as Beam's pickler asks for
+        return base64.b64encode(bz2.compress(cloudpickle_pickler._dumps(obj), 9))
+
+    for obj in (_StatefulDoFn(), vocabulary, _StatefulDoFn()):
+        encoded = pickler.dumps(obj)
+        assert encoded == of(obj)
+        assert type(pickler.loads(encoded)) is type(obj)
+    assert pickler.loads(pickler.dumps(vocabulary)) == vocabulary
+
+    # Large ones pass through; so do small bz2 streams that decompress to much more,
+    # and two streams one after the other (bz2's own reads both).
+    large = list(range(20_000))
+    assert pickler.loads(pickler.dumps(large)) == large
+    zeros = bytes(4_000_000)
+    assert len(bz2.compress(zeros)) < 100
+    assert remembered.decompress(bz2.compress(zeros)) == zeros
+    two = bz2.compress(b"tf.") + bz2.compress(b"Example")
+    assert remembered.decompress(two) == b"tf.Example"
+    assert remembered.compress(b"x" * 10, compresslevel=1) == bz2.compress(b"x" * 10, 1)
 
 
 class _Node:

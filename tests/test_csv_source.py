@@ -11,13 +11,14 @@ import json
 import random
 
 import apache_beam as beam
+import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from tfbake.serving_input.csv_rows import CsvFormat
-from tfbake.transform.csv_source import ReadCsv
+from tfbake.transform.csv_source import CsvRowDecoder, ReadCsv, arrow_schema
 
 SPEC = {
     "name": tf.io.FixedLenFeature([], tf.string),
@@ -95,8 +96,6 @@ def test_a_line_that_is_not_utf8_is_a_reject(tmp_path):
 def test_list_cells_are_split_at_the_list_delimiter():
     """A list feature's cell: values joined by "|"; an empty cell is an empty list; a bad
     item is a reject naming the feature."""
-    from tfbake.transform.csv_source import CsvRowDecoder, arrow_schema
-
     spec = {"tags": tf.io.VarLenFeature(tf.string), "codes": tf.io.VarLenFeature(tf.int64)}
     decoder = CsvRowDecoder(spec, ["tags", "codes"], CsvFormat(), ["tags", "codes"])
     lines = ["red|big,1|2|3", ",", "solo,x|4", "a||b,5"]
@@ -233,3 +232,109 @@ def test_decimal_commas_are_read_as_the_files_locale_writes_them(tmp_path):
     assert rows == expected and bad == [reason]
     with pytest.raises(ValueError, match="csv.decimal must differ"):
         CsvFormat(decimal=",")
+
+
+# Cells that Python's float() / int() and Arrow's casts could read differently: spaces
+# of every kind (str.strip's, some no whitespace to Unicode), underscores, signs, hex,
+# other digits, overflow, non-finite values, long mantissas, NA spellings.
+_TRICKY_NUMBERS = [
+    "1.5", " 2.5", "2.5 ", "\t3", "\x1c4\x1c", "\xa05", "\u30006", "1_000.5", "+1.5", "-0",
+    ".5", "5.", "1e5", "1E-5", "1.e3", "1e400", "-1e400", "inf", "nan", "NaN", "abc", "",
+    " ", "0x10", "\u0661\u0662", "1.7976931348623157e308", "4.9e-324", "1e39",
+    "0.1000000000000000055511151231257827", "123456789012345678901234567890", "1e", "e5",
+    "1.2.3", "--1", "+-1", "NA", " NA ", "\tNA", "na", "7", "-7", "+7", "007", "1_0",
+    "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+    "-9223372036854775809", "1.0",
+]
+_TRICKY_STRINGS = ["a", " b ", "NA", "", "\u00fc", "x y", "\x1cNA"]
+_TRICKY_SPEC = {
+    "f": tf.io.VarLenFeature(tf.float32),
+    "g": tf.io.FixedLenFeature([], tf.float32),
+    "n": tf.io.VarLenFeature(tf.int64),
+    "m": tf.io.FixedLenFeature([], tf.int64),
+    "s": tf.io.FixedLenFeature([], tf.string),
+    "t": tf.io.VarLenFeature(tf.string),
+}
+
+
+def _tricky_rows(rng: random.Random, rows: int) -> tuple[list, list]:
+    """Rows of cells: each tricky cell in each column of an otherwise good row (each
+    to be decoded among good rows only, so no other cell sends its column to Python),
+    and random rows."""
+    def number(integer: bool) -> str:
+        if rng.random() < 0.25:
+            return rng.choice(_TRICKY_NUMBERS)
+        if integer:
+            return str(rng.choice([rng.randint(-99, 99), rng.randint(-(2**62), 2**62)]))
+        value = rng.choice(
+            [rng.uniform(-1e6, 1e6), rng.gauss(0, 1e-30), float(rng.randint(-99, 99))]
+        )
+        return rng.choice([repr(value), f"{value:.3f}", f"{value:.17g}", f"{value:e}"])
+
+    good = ["1.5", "2.5", "3", "4", "a", "b"]
+    one_tricky_cell = [
+        good[:column] + [cell] + good[column + 1 :]
+        for column in range(len(good))
+        for cell in (_TRICKY_STRINGS if column >= 4 else _TRICKY_NUMBERS)
+    ]
+    random_rows = [
+        [number(False), number(False), number(True), number(True),
+         *rng.choices(_TRICKY_STRINGS, k=2)]
+        for _ in range(rows)
+    ]
+    return [good, *one_tricky_cell], random_rows
+
+
+def _line(cells: list[str], fmt: CsvFormat) -> str:
+    if fmt.decimal != ".":
+        cells = [c.replace(".", fmt.decimal) for c in cells]
+    return fmt.delimiter.join(c for c in cells if fmt.delimiter not in c)
+
+
+def _expected_cell(value, dtype):
+    if dtype != tf.float32:
+        return [value]
+    with np.errstate(over="ignore"):  # a finite float64 beyond float32's range: inf
+        return [float(np.float32(value))]
+
+
+def _assert_block_decoded_as_lines(decoder, lines: list[str]) -> int:
+    """decode_block(lines) against decode(line) per line; returns the good rows."""
+    batch, rejects = decoder.decode_block(lines, arrow_schema(_TRICKY_SPEC))
+    expected_rows, expected_rejects = [], []
+    for line in lines:
+        try:
+            values = decoder.decode(line)
+        except ValueError as err:
+            expected_rejects.append((line, str(err)))
+            continue
+        expected_rows.append([
+            [] if v is None else _expected_cell(v, spec.dtype)
+            for v, spec in zip(values, _TRICKY_SPEC.values())
+        ])
+    assert rejects == expected_rejects
+    got = batch.to_pydict()
+    assert [list(row) for row in zip(*(got[n] for n in _TRICKY_SPEC))] == expected_rows
+    return len(expected_rows)
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        CsvFormat(),
+        CsvFormat(na_values=["NA", ""], skipinitialspace=True),
+        CsvFormat(delimiter=";", decimal=",", na_values=[]),
+    ],
+    ids=["default", "skipinitialspace", "decimal_comma"],
+)
+def test_block_decoder_reads_each_cell_as_the_line_decoder_does(fmt):
+    """The Beam job decodes blocks of lines column by column (in Arrow); every row must
+    come out as the line decoder, which parses each cell in Python, reads it: the same
+    values, the same rejects with the same reasons."""
+    decoder = CsvRowDecoder(_TRICKY_SPEC, list(_TRICKY_SPEC), fmt)
+    (good, *one_tricky_cell), random_rows = _tricky_rows(random.Random(17), 1200)
+    for cells in one_tricky_cell:
+        _assert_block_decoded_as_lines(decoder, [_line(good, fmt), _line(cells, fmt)] * 2)
+    for start in range(0, len(random_rows), 300):
+        block = [_line(cells, fmt) for cells in random_rows[start : start + 300]]
+        assert 60 < _assert_block_decoded_as_lines(decoder, block) < 250  # good and bad rows

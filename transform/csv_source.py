@@ -7,21 +7,24 @@ rows become RecordBatches in the layout tfxio's CsvTFXIO produces (``large_list`
 columns), so tf.Transform takes its fast RecordBatch path.
 
 For speed, files are read in byte ranges (not one Beam element per line) and each
-block of lines is decoded column by column (:meth:`CsvRowDecoder.decode_block`);
-the lines it flags are decoded again one by one (:meth:`CsvRowDecoder.decode`), so a
-reject's reason is the same whichever path found it.
+block of lines is decoded column by column, in Arrow (:meth:`CsvRowDecoder.decode_block`:
+split, missing values and numbers without a Python object per cell); the lines it
+flags are decoded again one by one (:meth:`CsvRowDecoder.decode`), so a reject's
+reason is the same whichever path found it.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
+import functools
 import operator
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
@@ -37,7 +40,7 @@ from tfbake.serving_input.csv_rows import (
     join_records,
     split_lines,
 )
-from tfbake.serving_input.text_values import TEXT_PARSERS, with_decimal_point
+from tfbake.serving_input.text_values import TEXT_PARSERS
 from tfbake.transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 REJECTS_TAG = "rejects"
@@ -65,6 +68,21 @@ def raw_adapter_config(raw_feature_spec: Mapping) -> tensor_adapter.TensorAdapte
 
 
 _NUMPY_TYPES = {tf.float32: np.float32, tf.int64: np.int64}
+_ARROW_NUMBERS = {tf.float32: pa.float64(), tf.int64: pa.int64()}
+# Number texts that Python's float() / int() read (the parsers of CsvLineDecoder.decode)
+# and Arrow's cast reads to the same value (both round a decimal correctly); others,
+# e.g. "1_000", " 5 ", "0x1F", "+7" as an int, are parsed by Python one by one.
+_NUMBER_TEXTS = {
+    tf.float32: r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    tf.int64: r"^-?[0-9]+$",
+}
+
+
+@functools.cache
+def _python_whitespace() -> str:
+    """The characters ``str.strip()`` removes, for Arrow's trim (some of them, e.g.
+    ``\x1c``, are no whitespace to Unicode)."""
+    return "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 
 
 class CsvRowDecoder(CsvLineDecoder):
@@ -74,25 +92,25 @@ class CsvRowDecoder(CsvLineDecoder):
     def decode_block(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
         """Non-blank lines -> (a RecordBatch of the good rows, ``[(line, reason)]`` of the bad).
 
-        Equivalent to :meth:`decode` on each line, column by column: the values are
-        parsed by the same functions, and each line flagged bad here is decoded again
-        by :meth:`decode` for its reason.
+        Equivalent to :meth:`decode` on each line, column by column, in Arrow: missing
+        values are the stripped texts among ``na_values``, numbers are read as Python
+        reads them (:data:`_NUMBER_TEXTS`), and each line flagged bad here is decoded
+        again by :meth:`decode` for its reason.
         """
-        n = len(lines)
         split = None if self._lists else self._split_fields(lines)
         if split is None:  # a list column is read line by line
             return self._decode_lines(lines, schema)
-        by_column, bad = split
+        field_of, bad = split
+        na_values = pa.array(sorted(self._na), type=pa.large_string())
         parsed = []
         for _, i, _, nullable, dtype in self.columns:
-            texts = by_column[i]
-            present = ~np.fromiter(
-                map(self._na.__contains__, map(str.strip, texts)), dtype=bool, count=n
-            )
+            texts = field_of(i)
+            stripped = pc.utf8_trim(texts, _python_whitespace())
+            present = ~pc.is_in(stripped, value_set=na_values).to_numpy(zero_copy_only=False)
             if not nullable:
                 bad |= ~present
             if dtype == tf.float32 and self._format.decimal != ".":
-                texts = [with_decimal_point(t, self._format.decimal) for t in texts]
+                texts = pc.replace_substring(texts, self._format.decimal, ".")
             values, ok = _parse_column(texts, present, dtype)
             bad |= ~ok
             parsed.append((present, values))
@@ -119,9 +137,10 @@ class CsvRowDecoder(CsvLineDecoder):
             arrays.append(pa.LargeListArray.from_arrays(pa.array(offsets), flat))
         return pa.RecordBatch.from_arrays(arrays, schema=schema), rejects
 
-    def _split_fields(self, lines: list[str]) -> tuple[list, np.ndarray] | None:
-        """The lines' fields by column, and which lines have the wrong number of fields;
-        ``None`` when only :meth:`decode`, line by line, can tell."""
+    def _split_fields(self, lines: list[str]) -> tuple[Callable, np.ndarray] | None:
+        """A function of a column index to the lines' fields in that column (an Arrow
+        string array), and which lines have the wrong number of fields; ``None`` when
+        only :meth:`decode`, line by line, can tell."""
         n, width, delimiter = len(lines), self._num_columns, self._format.delimiter
         joined = "\n".join(lines)
         if (
@@ -142,10 +161,12 @@ class CsvRowDecoder(CsvLineDecoder):
             counts = np.fromiter(map(operator.methodcaller("count", delimiter), lines), np.int64, n)
             bad = counts != width - 1
             if not bad.any():
-                fields = joined.replace("\n", delimiter).split(delimiter)
+                # Every line's fields, one after the other, split by Arrow.
+                text = pa.array([joined.replace("\n", delimiter)], type=pa.large_string())
+                fields = pc.split_pattern(text, delimiter).flatten()
                 if self._format.skipinitialspace:
-                    fields = [field.lstrip(" ") for field in fields]
-                return [fields[i::width] for i in range(width)], bad
+                    fields = pc.utf8_ltrim(fields, " ")
+                return lambda i: fields.take(np.arange(i, n * width, width)), bad
             rows = [line.split(delimiter) for line in lines]
             if self._format.skipinitialspace:
                 rows = [[field.lstrip(" ") for field in row] for row in rows]
@@ -155,7 +176,8 @@ class CsvRowDecoder(CsvLineDecoder):
             if filler is None:
                 return None
             rows = [r if len(r) == width else filler for r in rows]
-        return list(zip(*rows)), bad
+        columns = list(zip(*rows))
+        return lambda i: pa.array(columns[i], type=pa.large_string()), bad
 
     def _decode_lines(self, lines: list[str], schema: pa.Schema) -> tuple[pa.RecordBatch, list]:
         rows, rejects = [], []
@@ -166,28 +188,26 @@ class CsvRowDecoder(CsvLineDecoder):
                 rejects.append((line, str(err)))
         return _rows_to_record_batch(rows, schema), rejects
 
-def _parse_column(texts, present: np.ndarray, dtype) -> tuple:
-    """A column's values (numbers: an array over all rows, 0 where absent; strings: an
-    Arrow array) and which rows parsed, with the parsers of :meth:`CsvRowDecoder.decode`."""
+
+def _parse_column(texts: pa.Array, present: np.ndarray, dtype) -> tuple:
+    """A column's values (numbers: an array over all rows, 0 where absent; strings: the
+    Arrow array) and which rows parsed, as the parsers of :meth:`CsvRowDecoder.decode`
+    parse them."""
     n = len(texts)
     if dtype == tf.string:
-        return pa.array(texts, type=pa.large_string()), np.ones(n, dtype=bool)
+        return texts, np.ones(n, dtype=bool)
     all_present = bool(present.all())
-    kept = texts if all_present else list(itertools.compress(texts, present.tolist()))
-    raw = float if dtype == tf.float32 else int
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            numbers = np.fromiter(map(raw, kept), dtype=np.float64 if raw is float else np.int64)
-        ok_kept = np.isfinite(numbers) if raw is float else np.ones(len(kept), dtype=bool)
-    except (ValueError, OverflowError):  # some value does not parse: find which, one by one
-        parse = TEXT_PARSERS[dtype]
-        numbers = np.zeros(len(kept), dtype=np.float64 if raw is float else np.int64)
-        ok_kept = np.ones(len(kept), dtype=bool)
-        for k, text in enumerate(kept):
-            try:
-                numbers[k] = parse(text)
-            except ValueError:
-                ok_kept[k] = False
+    kept = texts if all_present else texts.filter(pa.array(present))
+    numbers = None
+    if pc.all(pc.match_substring_regex(kept, _NUMBER_TEXTS[dtype])).as_py() is not False:
+        try:
+            numbers = pc.cast(kept, _ARROW_NUMBERS[dtype]).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:  # e.g. an int beyond int64: Python says which
+            pass
+    if numbers is not None:
+        ok_kept = np.isfinite(numbers) if dtype == tf.float32 else np.ones(len(kept), dtype=bool)
+    else:
+        numbers, ok_kept = _parse_texts(kept.to_pylist(), dtype)
     with np.errstate(over="ignore"):
         numbers = numbers.astype(_NUMPY_TYPES[dtype])
     if all_present:
@@ -197,6 +217,25 @@ def _parse_column(texts, present: np.ndarray, dtype) -> tuple:
     ok = np.ones(n, dtype=bool)
     ok[present] = ok_kept
     return values, ok
+
+
+def _parse_texts(texts: list[str], dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Number texts parsed by Python (float64 or int64) and which of them parsed."""
+    raw = float if dtype == tf.float32 else int
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            numbers = np.fromiter(map(raw, texts), dtype=np.float64 if raw is float else np.int64)
+        return numbers, (np.isfinite(numbers) if raw is float else np.ones(len(texts), dtype=bool))
+    except (ValueError, OverflowError):  # some value does not parse: find which, one by one
+        parse = TEXT_PARSERS[dtype]
+        numbers = np.zeros(len(texts), dtype=np.float64 if raw is float else np.int64)
+        ok = np.ones(len(texts), dtype=bool)
+        for k, text in enumerate(texts):
+            try:
+                numbers[k] = parse(text)
+            except ValueError:
+                ok[k] = False
+        return numbers, ok
 
 
 def _rows_to_record_batch(rows: list[list], schema: pa.Schema) -> pa.RecordBatch:

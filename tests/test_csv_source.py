@@ -9,9 +9,12 @@ import gzip
 import io
 import json
 import random
+import sys
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -338,3 +341,12 @@ def test_block_decoder_reads_each_cell_as_the_line_decoder_does(fmt):
     for start in range(0, len(random_rows), 300):
         block = [_line(cells, fmt) for cells in random_rows[start : start + 300]]
         assert 60 < _assert_block_decoded_as_lines(decoder, block) < 250  # good and bad rows
+
+
+def test_arrows_whitespace_is_what_pythons_strip_removes():
+    """The block decoder strips cells with Arrow (before comparing with ``na_values``),
+    the line decoder with ``str.strip``: the same characters, every one of Unicode."""
+    chars = [chr(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i < 0xE000]
+    cells = pa.array([c + "x" + c for c in chars], type=pa.large_string())
+    stripped = pc.utf8_trim_whitespace(cells).to_pylist()
+    assert stripped == [(c + "x" + c).strip() for c in chars]

@@ -57,6 +57,16 @@ def tf1_signature(transform_savedmodel_dir: str):
     return None
 
 
+def named_tensor(graph: tf.Graph, op_name_prefix: str) -> tf.Tensor | None:
+    """The first output of ``graph``'s op named ``op_name_prefix`` (or that name
+    uniquified, ``name_1``; in any name scope), or None."""
+    uniquified = re.compile(re.escape(op_name_prefix) + r"(_\d+)?")
+    for op in graph.get_operations():
+        if uniquified.fullmatch(op.name.rsplit("/", 1)[-1]):
+            return op.outputs[0]
+    return None
+
+
 class TransformGraph:
     """A saved tf.Transform graph (``transform_fn/``) as a graph of raw inputs -> outputs.
 
@@ -108,11 +118,7 @@ class TransformGraph:
     def tensor(self, op_name_prefix: str) -> tf.Tensor | None:
         """The first output of the graph's op named ``op_name_prefix`` (or that name
         uniquified, ``name_1``), or None."""
-        uniquified = re.compile(re.escape(op_name_prefix) + r"(_\d+)?")
-        for op in self._graph.get_operations():
-            if uniquified.fullmatch(op.name.rsplit("/", 1)[-1]):
-                return op.outputs[0]
-        return None
+        return named_tensor(self._graph, op_name_prefix)
 
     def prune(self, raw_inputs: Iterable[str], fetches: Mapping[str, object]) -> PrunedTransform:
         """A function of ``raw_inputs`` computing ``fetches`` (name -> a tensor of this

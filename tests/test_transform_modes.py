@@ -22,12 +22,16 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 import tf_keras
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.custom_preprocessing import modes
 from tfbake import serving_input, stages, trainer, transform
 from tfbake.config import config_from_dict
+from tfbake.serving_input.csv_format import CsvFormat
 from tfbake.serving_input.transform_graph import TransformGraph, tf1_signature
+from tfbake.transform.csv_source import CsvRowDecoder, arrow_schema, raw_adapter_config
+from tfbake.transform.unknown_labels import CountUnknownLabels, unknown_label_counts
 
 FUNCTIONS = {
     "tf1": "tests.custom_preprocessing.modes:preprocessing_fn",
@@ -219,3 +223,29 @@ def test_tf_transforms_own_transform_dataset_applies_either_in_its_mode(jobs):
             assert_that(
                 as_rows, equal_to(_transformed(out, "eval")),
             )
+
+
+def test_both_modes_count_eval_labels_that_are_no_training_class(jobs):
+    """The job's check of eval labels loads either kind of ``transform_fn`` its own way
+    (a TF1 graph in a session, a ``tf.function`` pruned); both find the same values."""
+    rows = jobs["rows"][:6] + [
+        dict(jobs["rows"][0], y="zebra"), dict(jobs["rows"][1], y="p."),
+        dict(jobs["rows"][2], y="zebra"),
+    ]
+    lines = _csv(rows).splitlines()
+    for mode in FUNCTIONS:
+        config = jobs[mode]["config"]
+        spec = config.raw_feature_spec()
+        decoder = CsvRowDecoder(spec, lines[0].split(","), CsvFormat())
+        batch, rejects = decoder.decode_block(lines[1:], arrow_schema(spec))
+        assert not rejects
+        pipeline = beam.Pipeline(runner=FnApiRunner())
+        transform_fn = pipeline | "TransformFn" >> beam.Create(
+            [transform.transform_fn_dir(config.transform_dir)]
+        )
+        _ = pipeline | beam.Create([batch]) | CountUnknownLabels(
+            "eval", ["y"], raw_adapter_config(spec), transform_fn
+        )
+        result = pipeline.run()
+        result.wait_until_finish()
+        assert unknown_label_counts(result) == {("eval", "y"): {"zebra": 2, "p.": 1}}, mode

@@ -1,7 +1,8 @@
 """What Beam remembers for a DoFn or function (its state and timer specs, its
 signature) is Beam's own answer for it; a local job's bundles without their threads
 count, track their steps and fail as Beam's do; pickles compressed once are the bytes
-bz2 gives; the job's garbage is still collected."""
+bz2 gives; the submodules found for a pickled function are cloudpickle's own, after
+new imports too; the job's garbage is still collected."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import base64
 import bz2
 import functools
 import gc
+import importlib
+import sys
 import weakref
 
 import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.internal import cloudpickle_pickler, pickler
+from apache_beam.internal.cloudpickle import cloudpickle
 from apache_beam.runners.worker import statesampler
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, ptransform, userstate
@@ -24,6 +28,7 @@ from tfbake.transform.beam_overhead import (
     cut_overhead,
     memoize_dofn_specs,
     memoize_signatures,
+    memoize_submodule_search,
     older_objects_left_out_of_collection,
     pickles_compressed_once,
     pipeline_options,
@@ -190,6 +195,34 @@ def test_pickles_compressed_once_are_the_bytes_bz2_gives_and_read_back():
     two = bz2.compress(b"tf.") + bz2.compress(b"Example")
     assert remembered.decompress(two) == b"tf.Example"
     assert remembered.compress(b"x" * 10, compresslevel=1) == bz2.compress(b"x" * 10, 1)
+
+
+def test_submodules_found_are_cloudpickles_own_after_new_imports_too(tmp_path, monkeypatch):
+    memoize_submodule_search()
+    remembered = cloudpickle._find_imported_submodules
+    own = remembered.__wrapped__
+    package = tmp_path / "tfbake_test_package"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("value = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tfbake_test_package", raising=False)
+    monkeypatch.delitem(sys.modules, "tfbake_test_package.sub", raising=False)
+    imported = importlib.import_module("tfbake_test_package")
+    read = eval("lambda: tfbake_test_package.sub.value", {"tfbake_test_package": imported})
+    uses_beam = eval("lambda path: beam.io.filesystems.FileSystems.exists(path)", {"beam": beam})
+
+    def answers(fn):
+        code, dependencies = fn.__code__, list(fn.__globals__.values())
+        return remembered(code, dependencies), own(code, dependencies)
+
+    for _ in range(2):  # the second time from the memo
+        assert answers(read) == ([], [])
+        mine, theirs = answers(uses_beam)
+        assert mine == theirs and mine
+    importlib.import_module("tfbake_test_package.sub")  # imported since: found now
+    assert answers(read) == ([sys.modules["tfbake_test_package.sub"]],) * 2
+    assert pickler.loads(pickler.dumps(read))() == 7
 
 
 class _Node:

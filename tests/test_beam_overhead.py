@@ -29,6 +29,7 @@ from tfbake.transform.beam_overhead import (
     memoize_dofn_specs,
     memoize_signatures,
     memoize_submodule_search,
+    memoize_yield_and_return_check,
     older_objects_left_out_of_collection,
     pickles_compressed_once,
     pipeline_options,
@@ -82,6 +83,32 @@ class _Methods:
 
 def _plain(element, count: int = 1):
     return [element] * count
+
+
+class _YieldsAndReturns(beam.DoFn):
+    def process(self, element):
+        if element:
+            return [element]
+        yield element
+
+
+class _Yields(beam.DoFn):
+    def process(self, element):
+        yield element
+
+
+def test_each_dofn_gets_beams_own_yield_and_return_check():
+    memoize_yield_and_return_check()
+    remembered = core._check_fn_use_yield_and_return
+    beams_own = remembered.__wrapped__
+    methods = [
+        _YieldsAndReturns().process, _Yields().process, beam.Map(len).fn.process,
+        _YieldsAndReturns().process, _Yields().process, len,
+    ]
+    expected = [beams_own(m) for m in methods]
+    assert expected == [True, False, False, True, False, False]
+    for order in (methods, methods[::-1]):
+        assert [remembered(m) for m in order] == [beams_own(m) for m in order]
 
 
 def test_each_remembered_signature_is_inspects_own():

@@ -11,6 +11,10 @@ and runs about a hundred bundles (one per fused stage), and Beam repeats work fo
   every method of the ``DoFn``, five times per ``ParDo`` while the pipeline is built
   and twice more per bundle processor. :func:`memoize_dofn_specs` remembers the
   answer per ``DoFn`` class.
+- On each ``ParDo``, Beam reads the source of its ``DoFn``'s ``process`` method
+  (``inspect.getsourcelines``, which tokenizes the method's file) to warn about a
+  method that both yields and returns: 525 times a job, for 29 methods.
+  :func:`memoize_yield_and_return_check` remembers the answer per method's code.
 - Beam asks ``inspect.signature`` about the same functions some 15,000 times per job
   (each ``DoFn`` method, each ``Map`` callable, when built, type-checked and unpickled
   into a bundle processor). :func:`memoize_signatures` remembers each function's.
@@ -141,6 +145,31 @@ def memoize_dofn_specs() -> None:
         return (by_object, dofn) if holds_a_method else (by_class, type(dofn))
 
     userstate.get_dofn_specs = _remembered(original, memo_and_key)
+
+
+def memoize_yield_and_return_check() -> None:
+    """Makes Beam's check of a ``DoFn``'s ``process`` method for both ``yield`` and
+    ``return`` read each method's source once (idempotent).
+
+    The answer is remembered per code object: it is read from the code's source lines
+    alone. The check also warns when the method returns None; that warning is then
+    logged once per method rather than once per ``ParDo``.
+    """
+    original = core._check_fn_use_yield_and_return
+    if hasattr(original, "__wrapped__"):
+        return
+    by_code: dict = {}
+
+    @functools.wraps(original)
+    def check(fn):
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        if code is None:
+            return original(fn)
+        if code not in by_code:
+            by_code[code] = original(fn)
+        return by_code[code]
+
+    core._check_fn_use_yield_and_return = check
 
 
 def memoize_signatures() -> None:
@@ -344,6 +373,7 @@ def cut_overhead() -> None:
     """All of this module's cuts to Beam's per-transform and per-bundle work
     (idempotent); :func:`older_objects_left_out_of_collection` is the job's to enter."""
     memoize_dofn_specs()
+    memoize_yield_and_return_check()
     memoize_signatures()
     embedded_worker_without_state_cache()
     in_process_bundles_without_threads()

@@ -38,7 +38,7 @@ from tfbake.serving_input.csv_rows import (
     join_records,
     split_lines,
 )
-from tfbake.serving_input.text_values import TEXT_PARSERS
+from tfbake.serving_input.text_values import TEXT_PARSERS, with_decimal_point
 from tfbake.transform.rejects import HOLDOUT_TAGS, Holdout, SplitOutput
 
 REJECTS_TAG = "rejects"
@@ -102,7 +102,11 @@ class CsvRowDecoder(CsvLineDecoder):
             if not nullable:
                 bad |= ~present
             if dtype == tf.float32 and self._format.decimal != ".":
-                texts = pc.replace_substring(texts, self._format.decimal, ".")
+                decimal = self._format.decimal
+                texts = pa.array(
+                    [with_decimal_point(t, decimal) for t in texts.to_pylist()],
+                    type=pa.large_string(),
+                )
             values, ok = _parse_column(texts, present, dtype)
             bad |= ~ok
             parsed.append((present, values))

@@ -99,7 +99,8 @@ class _CountUnknownValues(beam.DoFn):
 
     def process(self, record_batch, transform_dir: str):
         if transform_dir != self._transform_dir:
-            load = _tf1_label_values if tf1_signature(transform_dir) else _tf2_label_values
+            tf1 = tf1_signature(transform_dir) is not None
+            load = _tf1_label_values if tf1 else _tf2_label_values
             self._label_values = load(transform_dir, self._labels, self._adapter)
             self._transform_dir = transform_dir
         if self._label_values is None:

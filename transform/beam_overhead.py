@@ -43,7 +43,7 @@ and runs about a hundred bundles (one per fused stage), and Beam repeats work fo
 
 On a 1,000-row job the first two took about 3.5 s and 3 s of a 13 s job; the next two
 about 0.9 s of 10 s; the threads and the collections about 0.4 s and 0.5 s of 5.5 s;
-the repeated compressions about 0.3 s of 5 s; the submodule search 0.2 s of 4.5 s.
+the repeated compressions about 0.3-0.5 s of 5 s; the submodule search 0.2 s of 4.5 s.
 """
 
 from __future__ import annotations

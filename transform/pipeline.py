@@ -57,6 +57,7 @@ from tfbake.transform.unknown_labels import (
     unknown_label_counts,
     unknown_labels_message,
 )
+from tfbake.transform.vocabulary_steps import lean_vocabulary_steps
 
 SPLITS = ("train", "eval")
 # The split that picks the early-stopping epoch, when the job has one.
@@ -437,7 +438,7 @@ def _run(job: TransformJob) -> dict:
     # that graph), else TF2 (a tf.function, traced again for each SavedModel).
     with tft_beam.Context(
         temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1
-    ), reusing_trace(job.preprocessing_fn, traced.trace):
+    ), reusing_trace(job.preprocessing_fn, traced.trace), lean_vocabulary_steps():
         reads = [
             _read(
                 pipeline,

@@ -108,7 +108,7 @@ class _OrderAndWrite(beam.PTransform):
             side_inputs["reserved_tokens"] = beam.pvalue.AsSingleton(reserved[0])
         written = (
             counts.pipeline
-            | "Prepare" >> beam.Create([None])
+            | "Prepare" >> beam.Impulse()
             | "OrderAndWrite"
             >> beam.ParDo(
                 _OrderAndWriteFn(
@@ -151,7 +151,7 @@ class _Count(beam.PTransform):
         partial = counts | "CountInBundle" >> beam.ParDo(_CountInBundle())
         return (
             counts.pipeline
-            | "Once" >> beam.Create([None])
+            | "Once" >> beam.Impulse()
             | "Total" >> beam.Map(_total, beam.pvalue.AsIter(partial))
         )
 

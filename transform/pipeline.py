@@ -45,6 +45,7 @@ from tfbake.transform.beam_overhead import (
 from tfbake.transform.csv_source import ReadCsv, raw_adapter_config
 from tfbake.transform.job_record import JobRecord, code_fingerprint
 from tfbake.transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from tfbake.transform.shared_graph import share_loaded_graph
 from tfbake.transform.statistics import DEFAULT_TOP_K, ComputeStatistics
 from tfbake.transform.tfrecord_shards import WriteTFRecordShards
 from tfbake.transform.tfrecord_source import ReadExamples
@@ -512,6 +513,7 @@ def _run(job: TransformJob) -> dict:
         _ = raw_metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
             os.path.join(out, "metadata"), pipeline
         )
+        share_loaded_graph(pipeline, [f"Transform{split.capitalize()}" for split in job.splits])
         result = pipeline.run()
         result.wait_until_finish()
     if tf.io.gfile.exists(temp_dir):
@@ -533,3 +535,4 @@ def _run(job: TransformJob) -> dict:
     if record is not None:
         record.write(out, reports=(os.path.basename(analysis_cache_report_path(out)),))
     return stats
+

@@ -19,11 +19,13 @@ import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.internal import cloudpickle_pickler, pickler
 from apache_beam.internal.cloudpickle import cloudpickle
-from apache_beam.runners.worker import statesampler
+from apache_beam.runners.worker import bundle_processor, statesampler
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, ptransform, userstate
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.typehints import decorators
 
+from tfbake.transform import beam_overhead
 from tfbake.transform.beam_overhead import (
     cut_overhead,
     memoize_dofn_specs,
@@ -196,6 +198,46 @@ def test_bundles_without_their_threads_count_track_steps_and_fail_as_beams_do():
                 failing.run().wait_until_finish()
         finally:
             _FailsWhereUnpickled.broken = False
+
+
+class _WindowStartOnce(beam.DoFn):
+    """Pairs each element with its window's start; records each object set up."""
+
+    set_up: list = []
+
+    def setup(self):
+        _WindowStartOnce.set_up.append(self)
+        self.seen = 0
+
+    def process(self, element, window=beam.DoFn.WindowParam):
+        self.seen += 1
+        yield element, int(window.start), self.seen
+
+
+def test_steps_get_their_windowing_and_dofns_of_their_own_without_pickling_again():
+    cut_overhead()
+    assert isinstance(bundle_processor.pickler, beam_overhead._PicklerWithWindowingHandedOver)
+    pipeline = _local_pipeline()
+    windowed = (
+        pipeline | beam.Create([1, 2, 13, 25])
+        | beam.Map(lambda x: TimestampedValue(x, x))
+        | beam.WindowInto(FixedWindows(10))
+    )
+    dofn = _WindowStartOnce()
+    _WindowStartOnce.set_up.clear()
+    first = windowed | "First" >> beam.ParDo(dofn)
+    # The same DoFn object again, in the same stage: each step must get its own copy
+    # (its count of elements starts again).
+    second = windowed | "Second" >> beam.ParDo(dofn)
+    expected = [(1, 0), (2, 0), (13, 10), (25, 20)]
+    for label, output in (("First", first), ("Second", second)):
+        assert_that(output | f"Drop{label}" >> beam.Map(lambda t: (t[0], t[1])),
+                    equal_to(expected), label=f"Check{label}")
+        assert_that(output | f"Counts{label}" >> beam.Map(lambda t: t[2]),
+                    equal_to([1, 2, 3, 4]), label=f"Count{label}")
+    pipeline.run().wait_until_finish()
+    made = _WindowStartOnce.set_up
+    assert len(made) == 2 and made[0] is not made[1] and dofn not in made
 
 
 def test_pickles_compressed_once_are_the_bytes_bz2_gives_and_read_back():

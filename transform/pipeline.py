@@ -45,6 +45,7 @@ from tfbake.transform.beam_overhead import (
 from tfbake.transform.csv_source import ReadCsv, raw_adapter_config
 from tfbake.transform.job_record import JobRecord, code_fingerprint
 from tfbake.transform.rejects import COUNTER_NAMESPACE, HOLDOUT_REJECTS_TAG, HOLDOUT_TAG, Holdout
+from tfbake.transform.session_config import graphs_run_as_built
 from tfbake.transform.shared_graph import share_loaded_graph
 from tfbake.transform.statistics import DEFAULT_TOP_K, ComputeStatistics
 from tfbake.transform.tfrecord_shards import WriteTFRecordShards
@@ -439,7 +440,9 @@ def _run(job: TransformJob) -> dict:
     # that graph), else TF2 (a tf.function, traced again for each SavedModel).
     with tft_beam.Context(
         temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1
-    ), reusing_trace(job.preprocessing_fn, traced.trace), lean_vocabulary_steps():
+    ), reusing_trace(job.preprocessing_fn, traced.trace), lean_vocabulary_steps(), (
+        graphs_run_as_built()
+    ):
         reads = [
             _read(
                 pipeline,

@@ -437,7 +437,9 @@ def _run(job: TransformJob) -> dict:
     pipeline = _pipeline(pipeline_options(job.beam_args))
     # tf.Transform runs in the mode the function traced in: TF1 graph mode where it
     # can (one trace, the fingerprints', for the whole job; every SavedModel cut from
-    # that graph), else TF2 (a tf.function, traced again for each SavedModel).
+    # that graph), else TF2 (a tf.function, traced again for each SavedModel). Its
+    # vocabularies are written and counted in a few steps each, and its sessions run
+    # their graphs without Grappler (transform.vocabulary_steps, .session_config).
     with tft_beam.Context(
         temp_dir=temp_dir, force_tf_compat_v1=traced.tf_compat_v1
     ), reusing_trace(job.preprocessing_fn, traced.trace), lean_vocabulary_steps(), (
@@ -494,6 +496,7 @@ def _run(job: TransformJob) -> dict:
             _ = reads_by_split["train"][0] | "TrainStatistics" >> ComputeStatistics(
                 described, out, job.statistics_top_k
             )
+        transform_steps = []  # the splits' TransformDataset labels
         for split in job.splits:
             label = split.capitalize()
             batches, rejects = reads_by_split[split]
@@ -503,8 +506,9 @@ def _run(job: TransformJob) -> dict:
                 _ = batches | f"CountUnknown{label}Labels" >> CountUnknownLabels(
                     split, job.class_labels, adapter_config, transform_fn[0]
                 )
+            transform_steps.append(f"Transform{label}")
             transformed = ((batches, adapter_config), transform_fn) | (
-                f"Transform{label}" >> tft_beam.TransformDataset(output_record_batches=True)
+                transform_steps[-1] >> tft_beam.TransformDataset(output_record_batches=True)
             )
             _ = transformed | f"Write{label}" >> WriteExamples(out, split)
             _ = rejects | f"Write{label}Rejects" >> beam.io.WriteToText(
@@ -516,7 +520,7 @@ def _run(job: TransformJob) -> dict:
         _ = raw_metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
             os.path.join(out, "metadata"), pipeline
         )
-        share_loaded_graph(pipeline, [f"Transform{split.capitalize()}" for split in job.splits])
+        share_loaded_graph(pipeline, transform_steps)
         result = pipeline.run()
         result.wait_until_finish()
     if tf.io.gfile.exists(temp_dir):
@@ -538,4 +542,3 @@ def _run(job: TransformJob) -> dict:
     if record is not None:
         record.write(out, reports=(os.path.basename(analysis_cache_report_path(out)),))
     return stats
-

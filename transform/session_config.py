@@ -5,7 +5,7 @@ each analysis phase's graph and the ``transform_fn`` in a TensorFlow session, wi
 session config it picks for the runner (two threads per session, for the local
 runners). A session's first run has Grappler rewrite the graph first: on a 1,000-row
 job the first batch through the analyzers' inputs and through the ``transform_fn``
-took 120-200 ms and 65-75 ms, 50-60 ms and 30-40 ms without it. Later batches
+took 120-200 ms and 65-77 ms, 40-62 ms and 20-42 ms without it. Later batches
 hardly differ: the graphs are element-wise steps, vocabulary lookups and bucket
 searches, which Grappler has little to fold (the whole flights job ran its sessions
 for 0.53-0.62 s either way).

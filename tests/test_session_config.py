@@ -18,6 +18,7 @@ from tensorflow_transform.beam import impl as tft_impl
 from tfbake.transform.beam_overhead import cut_overhead
 from tfbake.transform.csv_source import arrow_schema, raw_adapter_config
 from tfbake.transform.session_config import as_built, graphs_run_as_built
+from tfbake.transform.shared_graph import graph_steps
 
 SPEC = {"x": tf.io.FixedLenFeature([], tf.float32), "w": tf.io.FixedLenFeature([], tf.string)}
 XS = [1.0, 2.0, 3.0, 6.0]
@@ -34,19 +35,6 @@ def _preprocessing_fn(inputs):
 def _rows(batch: pa.RecordBatch) -> list[tuple]:
     columns = [batch.column(name).to_pylist() for name in ("z", "bucket", "w")]
     return [(round(z, 5), bucket, w) for [z], [bucket], [w] in zip(*columns)]
-
-
-def _steps_configs(pipeline: beam.Pipeline) -> list:
-    found = []
-
-    class Steps(beam.pipeline.PipelineVisitor):
-        def visit_transform(self, applied):
-            fn = getattr(applied.transform, "fn", None)
-            if isinstance(fn, tft_impl._RunMetaGraphDoFn):  # noqa: SLF001
-                found.append(fn._tf_config)  # noqa: SLF001
-
-    pipeline.visit(Steps())
-    return found
 
 
 def test_graphs_run_as_built_give_their_values(tmp_path):
@@ -70,7 +58,7 @@ def test_graphs_run_as_built_give_their_values(tmp_path):
         (batches, _) = ((data, config), transform_fn) | tft_beam.TransformDataset(
             output_record_batches=True)
         assert_that(batches | beam.FlatMap(lambda b: _rows(b[0])), equal_to(expected))
-        steps = _steps_configs(pipeline)
+        steps = [step.transform.fn._tf_config for step in graph_steps(pipeline)]  # noqa: SLF001
         pipeline.run().wait_until_finish()
     # The analyzers' inputs and the transform_fn, each with Grappler off and
     # tf.Transform's own settings kept.

@@ -25,7 +25,8 @@ from apache_beam.runners.direct.direct_runner import DirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from tensorflow_transform.beam import impl as tft_impl
 
-LOCAL_RUNNERS = (FnApiRunner, DirectRunner)
+# The runners tf.Transform picks a session config for that run in this process.
+_IN_PROCESS_RUNNERS = (FnApiRunner, DirectRunner)
 
 
 def as_built(config: tf.compat.v1.ConfigProto | None) -> tf.compat.v1.ConfigProto:
@@ -43,7 +44,7 @@ def graphs_run_as_built() -> Iterator[None]:
     Grappler off (its own configs again after it)."""
     configs = tft_impl._DEFAULT_TENSORFLOW_CONFIG_BY_BEAM_RUNNER_TYPE  # noqa: SLF001
     saved = dict(configs)
-    for runner in LOCAL_RUNNERS:
+    for runner in _IN_PROCESS_RUNNERS:
         configs[runner] = as_built(saved.get(runner))
     try:
         yield

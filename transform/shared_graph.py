@@ -25,15 +25,19 @@ from tensorflow_transform.beam import impl as tft_impl
 _RUN_GRAPH_STEP = "Transform"
 
 
-def _graph_steps(pipeline: beam.Pipeline, labels: Sequence[str]) -> list:
-    """The applied ``TransformDataset`` steps that run the graph, under ``labels``."""
-    wanted = {f"{label}/{_RUN_GRAPH_STEP}" for label in labels}
+def graph_steps(pipeline: beam.Pipeline, labels: Sequence[str] | None = None) -> list:
+    """The applied steps of ``pipeline`` that run a tf.Transform graph (the analyzers'
+    inputs, ``TransformDataset``); with ``labels``, only the ``TransformDataset``
+    steps applied under them."""
+    wanted = None if labels is None else {f"{label}/{_RUN_GRAPH_STEP}" for label in labels}
     found = []
 
     class Steps(beam.pipeline.PipelineVisitor):
         def visit_transform(self, applied):
             fn = getattr(applied.transform, "fn", None)
-            if applied.full_label in wanted and isinstance(fn, tft_impl._RunMetaGraphDoFn):  # noqa: SLF001
+            if isinstance(fn, tft_impl._RunMetaGraphDoFn) and (  # noqa: SLF001
+                wanted is None or applied.full_label in wanted
+            ):
                 found.append(applied)
 
     pipeline.visit(Steps())
@@ -60,7 +64,7 @@ def share_loaded_graph(pipeline: beam.Pipeline, labels: Sequence[str]) -> int:
     """Gives the ``TransformDataset`` steps applied under ``labels`` one shared graph
     where they would load the same one; returns how many steps share one."""
     groups: dict[tuple, list] = {}
-    for applied in _graph_steps(pipeline, labels):
+    for applied in graph_steps(pipeline, labels):
         groups.setdefault(_same_graph(applied), []).append(applied)
     sharing = 0
     for steps in groups.values():

@@ -160,7 +160,7 @@ def _order_and_write(operation, extra_args) -> beam.PTransform:
     """:class:`_OrderAndWrite` for a text vocabulary, tf.Transform's own otherwise."""
     if operation.file_format == TEXT:
         return _OrderAndWrite(operation, extra_args)
-    return _ORIGINALS[analyzer_nodes.VocabularyOrderAndWrite](operation, extra_args)
+    return analyzer_impls._VocabularyOrderAndWriteImpl(operation, extra_args)  # noqa: SLF001
 
 
 # tf.Transform calls the implementation registered for a node with the node and its
@@ -169,7 +169,6 @@ _LEAN = {
     analyzer_nodes.VocabularyOrderAndWrite: _order_and_write,
     analyzer_nodes.VocabularyCount: _Count,
 }
-_ORIGINALS: dict = {}
 
 
 @contextlib.contextmanager
@@ -181,7 +180,6 @@ def lean_vocabulary_steps() -> Iterator[None]:
     entries = {node: registry[node]._ptransform_by_tag for node in _LEAN}  # noqa: SLF001
     saved = {node: dict(by_tag) for node, by_tag in entries.items()}
     for node, by_tag in entries.items():
-        _ORIGINALS[node] = saved[node][general]
         by_tag.clear()
         by_tag[general] = _LEAN[node]
     try:
